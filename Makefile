@@ -1,0 +1,45 @@
+# Two entry points do all set-up on a fresh machine (see README):
+#   make run   -> bootstrap .venv, install, start the daemon with the bundled model and a demo call
+#   make test  -> bootstrap .venv, install, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast lint format bootstrap install-service bench clean
+
+bootstrap: $(STAMP)
+
+# pip resolves torch from this machine's local wheel store (never a network torch wheel):
+# pyproject only asks for torch>=2.9, which the local 2.14.1 build satisfies.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: bootstrap
+	$(BIN)/streamguard demo
+
+test: bootstrap
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: bootstrap
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(BIN)/ruff check streamguard training tests
+	$(BIN)/ruff format --check streamguard training tests
+
+format: bootstrap
+	$(BIN)/ruff format streamguard training tests
+	$(BIN)/ruff check --fix streamguard training tests
+
+bench: bootstrap
+	$(BIN)/streamguard bench
+
+install-service:
+	sudo ./systemd/install.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,22 @@
+"""Errors a user can act on.
+
+Anything raised as a :class:`StreamguardError` is printed by the CLI as one line (no traceback)
+and turns into a non-zero exit status. Raise it for bad input, bad configuration and missing
+resources; let genuine bugs propagate as ordinary exceptions.
+"""
+
+
+class StreamguardError(Exception):
+    """A problem the user can fix; its message is shown as-is, on one line."""
+
+
+class ConfigError(StreamguardError):
+    """The configuration file or environment is invalid."""
+
+
+class ModelError(StreamguardError):
+    """A model spec cannot be resolved, read or trusted."""
+
+
+class AudioError(StreamguardError):
+    """An audio file or stream cannot be decoded."""

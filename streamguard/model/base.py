@@ -1,0 +1,82 @@
+"""The detector contract every part of streamguard relies on (see DESIGN.md, "Detector").
+
+``scores = detector(waveforms)``: float32 waveforms ``[B, window_samples]`` at ``sample_rate``
+in, P(fake) ``[B]`` out. A :class:`Detector` wraps one architecture's ``torch.nn.Module``
+(whose ``forward`` maps waveforms to one logit per row) together with its :class:`ModelInfo`,
+and owns device placement, precision and inference mode, so callers (the scanner, the daemon's
+scoring engine, the evaluator) never touch torch details.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata that travels with a model (written to and read from ``config.json``)."""
+
+    name: str
+    architecture: str  # "koyelog-resnet" | "wav2vec2-bigru" | "hf-audio-classification"
+    sample_rate: int = 16_000
+    window_seconds: float = 4.0
+    threshold: float = 0.5  # P(fake) at or above this is "fake"
+    provenance: dict[str, Any] = field(default_factory=dict)  # source, sha256, training data...
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.sample_rate * self.window_seconds)
+
+    def replace(self, **changes: Any) -> ModelInfo:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Detector:
+    """A loaded, ready-to-score model. Load once, share everywhere (it is stateless per call).
+
+    Thread-safety: calls are serialised by the caller (the daemon runs all inference on one
+    worker thread); torch releases the GIL while it computes.
+    """
+
+    def __init__(self, module: Any, info: ModelInfo, *, device: str = "cpu", half: bool = False):
+        import torch
+
+        self.info = info
+        self.device = torch.device(device)
+        self.half = half and self.device.type == "cuda"
+        module = module.to(self.device).eval()
+        if self.half:
+            module = module.half()
+        self.module = module
+
+    @property
+    def window_samples(self) -> int:
+        return self.info.window_samples
+
+    def logits(self, waveforms: np.ndarray) -> np.ndarray:
+        """Raw logits ``[B]`` for float32 waveforms ``[B, window_samples]``."""
+        import torch
+
+        batch = np.asarray(waveforms, dtype=np.float32)
+        if batch.ndim != 2 or batch.shape[1] != self.window_samples:
+            raise ValueError(
+                f"expected waveforms of shape [B, {self.window_samples}], got {batch.shape}"
+            )
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device)
+            if self.half:
+                x = x.half()
+            out = self.module(x)
+            return out.float().reshape(-1).cpu().numpy()
+
+    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
+        """P(fake) ``[B]`` as float32 numbers in [0, 1]."""
+        logits = self.logits(waveforms)
+        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
