@@ -1,0 +1,75 @@
+"""Async clients of a running daemon: stream a call into it (``feed``, ``demo``, ``bench``).
+
+The frames come from :mod:`streamguard.sources.senders` (pure); this module only puts them on a
+WebSocket, paced in real time or as fast as the daemon reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from streamguard.errors import StreamguardError
+from streamguard.sources.senders import Frame
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    frames: int
+    audio_seconds: float
+    wall_seconds: float
+    close_code: int | None
+    close_reason: str
+
+
+async def send_frames(
+    url: str,
+    frames: Iterable[tuple[float, Frame]],
+    *,
+    realtime: bool = False,
+    speed: float = 1.0,
+    token: str | None = None,
+    close_timeout: float = 30.0,
+) -> FeedResult:
+    """Send ``frames`` to ``url``; with ``realtime``, each at its call time (divided by speed).
+
+    After the last frame, waits (up to ``close_timeout``) for the daemon to close the call so
+    the caller knows every frame was consumed.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    started = time.monotonic()
+    sent = 0
+    last_at = 0.0
+    try:
+        async with connect(url, additional_headers=headers, max_size=None) as ws:
+            try:
+                for send_at, frame in frames:
+                    if realtime:
+                        delay = started + send_at / speed - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    await ws.send(frame)
+                    sent += 1
+                    last_at = send_at
+                # The daemon closes once the call has ended; drain anything it says until then.
+                async with asyncio.timeout(close_timeout):
+                    async for _ in ws:
+                        pass
+            except ConnectionClosed:
+                pass
+            except TimeoutError:
+                await ws.close()
+            code, reason = ws.close_code, ws.close_reason or ""
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        raise StreamguardError(f"{url}: the daemon refused the feed (HTTP {status})") from None
+    except InvalidURI as exc:
+        raise StreamguardError(f"not a WebSocket URL: {exc.uri}") from None
+    except OSError as exc:
+        raise StreamguardError(f"cannot connect to {url}: {exc.strerror or exc}") from None
+    return FeedResult(sent, last_at, time.monotonic() - started, code, reason)

@@ -1,0 +1,75 @@
+"""``streamguard feed``: stream an audio file into a daemon as if it were a live call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "stream an audio file into a running daemon as a call (twilio, native or l16 protocol)"
+
+DEFAULT_PATHS = {"twilio": "/twilio", "native": "/ingest", "l16": "/ingest"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="audio file (wav/flac/ogg/mp3, any rate; stereo = 2 tracks)")
+    parser.add_argument(
+        "--url",
+        default="ws://127.0.0.1:8765",
+        help="daemon URL; the protocol's default path (/twilio or /ingest) is added when the "
+        "URL has none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("twilio", "native", "l16"),
+        default="twilio",
+        help="wire protocol: twilio = Media Streams (8 kHz mu-law, inbound/outbound tracks), "
+        "native = streamguard's PCM protocol, l16 = a Vonage/FreeSWITCH-style L16 fork "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="pace frames at the speed of the audio (default: as fast as the daemon reads)",
+    )
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="with --realtime: playback speed factor"
+    )
+    parser.add_argument("--call-id", help="call id to use (default: a random one)")
+    parser.add_argument("--token", help="bearer token, when the daemon has [auth] token set")
+
+
+def with_path(url: str, protocol: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.path in ("", "/"):
+        return url.rstrip("/") + DEFAULT_PATHS[protocol]
+    return url
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streamguard.client import send_frames
+    from streamguard.sources.file import read_audio
+    from streamguard.sources.senders import frames_for
+
+    rate, channels = read_audio(args.file)
+    if args.speed <= 0:
+        print("streamguard: error: --speed must be > 0", file=sys.stderr)
+        return 2
+    url = with_path(args.url, args.protocol)
+    try:
+        frames = frames_for(args.protocol, channels, rate, call_id=args.call_id)
+    except ValueError as exc:
+        print(f"streamguard: error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    result = asyncio.run(
+        send_frames(url, frames, realtime=args.realtime, speed=args.speed, token=args.token)
+    )
+    print(
+        f"sent {result.frames} frames ({channels.shape[1] / rate:.2f} s of audio, "
+        f"{channels.shape[0]} track(s)) in {result.wall_seconds:.2f} s; "
+        f"daemon closed with {result.close_code} {result.close_reason}".rstrip()
+    )
+    return 0 if result.close_code in (1000, None) else 1

@@ -1,0 +1,87 @@
+"""A real daemon on 127.0.0.1 (ephemeral ports, tiny model) and real clients for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.client import connect
+
+from streamguard.config import load_config
+from streamguard.daemon import Daemon
+
+
+def daemon_settings(**sections):
+    """Loopback, ephemeral ports, RTP off unless asked for; other sections as given."""
+    overrides = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "sources": {"rtp": {"enabled": False, "host": "127.0.0.1", "port": 0}},
+        "model": {"max_wait_ms": 5},
+        "logging": {"level": "warning"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(overrides.get(key), dict):
+            overrides[key] = {**overrides[key], **value}
+        else:
+            overrides[key] = value
+    return load_config(None, overrides)
+
+
+@pytest.fixture
+async def make_daemon(tiny_detector) -> AsyncIterator:
+    """Factory: ``await make_daemon(**config_sections)`` -> a started Daemon, stopped after."""
+    started: list[Daemon] = []
+
+    async def factory(**sections) -> Daemon:
+        daemon = Daemon(daemon_settings(**sections), detector=tiny_detector)
+        await daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in started:
+        await asyncio.wait_for(daemon.stop(), 30)
+
+
+class Subscriber:
+    """A real /alerts WebSocket subscriber collecting events in the background."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.events: list[dict] = []
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> Subscriber:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 5)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        async with connect(self.url) as ws:
+            self._ready.set()
+            async for message in ws:
+                self.events.append(json.loads(message))
+
+    def of_type(self, type_: str) -> list[dict]:
+        return [e for e in self.events if e["type"] == type_]
+
+    async def wait_for(self, predicate, timeout: float = 30.0) -> None:
+        async def poll() -> None:
+            while not predicate(self.events):
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(poll(), timeout)
+
+    async def wait_call_ended(self, count: int = 1, timeout: float = 30.0) -> list[dict]:
+        await self.wait_for(lambda ev: sum(e["type"] == "call_ended" for e in ev) >= count, timeout)
+        return self.of_type("call_ended")

@@ -1,0 +1,171 @@
+"""The real daemon on loopback, driven over real WebSockets by the protocols' own wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from streamguard.client import send_frames
+from streamguard.sources.file import read_audio
+from streamguard.sources.senders import l16_frames, native_frames, twilio_frames
+
+from .conftest import Subscriber
+
+pytestmark = pytest.mark.integration
+
+
+def window_starts(events: list[dict], track: str) -> list[float]:
+    return [e["start"] for e in events if e["type"] == "score" and e["track"] == track]
+
+
+async def test_twilio_call_with_both_tracks(make_daemon, fixtures_dir):
+    daemon = await make_daemon()
+    rate, stereo = read_audio(fixtures_dir / "speech_stereo_16k.wav")
+    base = f"ws://127.0.0.1:{daemon.port}"
+    async with Subscriber(f"{base}/alerts") as sub:
+        result = await send_frames(f"{base}/twilio", twilio_frames(stereo, rate, call_sid="CA1"))
+        assert result.close_code == 1000
+        (ended,) = await sub.wait_call_ended()
+
+    started = sub.of_type("call_started")
+    assert [e["call_id"] for e in started] == ["CA1"]
+    assert started[0]["source"] == "twilio"
+    assert "streamSid" in started[0]["metadata"]
+    duration = stereo.shape[1] / rate
+    for track in ("inbound", "outbound"):
+        starts = window_starts(sub.events, track)
+        assert starts, f"no score events for {track}"
+        # windows every hop (1 s) of call time, each 4 s long, inside the call
+        assert starts == sorted(starts)
+        assert all(abs(b - a - 1.0) < 1e-6 for a, b in itertools.pairwise(starts))
+        for e in sub.of_type("score"):
+            assert e["end"] - e["start"] == pytest.approx(4.0)
+            assert 0.0 <= e["p_fake"] <= 1.0
+    assert ended["call_id"] == "CA1" and ended["reason"] == "stop"
+    assert set(ended["tracks"]) == {"inbound", "outbound"}
+    assert ended["summary"]["duration"] == pytest.approx(duration, abs=0.05)
+    assert ended["summary"]["windows_scored"] == len(sub.of_type("score"))
+    assert ended["summary"]["verdict"] in {"fake", "real"}
+    seqs = [e["seq"] for e in sub.events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+@pytest.mark.parametrize("protocol", ["native", "l16"])
+async def test_ingest_protocols_score_at_call_times(make_daemon, fixtures_dir, protocol):
+    daemon = await make_daemon()
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    base = f"ws://127.0.0.1:{daemon.port}"
+    frames = (native_frames if protocol == "native" else l16_frames)(mono, rate, call_id="c-1")
+    async with Subscriber(f"{base}/alerts?call_id=c-1") as sub:
+        await send_frames(f"{base}/ingest", frames)
+        (ended,) = await sub.wait_call_ended()
+    assert sub.of_type("call_started")[0]["source"] == protocol
+    # a 10 s call with hop 1 s: windows [0,4] ... [6,10] where the VAD finds enough speech
+    starts = window_starts(sub.events, "0")
+    assert starts and set(starts) <= {float(s) for s in range(7)}
+    assert ended["summary"]["windows_scored"] + ended["summary"]["windows_skipped"] >= 7
+
+
+async def test_filtered_subscribers_get_exactly_their_events(make_daemon, fixtures_dir):
+    daemon = await make_daemon()
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    base = f"ws://127.0.0.1:{daemon.port}"
+    async with (
+        Subscriber(f"{base}/alerts") as everything,
+        Subscriber(f"{base}/alerts?call_id=A&types=call_ended") as only_a_end,
+        Subscriber(f"{base}/alerts?types=score") as scores,
+    ):
+        await asyncio.gather(
+            send_frames(f"{base}/ingest", native_frames(mono, rate, call_id="A")),
+            send_frames(f"{base}/ingest", native_frames(mono, rate, call_id="B")),
+        )
+        await everything.wait_call_ended(2)
+        await only_a_end.wait_call_ended(1)
+        await asyncio.sleep(0.1)
+    assert [(e["type"], e["call_id"]) for e in only_a_end.events] == [("call_ended", "A")]
+    assert {e["type"] for e in scores.events} == {"score"}
+    assert len(scores.events) == len(everything.of_type("score"))
+
+
+async def test_bad_first_frame_is_closed_with_reason_and_others_continue(make_daemon, fixtures_dir):
+    daemon = await make_daemon()
+    base = f"ws://127.0.0.1:{daemon.port}"
+    async with connect(f"{base}/ingest") as ws:
+        await ws.send(json.dumps({"hello": "world"}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1008
+        assert "protocol" in ws.close_reason or "metadata" in ws.close_reason
+    async with connect(f"{base}/ingest") as ws:
+        await ws.send(json.dumps({"sample_rate": 11, "encoding": "pcm_s16le", "channels": 1}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1003
+    # the daemon still serves a good call afterwards
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    async with Subscriber(f"{base}/alerts") as sub:
+        await send_frames(f"{base}/ingest", native_frames(mono, rate, call_id="ok"))
+        (ended,) = await sub.wait_call_ended()
+    assert ended["call_id"] == "ok"
+
+
+async def test_healthz_and_metrics_answer_over_http(make_daemon, fixtures_dir):
+    daemon = await make_daemon()
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    base = f"127.0.0.1:{daemon.port}"
+    async with Subscriber(f"ws://{base}/alerts") as sub:
+        await send_frames(f"ws://{base}/ingest", native_frames(mono, rate, call_id="m"))
+        await sub.wait_call_ended()
+
+    def get(path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"http://{base}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+
+    status, body = await asyncio.to_thread(get, "/healthz")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "ready" and health["model"] == "tiny"
+    status, text = await asyncio.to_thread(get, "/metrics")
+    assert status == 200
+    scored = [
+        line for line in text.splitlines() if line.startswith("streamguard_windows_scored_total")
+    ]
+    assert scored and float(scored[0].split()[-1]) > 0
+
+
+async def test_sigterm_style_drain_delivers_call_ended_mid_call(make_daemon, fixtures_dir):
+    """Stopping the daemon mid-call still scores what is buffered and ends the call."""
+    daemon = await make_daemon()
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    base = f"ws://127.0.0.1:{daemon.port}"
+    half = mono[:, : mono.shape[1] // 2 + rate]  # ~6 s sent, no stop message
+    frames = [f for f in native_frames(half, rate, call_id="mid") if not isinstance(f[1], str)]
+    async with Subscriber(f"{base}/alerts") as sub:
+        async with connect(f"{base}/ingest") as ws:
+            await ws.send(
+                json.dumps(
+                    {"call_id": "mid", "sample_rate": rate, "encoding": "pcm_s16le", "channels": 1}
+                )
+            )
+            for _, frame in frames:
+                await ws.send(frame)
+            await sub.wait_for(lambda ev: any(e["type"] == "score" for e in ev))
+            await asyncio.wait_for(daemon.stop(), 30)
+        (ended,) = sub.of_type("call_ended")
+    assert ended["call_id"] == "mid" and ended["reason"] == "shutdown"
+    assert ended["summary"]["duration"] == pytest.approx(half.shape[1] / rate, abs=0.05)
+
+
+def test_senders_round_trip_sample_count():
+    """The Twilio sender's chunks cover the audio exactly (20 ms of 8 kHz mu-law each)."""
+    audio = np.zeros((2, 8000), dtype=np.float32)
+    frames = list(twilio_frames(audio, 8000))
+    media = [json.loads(f) for _, f in frames if '"media"' in f]
+    assert len(media) == 2 * 50
+    assert {m["media"]["track"] for m in media} == {"inbound", "outbound"}
