@@ -80,3 +80,15 @@ class Detector:
         """P(fake) ``[B]`` as float32 numbers in [0, 1]."""
         logits = self.logits(waveforms)
         return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def fit_window(wave: np.ndarray, n: int) -> np.ndarray:
+    """``wave`` as float32 of exactly ``n`` samples: zero-padded at the end or truncated.
+
+    The detector only takes full windows; this is the card's "pad or truncate to 4 s" for
+    callers holding a clip of another length (e.g. a short file).
+    """
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if wave.shape[0] >= n:
+        return wave[:n].copy()
+    return np.pad(wave, (0, n - wave.shape[0]))

@@ -1,0 +1,64 @@
+"""The temporal head shared by ``koyelog-resnet`` and ``wav2vec2-bigru``.
+
+Both architectures end the same way (the seed card's design, which the published weights also
+follow): a bidirectional GRU over a feature sequence, multi-head self-attention (q = k = v), a
+mean over time and an MLP classifier to one logit. The pieces are built here so the two
+architectures cannot drift apart; each architecture assigns them to its own top-level attributes
+(``gru``, ``attention``, ``classifier``) because the published state-dict names depend on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def build_gru(input_size: int, hidden: int, layers: int, dropout: float) -> nn.GRU:
+    """Bidirectional, batch-first GRU; dropout only between layers (torch warns otherwise)."""
+    return nn.GRU(
+        input_size,
+        hidden,
+        num_layers=layers,
+        batch_first=True,
+        bidirectional=True,
+        dropout=dropout if layers > 1 else 0.0,
+    )
+
+
+def build_attention(dim: int, heads: int, dropout: float) -> nn.MultiheadAttention:
+    if dim % heads:
+        raise ValueError(f"attention dimension {dim} is not divisible by {heads} heads")
+    return nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+
+
+def build_classifier(
+    in_features: int, hidden: Sequence[int], dropouts: Sequence[float]
+) -> nn.Sequential:
+    """``[Linear, ReLU, BatchNorm1d, Dropout] * len(hidden) + Linear(->1)``.
+
+    With the published sizes this yields exactly the indices ``classifier.0`` .. ``classifier.8``
+    of the seed checkpoint (parameters at 0, 2, 4, 6, 8).
+    """
+    if len(dropouts) != len(hidden):
+        raise ValueError(
+            f"classifier_dropouts needs one value per hidden layer ({len(hidden)}), "
+            f"got {len(dropouts)}"
+        )
+    layers: list[nn.Module] = []
+    width = in_features
+    for size, p in zip(hidden, dropouts, strict=True):
+        layers += [nn.Linear(width, size), nn.ReLU(), nn.BatchNorm1d(size), nn.Dropout(p)]
+        width = size
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def temporal_logit(
+    sequence: torch.Tensor, gru: nn.GRU, attention: nn.MultiheadAttention, classifier: nn.Module
+) -> torch.Tensor:
+    """``[B, T, F]`` features -> ``[B]`` logits: GRU, self-attention, mean over time, MLP."""
+    out, _ = gru(sequence)
+    attended, _ = attention(out, out, out, need_weights=False)
+    return classifier(attended.mean(dim=1)).squeeze(-1)

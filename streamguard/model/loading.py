@@ -1,0 +1,170 @@
+"""Model specs -> a loaded :class:`Detector`.
+
+A spec is one of:
+
+- ``None``: the starter model bundled with the package (``streamguard/models/starter/``);
+- a directory: ours (config.json with ``"format": "streamguard-model"``), a koyelog-layout
+  directory (``pytorch_model.pth`` [+ ``config.json``]) or a Hugging Face ``save_pretrained``
+  audio-classification directory;
+- a ``.pth``/``.pt`` file (koyelog format, loaded with ``weights_only=True``);
+- a Hugging Face repo id ``owner/name[@revision]``, resolved through the huggingface_hub cache
+  (downloaded when online; cache only when ``HF_HUB_OFFLINE=1`` or the hub is unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamguard.errors import ModelError
+from streamguard.model.base import Detector
+from streamguard.model.checkpoint import PTH_FILE, load_pth
+from streamguard.model.hub import fetch_hint, hub_cache_dir, hub_offline
+from streamguard.model.storage import WEIGHTS_FILE, is_model_dir, load_model_dir
+
+STARTER_DIR = Path(__file__).resolve().parent.parent / "models" / "starter"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+_PATH_HINTS = ("/", "./", "../", "~")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.pth", "*.md", "*.txt", "*.csv"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A detector plus where it came from (what ``model info``/``model export`` report)."""
+
+    detector: Detector
+    params: dict[str, Any]
+    weights_path: Path | None
+    kind: str  # "streamguard-dir" | "pth" | "hf-dir"
+
+
+def resolve_device(device: str = "auto") -> tuple[str, bool]:
+    """``(device, half)``: ``"auto"`` is CUDA when available, else CPU; half precision on CUDA."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise ModelError(f"invalid device {device!r}: {exc}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available")
+    return device, kind == "cuda"
+
+
+def looks_like_repo_id(spec: str) -> bool:
+    return bool(_REPO_ID.match(spec)) and not spec.startswith(_PATH_HINTS)
+
+
+def resolve_hub(spec: str) -> Path:
+    """Snapshot directory of ``owner/name[@revision]`` in the hub cache (downloading if allowed)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_id, _, revision = spec.partition("@")
+    cache = hub_cache_dir()
+    offline = hub_offline()
+    fetch = fetch_hint(repo_id, revision or None)
+    try:
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision or None,
+                cache_dir=str(cache),
+                local_files_only=offline,
+                allow_patterns=_HUB_PATTERNS,
+            )
+        )
+    except LocalEntryNotFoundError:
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
+        raise ModelError(
+            f"model {spec!r} is not in the Hugging Face cache ({cache}) and {why}; fetch it on "
+            f"a connected machine with: {fetch} (and point HF_HOME at that cache)"
+        ) from None
+    except GatedRepoError:
+        raise ModelError(
+            f"model {repo_id!r} is gated on the Hugging Face hub; accept its terms and log in "
+            "with: hf auth login"
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelError(f"model {repo_id!r} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise ModelError(
+            f"no model {repo_id!r} on the Hugging Face hub (and no local path {spec!r})"
+        ) from None
+
+
+def _hf_config(directory: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "model_type" in data else None
+
+
+def _load_directory(directory: Path, hub_provenance: dict[str, Any]) -> tuple[Any, ...]:
+    if is_model_dir(directory):
+        module, info, params = load_model_dir(directory)
+        return module, info, params, directory / WEIGHTS_FILE, "streamguard-dir"
+    if (directory / PTH_FILE).is_file():
+        name = hub_provenance.get("hub_repo") or directory.name
+        module, info, params = load_pth(
+            directory / PTH_FILE, name=name, extra_provenance=hub_provenance
+        )
+        return module, info, params, directory / PTH_FILE, "pth"
+    if _hf_config(directory) is not None:
+        from streamguard.model.hf_classifier import load_pretrained_dir
+
+        module, info, params = load_pretrained_dir(directory, provenance=hub_provenance)
+        weights = next(iter(sorted(directory.glob("*.safetensors"))), None)
+        return module, info, params, weights, "hf-dir"
+    raise ModelError(
+        f"{directory} is not a model directory (expected config.json + {WEIGHTS_FILE}, "
+        f"{PTH_FILE}, or a Hugging Face audio-classification checkpoint)"
+    )
+
+
+def load_model(spec: str | os.PathLike[str] | None = None, *, device: str = "auto") -> LoadedModel:
+    """Resolve ``spec`` and load it; see the module docstring for what a spec can be."""
+    hub: dict[str, Any] = {}
+    if spec is None:
+        if not is_model_dir(STARTER_DIR):
+            raise ModelError("no default model is bundled in this installation; pass --model SPEC")
+        path = STARTER_DIR
+    else:
+        text = os.fspath(spec)
+        path = Path(text).expanduser()
+        if not path.exists():
+            if not looks_like_repo_id(text):
+                raise ModelError(f"no such model file or directory: {text}")
+            path = resolve_hub(text)
+            hub = {"hub_repo": text.partition("@")[0], "hub_revision": path.name}
+    if path.is_dir():
+        module, info, params, weights, kind = _load_directory(path, hub)
+    elif path.suffix in {".pth", ".pt"}:
+        module, info, params = load_pth(path)
+        weights, kind = path, "pth"
+    else:
+        raise ModelError(
+            f"{path} is not a model: expected a directory, a .pth file or a Hugging Face repo id"
+        )
+    dev, half = resolve_device(device)
+    return LoadedModel(Detector(module, info, device=dev, half=half), params, weights, kind)
+
+
+def load_detector(spec: str | os.PathLike[str] | None = None, *, device: str = "auto") -> Detector:
+    """Load the model named by ``spec`` (None: the bundled starter model), ready to score.
+
+    Load it once and share it: a Detector is stateless between calls.
+    """
+    return load_model(spec, device=device).detector
