@@ -1,0 +1,146 @@
+"""One track's chain, shared by the file scanner and the live daemon (one code path).
+
+decode (caller) -> :class:`StreamResampler` (to 16 kHz) -> :class:`RingBuffer` (bounded) ->
+:class:`SpeechGate` (webrtcvad) -> :class:`Windower` -> :class:`Window` objects to score.
+
+Input is processed in slices of at most ``_SLICE_SECONDS`` so that one huge ``push`` (a whole
+file, a long gap) can never overwrite audio in the ring before the windower has read it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streamguard.audio.resample import StreamResampler
+from streamguard.audio.ringbuffer import RingBuffer
+from streamguard.audio.vad import SpeechGate
+from streamguard.audio.windows import SAMPLE_RATE, Window, Windower
+
+__all__ = ["TrackPipeline", "TrackSettings"]
+
+_SLICE_SECONDS = 0.5
+
+
+class TrackSettings(BaseModel):
+    """Per-track audio settings (the ``[track]`` table of the daemon config; scan flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_seconds: float = Field(
+        4.0, gt=0, description="Window length; the model's own window overrides it."
+    )
+    hop_seconds: float = Field(1.0, gt=0, description="A window is cut every hop of call time.")
+    min_speech_seconds: float = Field(
+        0.5, ge=0, description="A window needs at least this much VAD speech to be scored."
+    )
+    vad_aggressiveness: int = Field(
+        2, ge=0, le=3, description="webrtcvad mode: 0 keeps most audio, 3 is the strictest."
+    )
+    vad_frame_ms: int = Field(30, description="webrtcvad frame: 10, 20 or 30 ms.")
+    ring_seconds: float = Field(
+        30.0, gt=0, description="Audio kept per track; must exceed window + 1 s."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrackSettings:
+        if self.vad_frame_ms not in (10, 20, 30):
+            raise ValueError(f"vad_frame_ms must be 10, 20 or 30, got {self.vad_frame_ms}")
+        if self.min_speech_seconds > self.window_seconds:
+            raise ValueError("min_speech_seconds cannot exceed window_seconds")
+        if self.ring_seconds < self.window_seconds + 1.0:
+            raise ValueError("ring_seconds must be at least window_seconds + 1")
+        return self
+
+
+class TrackPipeline:
+    """Per-track audio chain: ``push`` samples at ``input_rate``, get windows to score.
+
+    ``window_seconds`` (the loaded model's window) overrides ``settings.window_seconds``.
+    Counters: ``samples_in`` (at the input rate), ``duration_seconds`` (call time pushed),
+    ``speech_seconds``, ``windows_emitted``, ``windows_skipped``.
+    """
+
+    def __init__(
+        self,
+        input_rate: int,
+        settings: TrackSettings | None = None,
+        *,
+        window_seconds: float | None = None,
+    ) -> None:
+        settings = settings or TrackSettings()
+        if window_seconds is not None and window_seconds != settings.window_seconds:
+            settings = TrackSettings.model_validate(
+                {**settings.model_dump(), "window_seconds": window_seconds}
+            )
+        self.settings = settings
+        self.input_rate = int(input_rate)
+        self.window_samples = round(settings.window_seconds * SAMPLE_RATE)
+        self.hop_samples = max(1, round(settings.hop_seconds * SAMPLE_RATE))
+        self.resampler = StreamResampler(self.input_rate, SAMPLE_RATE)
+        self.ring = RingBuffer(round(settings.ring_seconds * SAMPLE_RATE))
+        self.gate = SpeechGate(SAMPLE_RATE, settings.vad_frame_ms, settings.vad_aggressiveness)
+        self.windower = Windower(
+            self.ring,
+            self.window_samples,
+            self.hop_samples,
+            round(settings.min_speech_seconds * SAMPLE_RATE),
+        )
+        self.samples_in = 0
+        self._slice = max(1, int(self.input_rate * _SLICE_SECONDS))
+        self._finished = False
+
+    # -- counters ----------------------------------------------------------------------------
+    @property
+    def duration_seconds(self) -> float:
+        return self.samples_in / self.input_rate
+
+    @property
+    def speech_seconds(self) -> float:
+        return self.gate.speech_samples / SAMPLE_RATE
+
+    @property
+    def windows_emitted(self) -> int:
+        return self.windower.windows_emitted
+
+    @property
+    def windows_skipped(self) -> int:
+        return self.windower.windows_skipped
+
+    # -- chain -------------------------------------------------------------------------------
+    def _feed16k(self, y: np.ndarray) -> list[Window]:
+        self.ring.write(y)
+        return self.windower.push(self.gate.push(y))
+
+    def push(self, samples: np.ndarray) -> list[Window]:
+        """Push mono float32 samples at ``input_rate``; returns windows that became ready."""
+        if self._finished:
+            raise RuntimeError("push() after finish()")
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        out: list[Window] = []
+        for i in range(0, x.size, self._slice):
+            piece = x[i : i + self._slice]
+            self.samples_in += piece.size
+            out.extend(self._feed16k(self.resampler.push(piece)))
+        return out
+
+    def push_silence(self, n_samples: int) -> list[Window]:
+        """Insert ``n_samples`` (at ``input_rate``) of silence: a gap in a live feed."""
+        out: list[Window] = []
+        remaining = int(n_samples)
+        zeros = np.zeros(min(max(remaining, 0), self._slice), dtype=np.float32)
+        while remaining > 0:
+            n = min(remaining, zeros.size)
+            out.extend(self.push(zeros[:n]))
+            remaining -= n
+        return out
+
+    def finish(self) -> list[Window]:
+        """End of the track: flush the resampler and VAD, return the last windows."""
+        if self._finished:
+            return []
+        self._finished = True
+        out = self._feed16k(self.resampler.flush())
+        out.extend(self.windower.push(self.gate.flush()))
+        out.extend(self.windower.finish())
+        return out

@@ -1,0 +1,234 @@
+"""``streamguard scan FILE...``: score audio files offline with the same chain as live calls.
+
+Each file goes block by block through one :class:`~streamguard.audio.track.TrackPipeline` per
+channel (or one for the mix-down with ``--mix``) -- the very code the daemon runs per track --
+and the windows are scored in batches with :func:`~streamguard.scoring.batching.score_windows`.
+Output: a table and a verdict per file, or one JSON object per file per line (``--json``).
+
+Exit status: 0 when every file was decoded and scored (whatever the verdict, including
+``inconclusive`` for a file without speech, which gets a one-line warning on stderr); 1 when any
+file could not be decoded (one line each on stderr; the other files are still reported);
+2 for a usage/model problem (no file is scanned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamguard.audio.track import TrackSettings
+    from streamguard.report.scan_report import FileReport
+
+HELP = "Scan audio files for synthetic voices: per-window scores and a verdict per file."
+
+_DEFAULT_HOP = 1.0
+_DEFAULT_MIN_SPEECH = 0.5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="wav/flac/ogg/mp3/... files")
+    parser.add_argument(
+        "--model",
+        metavar="SPEC",
+        default=None,
+        help="model directory, .pth file or Hugging Face repo id (default: the bundled model)",
+    )
+    parser.add_argument(
+        "--hop",
+        type=float,
+        default=_DEFAULT_HOP,
+        metavar="S",
+        help=f"seconds between window starts (default {_DEFAULT_HOP:g})",
+    )
+    parser.add_argument(
+        "--min-speech",
+        type=float,
+        default=_DEFAULT_MIN_SPEECH,
+        metavar="S",
+        help=f"seconds of speech a window needs to be scored (default {_DEFAULT_MIN_SPEECH:g})",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="P(fake) at or above which a file is fake (default: the model's threshold)",
+    )
+    parser.add_argument(
+        "--mix", action="store_true", help="mix all channels down to one track ('mix')"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per file per line on stdout"
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        default=None,
+        help="write a PNG (spectrogram + score timeline); several files: PATH gets each file's "
+        "stem inserted (report.png -> report-<stem>.png), or give a directory",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=16, metavar="N", help="windows per model call (default 16)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model runs (default auto: cuda when available)",
+    )
+
+
+def _settings(args: argparse.Namespace, window_seconds: float) -> TrackSettings:
+    from pydantic import ValidationError
+
+    from streamguard.audio.track import TrackSettings
+    from streamguard.errors import StreamguardError
+
+    try:
+        return TrackSettings(
+            window_seconds=window_seconds,
+            hop_seconds=args.hop,
+            min_speech_seconds=args.min_speech,
+            ring_seconds=max(30.0, window_seconds + 2.0),
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        raise StreamguardError(f"invalid option ({where}): {err['msg']}") from None
+
+
+def scan_file(
+    path: str,
+    detector: Any,
+    settings: TrackSettings,
+    *,
+    threshold: float,
+    mix: bool = False,
+    max_batch: int = 16,
+    keep_audio: bool = False,
+) -> tuple[FileReport, Any]:
+    """Scan one file. Returns its report and, with ``keep_audio``, its mono mix (for plots).
+
+    Raises :class:`~streamguard.errors.AudioError` when the file cannot be decoded.
+    """
+    import numpy as np
+
+    from streamguard.audio.track import TrackPipeline
+    from streamguard.report.scan_report import FileReport, TrackReport, WindowScore
+    from streamguard.scoring.batching import score_windows
+    from streamguard.scoring.verdict import DEFAULT_MIN_SPEECH_SECONDS, decide_verdict
+    from streamguard.sources.file import open_audio
+
+    with open_audio(path) as reader:
+        names = ["mix"] if mix else [str(c) for c in range(reader.channels)]
+        pipes = [
+            TrackPipeline(reader.sample_rate, settings, window_seconds=settings.window_seconds)
+            for _ in names
+        ]
+        tracks = [TrackReport(track=name) for name in names]
+        pending: list[tuple[int, Any]] = []
+        kept: list[np.ndarray] = []
+
+        def score_pending() -> None:
+            if not pending:
+                return
+            scores = score_windows(detector, [w for _, w in pending], max_batch=max_batch)
+            for (t, w), p in zip(pending, scores, strict=True):
+                tracks[t].windows.append(WindowScore(w.start, w.end, w.speech_ratio, float(p)))
+            pending.clear()
+
+        for block in reader.blocks():
+            mono = block.mean(axis=0) if (mix or keep_audio) else None
+            for t, pipe in enumerate(pipes):
+                channel = mono if mix else block[t]
+                pending.extend((t, w) for w in pipe.push(channel))
+            if keep_audio:
+                kept.append(mono)
+            if len(pending) >= max_batch:
+                score_pending()
+        for t, pipe in enumerate(pipes):
+            pending.extend((t, w) for w in pipe.finish())
+        score_pending()
+
+        for track, pipe in zip(tracks, pipes, strict=True):
+            track.windows_skipped = pipe.windows_skipped
+            track.speech_seconds = pipe.speech_seconds
+            track.duration = pipe.duration_seconds
+            track.verdict = decide_verdict(
+                [w.p_fake for w in track.windows], threshold, track.speech_seconds
+            )
+        report = FileReport(
+            file=str(path),
+            sample_rate=reader.sample_rate,
+            channels=reader.channels,
+            duration=pipes[0].duration_seconds,
+            model=detector.info.name,
+            threshold=threshold,
+            min_speech_seconds=DEFAULT_MIN_SPEECH_SECONDS,
+            tracks=tracks,
+        )
+        audio = np.concatenate(kept) if kept else np.zeros(0, np.float32)
+        return report, (audio if keep_audio else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from streamguard.errors import AudioError, StreamguardError
+    from streamguard.model import load_detector
+
+    if args.batch < 1:
+        raise StreamguardError("--batch must be at least 1")
+    detector = load_detector(args.model, device=args.device)
+    if detector.info.sample_rate != 16_000:
+        raise StreamguardError(
+            f"model {detector.info.name} expects {detector.info.sample_rate} Hz audio; "
+            "streamguard feeds models 16 kHz"
+        )
+    settings = _settings(args, detector.info.window_seconds)
+    threshold = detector.info.threshold if args.threshold is None else args.threshold
+    used_plots: set[Path] = set()
+    failed = 0
+
+    def out(text: str) -> None:
+        tqdm.write(text, file=sys.stdout)
+
+    def err(text: str) -> None:
+        tqdm.write(f"streamguard: {text}", file=sys.stderr)
+
+    files = list(args.files)
+    bar = tqdm(files, unit="file", file=sys.stderr, disable=None if len(files) > 1 else True)
+    for path in bar:
+        try:
+            report, audio = scan_file(
+                path,
+                detector,
+                settings,
+                threshold=threshold,
+                mix=args.mix,
+                max_batch=args.batch,
+                keep_audio=args.plot is not None,
+            )
+        except AudioError as exc:
+            failed += 1
+            err(f"error: {exc}")
+            if args.json:
+                out(json.dumps({"file": str(path), "error": str(exc)}))
+            continue
+        warning = report.warning()
+        if warning:
+            err(f"warning: {warning}")
+        out(json.dumps(report.to_dict()) if args.json else report.format_text())
+        if args.plot is not None:
+            from streamguard.report.plot import plot_path_for, plot_report
+
+            target = plot_path_for(args.plot, path, len(files), used_plots)
+            plot_report(report, audio, report.sample_rate, target)
+            if not args.json:
+                out(f"plot: {target}")
+    bar.close()
+    return 1 if failed else 0
