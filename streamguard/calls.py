@@ -45,6 +45,9 @@ from streamguard.sources.base import (
 
 log = structlog.get_logger(__name__)
 
+#: WebSocket close code 1013 "try again later": the daemon is full or draining.
+CLOSE_TRY_AGAIN_LATER = 1013
+
 Submit = Callable[[Window, Callable[[float | None], None]], None]
 Publish = Callable[..., Any]
 
@@ -305,3 +308,38 @@ class CallRegistry:
         for session in list(self.sessions.values()):
             session.end(reason)
         await self._all_finished.wait()
+
+
+class CallFeed:
+    """Routes one connection's (or one microphone's) source events into its call session.
+
+    ``CallStart`` opens the session in the registry; ``Reject`` and a full daemon turn into a
+    ``(close code, reason)`` for the edge to act on; everything else goes to the session.
+    """
+
+    def __init__(self, kind: str, registry: CallRegistry, *, metrics: Any = None) -> None:
+        self.kind = kind
+        self.registry = registry
+        self.metrics = metrics
+        self.session: CallSession | None = None
+
+    def route(self, events: list[SourceEvent]) -> tuple[int, str] | None:
+        """Apply ``events``; returns ``(code, reason)`` when the feed must be closed."""
+        for event in events:
+            if isinstance(event, CallStart):
+                try:
+                    self.session = self.registry.open(event)
+                except CallLimitReached as exc:
+                    self._count_reject(event.source)
+                    return (CLOSE_TRY_AGAIN_LATER, str(exc))
+            elif isinstance(event, Reject):
+                self._count_reject(self.session.source if self.session else self.kind)
+                log.warning("feed_rejected", feed=self.kind, code=event.code, reason=event.reason)
+                return (event.code, event.reason)
+            elif self.session is not None:
+                self.session.handle(event)
+        return None
+
+    def _count_reject(self, source: str) -> None:
+        if self.metrics is not None:
+            self.metrics.source_rejects_total.labels(source=source).inc()

@@ -87,6 +87,8 @@ class Daemon:
         self.registry: CallRegistry | None = None
         self.server: Server | None = None
         self.rtp = None
+        self.microphone = None
+        self._mic_task: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
         self._stopped = False
@@ -187,23 +189,33 @@ class Daemon:
         )
 
     def _start_mic(self) -> None:
+        from streamguard.calls import CallFeed
         from streamguard.errors import StreamguardError
-        from streamguard.sources.mic import run_microphone
+        from streamguard.sources.mic import Microphone
 
-        async def mic() -> None:
+        cfg = self.settings.sources.mic
+        self.microphone = Microphone(
+            device=cfg.device,
+            sample_rate=cfg.sample_rate,
+            channels=cfg.channels,
+            block_seconds=cfg.block_ms / 1000,
+            stream_factory=self._mic_stream_factory,
+        )
+        assert self.registry is not None
+        feed = CallFeed("mic", self.registry, metrics=self.metrics)
+
+        async def capture() -> None:
+            assert self.microphone is not None
             try:
-                await run_microphone(
-                    self.settings.sources.mic,
-                    self.registry,
-                    metrics=self.metrics,
-                    stream_factory=self._mic_stream_factory,
-                    stop=self._stop,
-                )
+                async for event in self.microphone.events():
+                    feed.route([event])
             except StreamguardError as exc:
-                # The other sources keep running: a missing microphone is not fatal.
+                # One clear line; the other sources keep running without a microphone.
                 log.error("microphone_unavailable", error=str(exc))
+            finally:
+                self.metrics.mic_overflows_total.inc(self.microphone.stats.input_overflows)
 
-        self._tasks.append(asyncio.create_task(mic(), name="microphone"))
+        self._mic_task = asyncio.create_task(capture(), name="microphone")
 
     # -- health & status ------------------------------------------------------------------------
     def health(self) -> Health:
@@ -280,6 +292,9 @@ class Daemon:
             self.server.server.close()  # stop listening; open feeds keep going until drained
         if self.rtp is not None:
             self.rtp.close()
+        if self.microphone is not None and self._mic_task is not None:
+            self.microphone.stop("shutdown")
+            await self._mic_task
         if self.registry is not None:
             await self.registry.drain("shutdown")
         if self.engine is not None:

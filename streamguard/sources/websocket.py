@@ -12,17 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-import structlog
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from streamguard.calls import CallLimitReached, CallRegistry, CallSession
-from streamguard.sources.base import CallStart, Reject, SourceEvent
+from streamguard.calls import CallFeed, CallRegistry
+from streamguard.sources.base import SourceEvent
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
-
-log = structlog.get_logger(__name__)
 
 
 class FeedCore(Protocol):
@@ -49,7 +46,7 @@ def feed_handler(
 
     async def handler(connection: ServerConnection) -> None:
         core = core_factory()
-        feed = _Feed(kind, registry, metrics)
+        feed = CallFeed(kind, registry, metrics=metrics)
         try:
             async for message in connection:
                 if isinstance(message, str):
@@ -76,34 +73,3 @@ def feed_handler(
                 feed.session.end("closed")
 
     return handler
-
-
-class _Feed:
-    """Routes one connection's source events into its session."""
-
-    def __init__(self, kind: str, registry: CallRegistry, metrics) -> None:
-        self.kind = kind
-        self.registry = registry
-        self.metrics = metrics
-        self.session: CallSession | None = None
-
-    def route(self, events: list[SourceEvent]) -> tuple[int, str] | None:
-        """Apply ``events``; returns ``(code, reason)`` when the connection must close."""
-        for event in events:
-            if isinstance(event, CallStart):
-                try:
-                    self.session = self.registry.open(event)
-                except CallLimitReached as exc:
-                    self._reject(event.source)
-                    return (CloseCode.TRY_AGAIN_LATER, str(exc))
-            elif isinstance(event, Reject):
-                self._reject(self.session.source if self.session else self.kind)
-                log.warning("feed_rejected", feed=self.kind, code=event.code, reason=event.reason)
-                return (event.code, event.reason)
-            elif self.session is not None:
-                self.session.handle(event)
-        return None
-
-    def _reject(self, source: str) -> None:
-        if self.metrics is not None:
-            self.metrics.source_rejects_total.labels(source=source).inc()

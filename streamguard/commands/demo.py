@@ -1,0 +1,144 @@
+"""``streamguard demo``: the daemon, a subscriber and a demo call, in one command (``make run``).
+
+It starts the real daemon (default configuration, default model unless told otherwise),
+subscribes to ``/alerts`` over a real WebSocket, streams the bundled demo call through
+``/twilio`` in real time (as Twilio would) and prints every event as it arrives. The daemon
+then keeps running for other feeds until Ctrl-C, which drains it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+from streamguard.commands.serve import add_override_arguments, overrides_from
+
+HELP = "start the daemon, stream the bundled demo call through it and print the events"
+
+
+def demo_call_path() -> Path:
+    return Path(str(resources.files("streamguard") / "demo" / "demo_call.wav"))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="daemon TOML config (default: built-in)")
+    add_override_arguments(parser)
+    parser.add_argument(
+        "--file",
+        type=Path,
+        help="call to stream instead of the bundled demo (stereo = inbound + outbound)",
+    )
+    parser.add_argument(
+        "--protocol", choices=("twilio", "native", "l16"), default="twilio", help="feed protocol"
+    )
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="playback speed of the demo call (default 1.0)"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="stop the daemon after the demo call instead of idling"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streamguard.config import load_config
+    from streamguard.logs import configure_logging
+
+    overrides = overrides_from(args)
+    overrides.setdefault("logging", {}).setdefault("format", "console")
+    settings = load_config(args.config, overrides)
+    # Events are what the demo shows; the daemon's own log only speaks up for problems.
+    configure_logging("warning", settings.logging.format)
+    path = args.file or demo_call_path()
+    if not path.exists():
+        print(f"streamguard: error: demo call not found: {path}", file=sys.stderr)
+        return 2
+    if args.speed <= 0:
+        print("streamguard: error: --speed must be > 0", file=sys.stderr)
+        return 2
+    return asyncio.run(_demo(settings, args, path))
+
+
+async def _demo(settings, args: argparse.Namespace, path: Path) -> int:
+    import asyncio
+    import contextlib
+
+    from websockets.asyncio.client import connect
+
+    from streamguard.alerts.events import parse_event
+    from streamguard.client import send_frames
+    from streamguard.commands.feed import DEFAULT_PATHS
+    from streamguard.commands.watch import format_event
+    from streamguard.daemon import Daemon
+    from streamguard.sources.file import read_audio
+    from streamguard.sources.senders import frames_for
+
+    out = sys.stdout
+    daemon = Daemon(settings, config_path=args.config)
+    runner = asyncio.create_task(daemon.run())
+    while not daemon.ready:
+        if runner.done():
+            runner.result()  # start-up failed: raise its error (one line via the CLI)
+            return 1
+        await asyncio.sleep(0.05)
+
+    host = settings.server.host
+    base = f"ws://{host}:{daemon.port}"
+    info = daemon.detector.info
+    print(f"streamguard daemon ready on {base}  (feeds: /twilio /ingest, alerts: /alerts", file=out)
+    if daemon.rtp_port is not None:
+        print(f"  RTP on udp://{settings.sources.rtp.host}:{daemon.rtp_port})", file=out)
+    print(
+        f"model: {info.name} ({info.architecture}), threshold {info.threshold:.3f}, "
+        f"window {info.window_seconds:g} s, device {daemon.detector.device}",
+        file=out,
+    )
+    rate, channels = read_audio(path)
+    print(
+        f"streaming {path.name} ({channels.shape[1] / rate:.1f} s, {channels.shape[0]} track(s)) "
+        f"over {args.protocol} at {args.speed:g}x real time ...\n",
+        file=out,
+    )
+    out.flush()
+
+    call_ended = asyncio.Event()
+
+    async def subscriber() -> None:
+        async with connect(f"{base}{settings.alerts.path}") as ws:
+            async for message in ws:
+                event = parse_event(message)
+                print(format_event(event), file=out, flush=True)
+                if event.type == "call_ended" and event.call_id == "demo-call":
+                    call_ended.set()
+
+    watcher = asyncio.create_task(subscriber())
+    await asyncio.sleep(0.2)  # let the subscription settle before the call starts
+    frames = frames_for(args.protocol, channels, rate, call_id="demo-call")
+    try:
+        await send_frames(
+            f"{base}{DEFAULT_PATHS[args.protocol]}", frames, realtime=True, speed=args.speed
+        )
+        await asyncio.wait_for(call_ended.wait(), 30)
+        if args.once:
+            daemon.request_stop()
+        else:
+            print(
+                f"\ndemo call done. The daemon keeps running: stream your own call with\n"
+                f"  streamguard feed FILE --url {base} --realtime\n"
+                f"watch with  streamguard watch {base}{settings.alerts.path}\n"
+                "Ctrl-C stops it.",
+                file=out,
+                flush=True,
+            )
+        await runner
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+        if not runner.done():
+            daemon.request_stop()
+            await runner
+    return 0
