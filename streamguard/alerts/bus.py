@@ -1,0 +1,298 @@
+"""The alert bus: THE one place every event is published, numbered, logged and fanned out.
+
+Usage (daemon wiring)::
+
+    bus = AlertBus(detector.info.name, metrics=metrics)
+    bus.publish("call_started", call_id, None, "twilio", metadata={...}, sample_rate=8000)
+    bus.publish("score", call_id, "inbound", "twilio", start=0.0, end=4.0, p_fake=0.7, smoothed=0.6)
+
+    sub = bus.subscribe(SubscriptionFilter(call_id="CA123", types={"alert"}), max_queue=256)
+    sub.on_ready = some_callback    # called (synchronously, inside publish) when events arrive
+    for event in sub.drain(): ...   # never blocks
+    sub.close()
+
+The core is synchronous and network-free: each :class:`Subscription` is a bounded deque. When a
+subscriber's queue is full the **oldest** queued event is dropped and counted; the next read
+first yields ONE ``dropped`` event (count, first_seq, last_seq) and then the queued events. So a
+slow subscriber costs O(1) per publish and never slows the publisher or the other subscribers.
+
+Thread model: ``publish``/``subscribe``/``drain`` run on the event-loop thread only (the scoring
+engine hands results back to the loop before publishing). The ``on_ready`` hook is where the
+async edge (alerts/server.py) sets an ``asyncio.Event``.
+
+Durability hook: the bus keeps a bounded ring of the last ``history`` events, and
+``subscribe(..., since=seq)`` replays what the ring still holds (with a ``dropped`` notice for
+any gap). A durable store (Redis Streams, for multi-node fan-in) would sit behind
+:meth:`AlertBus.publish` as another sink and answer ``since`` from its own log; the event
+``seq`` is already the cursor it needs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from streamguard.alerts.events import (
+    EVENT_MODELS,
+    EVENT_TYPES,
+    Dropped,
+    EventBase,
+    format_ts,
+)
+
+if TYPE_CHECKING:
+    from streamguard.metrics import Metrics
+
+log = structlog.get_logger("streamguard.alerts")
+
+# Log level per event type: scores are one per hop per track (hundreds a second on a busy
+# daemon), so they go to debug; an alert being raised is what an operator must see.
+_LOG_LEVELS = {"score": "debug", "dropped": "debug"}
+
+
+@dataclass(frozen=True)
+class SubscriptionFilter:
+    """Which events a subscriber wants. ``None`` means no restriction."""
+
+    call_id: str | None = None
+    types: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.types is not None:
+            object.__setattr__(self, "types", frozenset(self.types))
+            unknown = sorted(self.types - EVENT_TYPES)
+            if unknown:
+                raise ValueError(
+                    f"unknown event type(s): {', '.join(unknown)} "
+                    f"(known: {', '.join(sorted(EVENT_TYPES))})"
+                )
+
+    def matches(self, event: EventBase) -> bool:
+        if self.types is not None and event.type not in self.types:
+            return False
+        # call_id filters on calls; a subscriber for one call still hears nothing else.
+        return self.call_id is None or event.call_id == self.call_id
+
+
+@dataclass
+class _Gap:
+    count: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's bounded queue. Created by :meth:`AlertBus.subscribe`."""
+
+    filter: SubscriptionFilter
+    max_queue: int
+    _bus: AlertBus
+    on_ready: Callable[[], None] | None = None
+    dropped_total: int = 0  # events this subscriber lost, over its lifetime
+    closed: bool = False
+    _queue: deque[EventBase] = field(default_factory=deque)
+    _gap: _Gap | None = None
+
+    def _lose(self, count: int, first_seq: int, last_seq: int) -> None:
+        self.dropped_total += count
+        if self._gap is None:
+            self._gap = _Gap(count, first_seq, last_seq)
+        else:
+            self._gap.count += count
+            self._gap.last_seq = last_seq
+
+    def _offer(self, event: EventBase) -> None:
+        if len(self._queue) >= self.max_queue:
+            lost = self._queue.popleft()
+            self._lose(1, lost.seq, lost.seq)
+            self._bus._count_drop()
+        self._queue.append(event)
+
+    def __len__(self) -> int:
+        """Events ready to read (a pending ``dropped`` notice counts as one)."""
+        return len(self._queue) + (self._gap is not None)
+
+    def get_nowait(self) -> EventBase | None:
+        """The next event, or ``None`` if there is none (never blocks)."""
+        if self._gap is not None:
+            gap, self._gap = self._gap, None
+            return self._bus._make_dropped(gap.count, gap.first_seq, gap.last_seq)
+        return self._queue.popleft() if self._queue else None
+
+    def drain(self) -> Iterator[EventBase]:
+        """Yield everything ready now, ``dropped`` notice first."""
+        while (event := self.get_nowait()) is not None:
+            yield event
+
+    def close(self) -> None:
+        """Stop receiving events (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self._bus._remove(self)
+            self._queue.clear()
+            self._gap = None
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AlertBus:
+    """Numbers, logs and fans out events. One per daemon."""
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        max_queue: int = 256,
+        history: int = 1000,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+    ):
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.model_name = model_name
+        self.max_queue = max_queue
+        self._clock = clock
+        self._metrics = metrics
+        self._seq = 0
+        self._history: deque[EventBase] = deque(maxlen=max(history, 0))
+        self._subs: list[Subscription] = []
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the last published event (0 before the first; seqs start at 1)."""
+        return self._seq
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def pending_deliveries(self) -> int:
+        """Events queued for subscribers but not yet taken by their senders.
+
+        The daemon polls this at shutdown (bounded) so the final ``call_ended`` events reach
+        subscribers before their connections close.
+        """
+        return sum(len(sub) for sub in self._subs)
+
+    def publish(
+        self,
+        type: str,
+        call_id: str | None,
+        track: str | None,
+        source: str | None,
+        **fields: Any,
+    ) -> EventBase:
+        """Build, number, log and fan out one event; returns it.
+
+        ``fields`` are the type's own fields (see events.py); unknown or missing ones raise
+        pydantic's ``ValidationError`` here, at the publisher.
+        """
+        model = EVENT_MODELS.get(type)
+        if model is None or type == "dropped":
+            raise ValueError(f"cannot publish event type {type!r}")
+        event = model(
+            seq=self._seq + 1,
+            ts=format_ts(self._clock()),
+            call_id=call_id,
+            track=track,
+            source=source,
+            model=self.model_name,
+            **fields,
+        )
+        self._seq += 1
+        self._history.append(event)
+        getattr(log, _LOG_LEVELS.get(type, "info"))(type, **event.to_dict())
+        if self._metrics is not None:
+            self._metrics.events_published_total.labels(type=type).inc()
+        for sub in list(self._subs):
+            if sub.filter.matches(event):
+                sub._offer(event)
+                if sub.on_ready is not None:
+                    sub.on_ready()
+        return event
+
+    def subscribe(
+        self,
+        filter: SubscriptionFilter | None = None,
+        *,
+        max_queue: int | None = None,
+        since: int | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> Subscription:
+        """Add a subscriber. With ``since``, first replay matching events with ``seq > since``.
+
+        Events older than the history ring are reported as one ``dropped`` notice (its count is
+        then the number of missing seqs, an upper bound for a filtered subscriber).
+        """
+        sub = Subscription(
+            filter=filter or SubscriptionFilter(),
+            max_queue=max_queue or self.max_queue,
+            _bus=self,
+            on_ready=on_ready,
+        )
+        if since is not None and since < self._seq:
+            oldest = self._history[0].seq if self._history else self._seq + 1
+            if since + 1 < oldest:
+                sub._lose(oldest - since - 1, since + 1, oldest - 1)
+            for event in self._history:
+                if event.seq > since and sub.filter.matches(event):
+                    sub._offer(event)
+        self._subs.append(sub)
+        if self._metrics is not None:
+            self._metrics.subscribers.set(len(self._subs))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.close()
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+        if self._metrics is not None:
+            self._metrics.subscribers.set(len(self._subs))
+
+    def _count_drop(self) -> None:
+        if self._metrics is not None:
+            self._metrics.subscriber_drops_total.inc()
+
+    def _make_dropped(self, count: int, first_seq: int, last_seq: int) -> Dropped:
+        return Dropped(
+            seq=last_seq,
+            ts=format_ts(self._clock()),
+            call_id=None,
+            track=None,
+            source=None,
+            model=self.model_name,
+            count=count,
+            first_seq=first_seq,
+            last_seq=last_seq,
+        )
+
+    def history(self, since: int = 0) -> list[EventBase]:
+        """Events still in the ring with ``seq > since`` (oldest first)."""
+        return [e for e in self._history if e.seq > since]
+
+
+def parse_types(
+    text: str | None, *, allowed: Collection[str] = EVENT_TYPES
+) -> frozenset[str] | None:
+    """``"alert,call_ended"`` -> ``frozenset``; empty/None -> None (all). ValueError if unknown."""
+    if not text:
+        return None
+    types = frozenset(t.strip() for t in text.split(",") if t.strip())
+    unknown = sorted(types - frozenset(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown event type(s): {', '.join(unknown)} (known: {', '.join(sorted(allowed))})"
+        )
+    return types or None

@@ -1,0 +1,226 @@
+"""The one schema for every event streamguard publishes (DESIGN.md, "Events").
+
+Every event is a frozen pydantic model with the common fields ``type``, ``seq``, ``ts``,
+``call_id``, ``track``, ``source`` and ``model``, plus the fields of its type. Events are built
+only by :class:`streamguard.alerts.bus.AlertBus` (which assigns ``seq`` and ``ts``), serialised
+with :meth:`EventBase.to_json` and read back with :func:`parse_event` (the ``watch`` client and
+tests). Keeping the schema here, and nowhere else, is what lets the README document it once.
+
+Models forbid unknown fields so a typo in ``bus.publish("score", ..., p_fak=0.3)`` fails at the
+publisher instead of silently shipping a malformed event. Floats are rounded when the model is
+built (probabilities to 4 decimals, seconds to milliseconds) so the JSON stays short and stable.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+Source: TypeAlias = Literal["twilio", "telnyx", "native", "l16", "rtp", "mic", "file"]
+"""Where a call's audio came from (DESIGN.md)."""
+
+EventType: TypeAlias = Literal["call_started", "score", "alert", "call_ended", "dropped"]
+Verdict: TypeAlias = Literal["fake", "real", "inconclusive"]
+AlertState: TypeAlias = Literal["raised", "cleared"]
+
+EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
+SOURCES: frozenset[str] = frozenset(Source.__args__)  # type: ignore[attr-defined]
+
+PROB_DECIMALS = 4  # p_fake, smoothed, thresholds: 1e-4 is far below any model's resolution
+TIME_DECIMALS = 3  # seconds: millisecond resolution (one audio sample is 62.5 us at 16 kHz)
+
+
+class EventParseError(ValueError):
+    """A line from the event stream is not a valid streamguard event."""
+
+
+def format_ts(epoch_seconds: float) -> str:
+    """Wall-clock time as ISO 8601 UTC with milliseconds and ``Z``: ``2025-01-31T12:00:00.123Z``."""
+    dt = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _round_prob(value: float) -> float:
+    return round(float(value), PROB_DECIMALS)
+
+
+def _round_time(value: float) -> float:
+    return round(float(value), TIME_DECIMALS)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CallSummary(_Frozen):
+    """What one track (or, combined, one call) looked like when it ended.
+
+    ``verdict`` comes from :func:`streamguard.scoring.verdict.decide_verdict` over the raw window
+    scores, the same rule the offline ``scan`` command uses, so a recorded call and the live call
+    get the same answer.
+    """
+
+    duration: float = Field(ge=0, description="seconds of audio seen (call time)")
+    speech_seconds: float = Field(ge=0, description="seconds the VAD judged to be speech")
+    windows_scored: int = Field(ge=0, description="windows the model scored")
+    windows_skipped: int = Field(ge=0, description="windows skipped for too little speech")
+    windows_dropped: int = Field(ge=0, default=0, description="windows dropped for engine lag")
+    max_smoothed: float | None = Field(description="highest smoothed score; null if none scored")
+    mean_smoothed: float | None = Field(description="mean smoothed score; null if none scored")
+    verdict: Verdict
+
+    _round_t = field_validator("duration", "speech_seconds")(_round_time)
+
+    @field_validator("max_smoothed", "mean_smoothed")
+    @classmethod
+    def _round_p(cls, value: float | None) -> float | None:
+        return None if value is None else _round_prob(value)
+
+
+def combine_summaries(tracks: dict[str, CallSummary]) -> CallSummary:
+    """Fold per-track summaries into one call summary.
+
+    The call is ``fake`` if any track is fake (one synthetic leg is the whole point), else
+    ``real`` if any track is real, else ``inconclusive``. Durations take the longest track,
+    counts and speech add up, ``mean_smoothed`` is weighted by windows scored.
+    """
+    if not tracks:
+        return CallSummary(
+            duration=0,
+            speech_seconds=0,
+            windows_scored=0,
+            windows_skipped=0,
+            windows_dropped=0,
+            max_smoothed=None,
+            mean_smoothed=None,
+            verdict="inconclusive",
+        )
+    summaries = list(tracks.values())
+    verdicts = {s.verdict for s in summaries}
+    verdict: Verdict = (
+        "fake" if "fake" in verdicts else "real" if "real" in verdicts else "inconclusive"
+    )
+    scored = [s for s in summaries if s.windows_scored and s.mean_smoothed is not None]
+    n_scored = sum(s.windows_scored for s in scored)
+    return CallSummary(
+        duration=max(s.duration for s in summaries),
+        speech_seconds=sum(s.speech_seconds for s in summaries),
+        windows_scored=sum(s.windows_scored for s in summaries),
+        windows_skipped=sum(s.windows_skipped for s in summaries),
+        windows_dropped=sum(s.windows_dropped for s in summaries),
+        max_smoothed=max((s.max_smoothed for s in scored), default=None),  # type: ignore[type-var]
+        mean_smoothed=(
+            sum(s.mean_smoothed * s.windows_scored for s in scored) / n_scored  # type: ignore[operator]
+            if n_scored
+            else None
+        ),
+        verdict=verdict,
+    )
+
+
+class EventBase(_Frozen):
+    """Fields every event carries."""
+
+    type: str
+    seq: int = Field(ge=0, description="monotonic per daemon; a resumable cursor")
+    ts: str = Field(description="wall clock when published, ISO 8601 UTC with ms and Z")
+    call_id: str | None = Field(description="the call; null on `dropped`")
+    track: str | None = Field(description="the track; null on call-level events")
+    source: Source | None = Field(description="feed kind; null on `dropped`")
+    model: str = Field(description="name of the detector model the daemon runs")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        """Compact one-line JSON (the wire format of ``/alerts`` and the log)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+class CallStarted(EventBase):
+    """A call was accepted by a source; tracks start when their audio does."""
+
+    type: Literal["call_started"] = "call_started"
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="feed metadata (e.g. streamSid, callSid, customParameters, mediaFormat)",
+    )
+    sample_rate: int | None = Field(default=None, description="input rate in Hz, if declared")
+
+
+class Score(EventBase):
+    """One window of one track was scored."""
+
+    type: Literal["score"] = "score"
+    start: float = Field(ge=0, description="window start, call seconds")
+    end: float = Field(ge=0, description="window end, call seconds")
+    p_fake: float = Field(ge=0, le=1, description="model P(fake) for this window")
+    smoothed: float = Field(ge=0, le=1, description="smoothed score after this window")
+
+    _round_t = field_validator("start", "end")(_round_time)
+    _round_p = field_validator("p_fake", "smoothed")(_round_prob)
+
+
+class Alert(EventBase):
+    """The track's alert state changed (hysteresis, see smoothing.py)."""
+
+    type: Literal["alert"] = "alert"
+    state: AlertState
+    smoothed: float = Field(ge=0, le=1, description="smoothed score at the transition")
+    threshold: float = Field(description="the threshold crossed: on- (raised) or off- (cleared)")
+    start: float = Field(ge=0, description="start of the first window of the triggering run")
+    end: float = Field(ge=0, description="end of the window that completed the run")
+
+    _round_t = field_validator("start", "end")(_round_time)
+    _round_p = field_validator("smoothed", "threshold")(_round_prob)
+
+
+class CallEnded(EventBase):
+    """The call ended; one per call (``track`` null) with a per-track breakdown."""
+
+    type: Literal["call_ended"] = "call_ended"
+    summary: CallSummary
+    reason: str = Field(description="why: stop, hangup, closed, idle, limit, shutdown, error...")
+    tracks: dict[str, CallSummary] = Field(default_factory=dict, description="per-track summary")
+
+
+class Dropped(EventBase):
+    """Told to one subscriber that fell behind: events it will never see.
+
+    ``seq`` equals ``last_seq`` (the notice stands in for the lost range) so each subscriber's
+    stream stays strictly increasing in ``seq``. To recover, resubscribe with
+    ``since=first_seq - 1`` while the daemon's history still holds them.
+    """
+
+    type: Literal["dropped"] = "dropped"
+    count: int = Field(ge=1, description="events lost by this subscriber (upper bound on a gap)")
+    first_seq: int = Field(ge=0, description="seq of the first lost event")
+    last_seq: int = Field(ge=0, description="seq of the last lost event")
+
+
+Event: TypeAlias = Annotated[
+    CallStarted | Score | Alert | CallEnded | Dropped, Field(discriminator="type")
+]
+EVENT_MODELS: dict[str, type[EventBase]] = {
+    "call_started": CallStarted,
+    "score": Score,
+    "alert": Alert,
+    "call_ended": CallEnded,
+    "dropped": Dropped,
+}
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> EventBase:
+    """Parse one event (JSON text or a dict). Raises :class:`EventParseError` with one line."""
+    try:
+        if isinstance(data, dict):
+            return _ADAPTER.validate_python(data)
+        return _ADAPTER.validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "event"
+        raise EventParseError(f"invalid event: {where}: {first['msg']}") from None
