@@ -229,10 +229,11 @@ class CallSession:
         self._publish(type, self.call_id, track, self.source, **fields)
 
     def reconfigure(self, policy: CallPolicy) -> None:
-        """SIGHUP: new thresholds for live smoothers; new tracks get the whole new policy."""
+        """SIGHUP: live smoothers take the new settings (keeping their state); new tracks get
+        the whole new policy (track settings included)."""
         self.policy = policy
         for track in self.tracks.values():
-            track.smoother.on, track.smoother.off = policy.smoothing.thresholds(self.info.threshold)
+            track.smoother.reconfigure(policy.smoothing, self.info.threshold)
 
 
 class CallLimitReached(Exception):
