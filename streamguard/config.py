@@ -93,7 +93,7 @@ class IngestSourceSettings(WebSocketSourceSettings):
 class RtpPayloadType(_Section):
     encoding: Literal["pcmu", "pcma", "pcm_s16be", "pcm_s16le"]
     rate: int = Field(ge=8000, le=48000)
-    channels: int = Field(1, ge=1, le=2)
+    channels: Literal[1] = Field(1, description="RTP audio is read as mono; stereo L16 is refused")
 
 
 class RtpSourceSettings(_Section):

@@ -1,0 +1,229 @@
+"""Source events: what every feed's protocol core emits, whatever its wire format.
+
+A protocol core (Twilio/Telnyx, /ingest, RTP, microphone) turns feed input into an ordered list of
+these events. The asyncio edge that owns the socket routes them:
+
+* :class:`CallStart` — a call began; create per-call state (``source`` is one of ``twilio``,
+  ``telnyx``, ``native``, ``l16``, ``rtp``, ``mic``).
+* :class:`TrackStart` — a track of that call began; create a ``TrackPipeline(sample_rate, ...)``.
+* :class:`Audio` — float32 mono samples at the track's ``sample_rate``; push them to the pipeline.
+* :class:`Gap` — audio that was lost (dropped packets, missing chunks): push ``n_samples`` of
+  silence so that call time (samples seen) stays equal to wall time on the call.
+* :class:`Dtmf` — a key press the feed reported. Informational; edges may ignore it.
+* :class:`TrackEnd` — finish that track's pipeline (``finish()``).
+* :class:`CallEnd` — the call is over (``reason``: ``stop`` = the feed said so, ``closed`` = the
+  connection went away, ``idle`` = RTP went quiet, ``error`` = ended by a :class:`Reject`).
+* :class:`Reject` — the input is unacceptable: close the connection with WebSocket close
+  ``code`` and ``reason``. A core that rejects mid-call has already emitted ``TrackEnd``/
+  ``CallEnd("error")`` just before it, so the edge never needs to clean up on its own.
+
+Invariants every core keeps: ``CallStart`` comes first and at most once; ``TrackStart`` precedes
+any ``Audio``/``Gap`` of its track; every started track gets exactly one ``TrackEnd`` before the
+single ``CallEnd``; nothing follows ``CallEnd`` or ``Reject``. Cores never raise on bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+__all__ = [
+    "CLOSE_POLICY",
+    "CLOSE_UNSUPPORTED",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "Audio",
+    "CallEnd",
+    "CallLifecycle",
+    "CallStart",
+    "Dtmf",
+    "Gap",
+    "Reject",
+    "SourceEvent",
+    "TrackEnd",
+    "TrackStart",
+    "rate_problem",
+    "sequence_problems",
+]
+
+#: WebSocket close code for data we understand but do not support (encoding, rate, binary frames
+#: where only text is expected).
+CLOSE_UNSUPPORTED: Final = 1003
+#: WebSocket close code for a protocol violation (bad JSON, missing fields, messages out of order).
+CLOSE_POLICY: Final = 1008
+
+#: Input sample rates the cores accept (any integer in between; soxr resamples them to 16 kHz).
+#: 64 kHz is included because jambonz can send it.
+MIN_SAMPLE_RATE: Final = 8000
+MAX_SAMPLE_RATE: Final = 64000
+#: Longest close reason a WebSocket close frame can carry (125-byte payload minus the code).
+MAX_CLOSE_REASON_BYTES: Final = 123
+
+
+@dataclass(frozen=True, slots=True)
+class CallStart:
+    call_id: str
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackStart:
+    track: str
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Audio:
+    """Decoded mono samples of one track (float32, in [-1, 1), at the track's sample rate)."""
+
+    track: str
+    samples: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """``n_samples`` (at the track's rate) of audio that never arrived; insert silence."""
+
+    track: str
+    n_samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    track: str
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEnd:
+    track: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Close the connection: ``code`` is a WebSocket close code, ``reason`` one short line."""
+
+    code: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        # A WebSocket close frame carries at most 123 bytes of UTF-8 reason; longer ones fail.
+        raw = self.reason.encode("utf-8")
+        if len(raw) > MAX_CLOSE_REASON_BYTES:
+            short = raw[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
+            object.__setattr__(self, "reason", short)
+
+
+SourceEvent = CallStart | TrackStart | Audio | Gap | Dtmf | TrackEnd | CallEnd | Reject
+
+
+def rate_problem(rate: object) -> str | None:
+    """Why ``rate`` is not an acceptable input sample rate, or None if it is."""
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        return f"sample rate must be an integer, got {rate!r}"
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        return (
+            f"sample rate {rate} Hz not supported (accepted: {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE})"
+        )
+    return None
+
+
+class CallLifecycle:
+    """Start/end bookkeeping one connection-per-call core needs, so every core keeps the
+    invariants in the module docstring the same way (one CallStart, TrackEnd for each started
+    track, one CallEnd, nothing after the end)."""
+
+    def __init__(self) -> None:
+        self.call_id: str | None = None
+        self.source: str | None = None
+        self.tracks: dict[str, int] = {}  # track name -> sample rate, in start order
+        self.finished = False
+
+    @property
+    def started(self) -> bool:
+        return self.call_id is not None
+
+    def start_call(self, call_id: str, source: str, metadata: dict[str, Any]) -> list[SourceEvent]:
+        self.call_id, self.source = call_id, source
+        return [CallStart(call_id, source, metadata)]
+
+    def start_track(self, track: str, sample_rate: int) -> list[SourceEvent]:
+        if track in self.tracks:
+            return []
+        self.tracks[track] = sample_rate
+        return [TrackStart(track, sample_rate)]
+
+    def end(self, reason: str) -> list[SourceEvent]:
+        """TrackEnd for every track + CallEnd(reason), once; [] if never started or already over."""
+        if self.finished:
+            return []
+        self.finished = True
+        if not self.started:
+            return []
+        events: list[SourceEvent] = [TrackEnd(track) for track in self.tracks]
+        events.append(CallEnd(reason))
+        return events
+
+    def reject(self, code: int, reason: str) -> list[SourceEvent]:
+        """End whatever started (reason ``error``), then Reject; [] if already over."""
+        if self.finished:
+            return []
+        return [*self.end("error"), Reject(code, reason)]
+
+
+def sequence_problems(events: list[SourceEvent]) -> list[str]:
+    """Check one call's event sequence against the invariants above; return what is wrong.
+
+    Meant for tests of the cores and of the edges that route their events (an empty list means
+    the sequence is valid; a sequence that has not ended yet is valid too).
+    """
+    problems: list[str] = []
+    started = ended = rejected = False
+    open_tracks: set[str] = set()
+    seen_tracks: set[str] = set()
+    for i, ev in enumerate(events):
+        if rejected or (ended and not isinstance(ev, Reject)):  # Reject may follow CallEnd
+            problems.append(f"#{i} {type(ev).__name__} after the end")
+        if isinstance(ev, CallStart):
+            if started:
+                problems.append(f"#{i} second CallStart")
+            started = True
+        elif isinstance(ev, Reject):
+            rejected = True
+        elif not started:
+            problems.append(f"#{i} {type(ev).__name__} before CallStart")
+        elif isinstance(ev, TrackStart):
+            if ev.track in seen_tracks:
+                problems.append(f"#{i} track {ev.track!r} started twice")
+            if ev.sample_rate <= 0:
+                problems.append(f"#{i} TrackStart with rate {ev.sample_rate}")
+            seen_tracks.add(ev.track)
+            open_tracks.add(ev.track)
+        elif isinstance(ev, Audio | Gap):
+            if ev.track not in open_tracks:
+                problems.append(f"#{i} {type(ev).__name__} on track {ev.track!r} not open")
+            if isinstance(ev, Gap) and ev.n_samples <= 0:
+                problems.append(f"#{i} Gap of {ev.n_samples} samples")
+            if isinstance(ev, Audio):
+                s = ev.samples
+                if s.dtype != np.float32 or s.ndim != 1 or not len(s):
+                    problems.append(f"#{i} Audio is not non-empty 1-D float32")
+                elif not (np.isfinite(s).all() and s.min() >= -1.0 and s.max() < 1.0):
+                    problems.append(f"#{i} Audio samples outside [-1, 1)")
+        elif isinstance(ev, TrackEnd):
+            if ev.track not in open_tracks:
+                problems.append(f"#{i} TrackEnd for track {ev.track!r} not open")
+            open_tracks.discard(ev.track)
+        elif isinstance(ev, CallEnd):
+            if open_tracks:
+                problems.append(f"#{i} CallEnd with tracks still open: {sorted(open_tracks)}")
+            ended = True
+    return problems
