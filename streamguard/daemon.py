@@ -186,6 +186,8 @@ class Daemon:
             s.server.port,
             process_request=process_request,
             max_size=s.server.max_message_bytes,
+            # Audio barely compresses; permessage-deflate would only cost CPU per frame.
+            compression=None,
         )
 
     def _start_mic(self) -> None:

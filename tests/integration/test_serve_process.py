@@ -1,0 +1,139 @@
+"""``streamguard serve`` as a real process: sd_notify over a real unix datagram socket, real
+signals (SIGHUP reload, SIGTERM drain mid-call), exit status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+from websockets.asyncio.client import connect
+
+from streamguard.sources.file import read_audio
+
+from .conftest import Subscriber
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+class ServeProcess:
+    def __init__(self, tmp_path, model_dir, config):
+        self.notify_path = str(tmp_path / "notify.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.settimeout(60)
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": self.notify_path,
+            "STREAMGUARD_LOGGING__FORMAT": "json",
+            "HF_HUB_OFFLINE": "1",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamguard.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--model",
+            str(model_dir),
+            "--port",
+            "0",
+            "--rtp-port",
+            "0",
+        ]
+        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        self.logs: list[dict] = []
+        self.port: int | None = None
+        self._port_known = threading.Event()
+        threading.Thread(target=self._read_logs, daemon=True).start()
+
+    def _read_logs(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            self.logs.append(record)
+            if record.get("event") == "ready":
+                self.port = record["port"]
+                self._port_known.set()
+
+    def messages(self, until: str) -> list[str]:
+        """Notify datagrams up to and including the one that starts with ``until``."""
+        seen = []
+        while True:
+            data = self.notify.recv(4096).decode()
+            seen.append(data)
+            if any(line.startswith(until) for line in data.splitlines()):
+                return seen
+
+    def wait_port(self) -> int:
+        assert self._port_known.wait(60), self.logs
+        assert self.port is not None
+        return self.port
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.notify.close()
+
+
+async def test_serve_notifies_reloads_and_drains_on_sigterm(tmp_path, tiny_model_dir, fixtures_dir):
+    config = tmp_path / "streamguard.toml"
+    config.write_text("[smoothing]\nraise_after = 2\n")
+    serve = ServeProcess(tmp_path, tiny_model_dir, config)
+    try:
+        ready = await asyncio.to_thread(serve.messages, "READY=1")
+        assert any("STATUS=" in m for m in ready)
+        port = await asyncio.to_thread(serve.wait_port)
+
+        # SIGHUP: RELOADING=1 (with MONOTONIC_USEC) then READY=1 again
+        config.write_text("[smoothing]\nraise_after = 1\n")
+        serve.proc.send_signal(signal.SIGHUP)
+        reload_msgs = await asyncio.to_thread(serve.messages, "READY=1")
+        assert any("RELOADING=1" in m and "MONOTONIC_USEC=" in m for m in reload_msgs)
+
+        rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+        pcm = (mono[0, : 6 * rate] * 32767).astype("<i2").tobytes()
+        base = f"ws://127.0.0.1:{port}"
+        async with Subscriber(f"{base}/alerts") as sub, connect(f"{base}/ingest") as feed:
+            await feed.send(
+                json.dumps(
+                    {"call_id": "live", "sample_rate": rate, "encoding": "pcm_s16le", "channels": 1}
+                )
+            )
+            for i in range(0, len(pcm), 320):
+                await feed.send(pcm[i : i + 320])
+            await sub.wait_for(lambda ev: any(e["type"] == "score" for e in ev))
+            serve.proc.send_signal(signal.SIGTERM)
+            (ended,) = await sub.wait_call_ended()
+        assert ended["call_id"] == "live" and ended["reason"] == "shutdown"
+        assert ended["summary"]["duration"] == pytest.approx(6.0, abs=0.05)
+        assert await asyncio.to_thread(serve.proc.wait, 30) == 0
+        stopping = await asyncio.to_thread(serve.messages, "STOPPING=1")
+        assert stopping
+    finally:
+        serve.close()
+
+
+def test_serve_with_bad_config_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[smoothing]\nraise_afer = 3\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamguard.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "smoothing.raise_afer" in lines[0] and "unknown key" in lines[0]
