@@ -30,6 +30,7 @@ from streamguard.alerts.events import CallSummary, combine_summaries
 from streamguard.alerts.smoothing import Smoother, SmoothingSettings
 from streamguard.audio.track import TrackPipeline, TrackSettings
 from streamguard.audio.windows import Window
+from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
 from streamguard.sources.base import (
     Audio,
@@ -113,7 +114,9 @@ class CallSession:
         self.end_reason: str | None = None  # set by CallEnd (or end())
         self.finished = False
         self.over_limit = False  # the edge should hang up: max_call_seconds reached
-        self._emit("call_started", None, metadata=start.metadata)
+        # Feed metadata is caller-controlled (e.g. Twilio customParameters): subscribers must
+        # never receive a token someone passed through it.
+        self._emit("call_started", None, metadata=redact(start.metadata))
 
     # -- input -----------------------------------------------------------------------------
     def handle(self, event: SourceEvent) -> None:

@@ -34,20 +34,19 @@ _SECRET_IN_TEXT = re.compile(
 _HANDLER_NAME = "streamguard"
 
 
-def _redact_value(value: Any, depth: int = 0) -> Any:
+def redact(value: Any, depth: int = 0) -> Any:
+    """``value`` with secret-looking keys masked at any depth (also used on event metadata)."""
     if depth > 6:
         return value
     if isinstance(value, str):
         return _SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, value)
     if isinstance(value, dict):
         return {
-            k: REDACTED
-            if isinstance(k, str) and _SECRET_KEY.search(k)
-            else _redact_value(v, depth + 1)
+            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v, depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return type(value)(_redact_value(v, depth + 1) for v in value)
+        return type(value)(redact(v, depth + 1) for v in value)
     return value
 
 
@@ -59,7 +58,7 @@ def redact_secrets(
         if _SECRET_KEY.search(key):
             event_dict[key] = REDACTED
         else:
-            event_dict[key] = _redact_value(event_dict[key])
+            event_dict[key] = redact(event_dict[key])
     return event_dict
 
 

@@ -121,7 +121,7 @@ class ScoringEngine:
         self._idle.clear()
         if overflow is not None:
             self._pending -= 1
-            self._count_drop("overflow")
+            self._count_drop("queue")
             overflow.callback(None)
         if self.metrics is not None:
             self.metrics.engine_queue_depth.set(depth)
