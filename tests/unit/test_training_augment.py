@@ -1,0 +1,121 @@
+"""Augmentation ops: shapes, what each op does to real speech, and seed determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamguard.audio import codecs
+from training.augment import (
+    Augmenter,
+    add_noise,
+    apply_gain,
+    packet_loss,
+    speed_perturb,
+    synthetic_noise,
+    telephone,
+)
+from training.config import AugmentConfig
+from training.data import crop, decode_audio
+
+SR = 16_000
+FLAC = Path(__file__).resolve().parents[1] / "fixtures" / "training" / "flac"
+
+
+@pytest.fixture(scope="module")
+def speech() -> torch.Tensor:
+    return torch.from_numpy(crop(decode_audio(FLAC / "LA_T_1000003.flac"), SR, "start"))
+
+
+def _band_energy(x: torch.Tensor, low: float, high: float) -> float:
+    spec = np.abs(np.fft.rfft(x.numpy())) ** 2
+    freqs = np.fft.rfftfreq(x.shape[-1], 1 / SR)
+    return float(spec[(freqs >= low) & (freqs < high)].sum())
+
+
+def test_speed_keeps_length_and_changes_the_signal(speech):
+    for factor in (0.9, 1.1):
+        out = speed_perturb(speech, SR, factor)
+        assert out.shape == speech.shape and not torch.equal(out, speech)
+    assert speed_perturb(speech, SR, 1.0) is speech
+
+
+def test_gain_scales_and_clips(speech):
+    np.testing.assert_allclose(apply_gain(speech, -6.0), speech * 10 ** (-6 / 20), rtol=1e-6)
+    loud = apply_gain(speech, 40.0)
+    assert loud.abs().max() == 1.0
+
+
+def test_noise_is_mixed_at_the_requested_snr(speech):
+    gen = torch.Generator().manual_seed(0)
+    noise = synthetic_noise(speech.shape[-1], gen, "pink")
+    out = add_noise(speech, noise, 10.0)
+    added = out - speech
+    snr = 10 * torch.log10(speech.pow(2).sum() / added.pow(2).sum())
+    assert float(snr) == pytest.approx(10.0, abs=0.01)
+    silent = torch.zeros(100)
+    assert torch.equal(add_noise(silent, torch.ones(100), 10.0), silent)
+
+
+@pytest.mark.parametrize("codec", ["mulaw", "alaw"])
+def test_telephone_band_limits(codec):
+    noise = synthetic_noise(SR, torch.Generator().manual_seed(1)) * 0.1
+    out = telephone(noise, SR, codec)
+    assert out.shape == noise.shape
+    # Almost nothing survives above the 8 kHz line's Nyquist (> 23 dB down; the resampler's
+    # transition band leaks a little); the 300-3400 Hz band passes; the rumble is cut.
+    assert _band_energy(out, 4200, 8000) < 5e-3 * _band_energy(noise, 4200, 8000)
+    assert _band_energy(out, 500, 3000) > 0.3 * _band_energy(noise, 500, 3000)
+    assert _band_energy(out, 0, 100) < 0.2 * _band_energy(noise, 0, 100)
+
+
+def test_telephone_runs_the_g711_codec(speech):
+    mu = telephone(speech, SR, "mulaw")
+    a = telephone(speech, SR, "alaw")
+    assert mu.shape == a.shape == speech.shape
+    # Both laws quantise the same band-limited line, differently: small, non-zero difference.
+    diff = float((mu - a).pow(2).sum() / mu.pow(2).sum())
+    assert 0 < diff < 0.01
+    with pytest.raises(codecs.CodecError):
+        telephone(speech, SR, "gsm")
+
+
+def test_packet_loss_zeroes_whole_20ms_frames(speech):
+    noisy = speech + 0.01  # no exact zeros before
+    gen = torch.Generator().manual_seed(5)
+    out = packet_loss(noisy, SR, 3, gen, 20.0)
+    zero = (out == 0).numpy()
+    assert zero.sum() == 3 * 320
+    frames = zero[: SR // 320 * 320].reshape(-1, 320)
+    assert set(frames.sum(axis=1).tolist()) <= {0, 320}  # frame-aligned, whole frames
+
+
+ALL_ON = AugmentConfig(speed_p=1, gain_p=1, noise_p=1, telephone_p=1, packet_loss_p=1)
+
+
+def test_augmenter_is_deterministic_under_a_seed(speech):
+    aug = Augmenter(ALL_ON, SR)
+    a = aug(speech, torch.Generator().manual_seed(42))
+    b = aug(speech, torch.Generator().manual_seed(42))
+    c = aug(speech, torch.Generator().manual_seed(43))
+    assert a.shape == speech.shape and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.isfinite(a).all()
+
+
+def test_augmenter_with_nothing_enabled_is_identity(speech):
+    cfg = AugmentConfig()
+    assert not cfg.enabled
+    assert torch.equal(Augmenter(cfg, SR)(speech, torch.Generator().manual_seed(0)), speech)
+
+
+def test_augmenter_noise_from_a_folder(speech, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "hum.wav", 0.1 * np.sin(np.arange(4000) / 5.0), 8000)
+    aug = Augmenter(AugmentConfig(noise_p=1.0, noise_dir=tmp_path), SR)
+    out = aug(speech, torch.Generator().manual_seed(0))
+    assert out.shape == speech.shape and not torch.equal(out, speech)

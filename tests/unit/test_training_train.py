@@ -1,0 +1,207 @@
+"""The trainer: the loss drops on a fixed real batch for every architecture; config checking;
+a whole tiny run (checkpoints, logs, export that loads with identical scores, resume, limits)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from streamguard.errors import ConfigError
+from streamguard.model import Detector, ModelInfo, build_module, load_detector
+from training.config import OptimConfig, load_config, parse_config, parse_override
+from training.data import crop, decode_audio
+from training.export import export_model
+from training.train import Trainer, train
+
+HERE = Path(__file__).resolve().parents[1] / "fixtures" / "training"
+SEGMENT = 8_000  # 0.5 s keeps every architecture fast on two CPU cores
+
+NO_DROPOUT = {"gru_dropout": 0.0, "attention_dropout": 0.0, "classifier_dropouts": [0.0, 0.0]}
+TINY_ENCODER = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [32, 32],
+    "conv_kernel": [10, 8],
+    "conv_stride": [10, 8],
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    # no dropout / SpecAugment masking: the before/after loss comparison must be deterministic
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+    "layerdrop": 0.0,
+    "mask_time_prob": 0.0,
+}
+TINY = {
+    "koyelog-resnet": {
+        "widths": [8, 16, 32],
+        "gru_hidden": 16,
+        "attention_heads": 2,
+        "classifier_hidden": [32, 16],
+        **NO_DROPOUT,
+    },
+    "wav2vec2-bigru": {
+        "encoder_config": TINY_ENCODER,
+        "gru_hidden": 16,
+        "attention_heads": 2,
+        "classifier_hidden": [32, 16],
+        **NO_DROPOUT,
+    },
+    "hf-audio-classification": {
+        "config": {
+            "model_type": "wav2vec2",
+            **TINY_ENCODER,
+            "final_dropout": 0.0,
+            "classifier_proj_size": 16,
+            "num_labels": 2,
+            "id2label": {"0": "bonafide", "1": "spoof"},
+            "label2id": {"bonafide": 0, "spoof": 1},
+        }
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight real clips (four "real", four "fake" voices), first 0.5 s of each."""
+    files = sorted((HERE / "flac").glob("LA_T_*.flac"))
+    waves = np.stack([crop(decode_audio(f), SEGMENT, "start") for f in files])
+    return torch.from_numpy(waves), torch.tensor([0.0] * 4 + [1.0] * 4)
+
+
+@pytest.mark.parametrize("architecture", list(TINY))
+def test_two_steps_lower_the_loss_on_a_fixed_batch(architecture, batch):
+    waves, labels = batch
+    torch.manual_seed(0)
+    module = build_module(architecture, TINY[architecture])
+    trainer = Trainer(module, OptimConfig(lr=1e-2, batch_size=8, grad_accum=1), steps_per_epoch=10)
+
+    def loss_now() -> float:
+        with torch.no_grad():  # train mode: BatchNorm uses this batch, as during the steps
+            return float(trainer.loss(trainer.logits(waves), labels))
+
+    before = loss_now()
+    steps = [trainer.step(waves, labels) for _ in range(2)]
+    after = loss_now()
+    assert all(took for _, took in steps) and trainer.global_step == 2
+    assert after < before - 0.01, (before, after)
+    assert trainer.lr < 1e-2  # the cosine schedule moved
+
+
+def test_gradient_accumulation_steps_every_n_micro_batches(batch):
+    waves, labels = batch
+    module = build_module("koyelog-resnet", TINY["koyelog-resnet"])
+    trainer = Trainer(module, OptimConfig(lr=1e-3, grad_accum=2), steps_per_epoch=4)
+    first = [p.detach().clone() for p in trainer.params]
+    assert trainer.step(waves[:4], labels[:4])[1] is False
+    assert all(torch.equal(a, b) for a, b in zip(first, trainer.params, strict=True))
+    assert trainer.step(waves[4:], labels[4:])[1] is True
+    assert trainer.global_step == 1
+    assert not all(torch.equal(a, b) for a, b in zip(first, trainer.params, strict=True))
+
+
+def test_export_then_load_gives_identical_scores(tmp_path, batch):
+    waves, _ = batch
+    torch.manual_seed(1)
+    module = build_module("koyelog-resnet", TINY["koyelog-resnet"]).eval()
+    params = dict(module.streamguard_params)
+    path = export_model(
+        tmp_path / "m", module, params, name="t", architecture="koyelog-resnet",
+        threshold=0.37, window_seconds=SEGMENT / 16_000, card="# card\n",
+    )  # fmt: skip
+    info = ModelInfo(name="t", architecture="koyelog-resnet", window_seconds=SEGMENT / 16_000)
+    expected = Detector(module, info, device="cpu")(waves.numpy())
+    loaded = load_detector(path, device="cpu")
+    assert loaded.info.threshold == pytest.approx(0.37)
+    np.testing.assert_array_equal(loaded(waves.numpy()), expected)
+    assert (path / "MODEL_CARD.md").read_text() == "# card\n"
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _config_dict(out_dir: Path, **optim) -> dict:
+    return {
+        "model": {
+            "architecture": "koyelog-resnet",
+            "name": "tiny",
+            "params": TINY["koyelog-resnet"],
+        },
+        "data": {"sources": [{"type": "manifest", "path": str(HERE / "manifest.csv")}]},
+        "segment": {"seconds": SEGMENT / 16_000},
+        "augment": {"telephone_p": 0.5, "noise_p": 0.5, "gain_p": 0.5},
+        "optim": {"lr": 3e-3, "batch_size": 4, "grad_accum": 1, "epochs": 2, **optim},
+        "run": {"out_dir": str(out_dir), "progress": False, "seed": 1},
+    }
+
+
+def test_config_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.learning_rate: Extra inputs"):
+        parse_config({**_config_dict(tmp_path), "optim": {"learning_rate": 1}})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("optim.lr")
+    assert parse_override("model.params={widths=[1,2]}") == ("model.params", {"widths": [1, 2]})
+    assert parse_override("run.device=cuda") == ("run.device", "cuda")
+
+
+def test_shipped_configs_validate():
+    root = Path(__file__).resolve().parents[2] / "configs"
+    card = load_config(root / "train-card.toml")
+    assert card.model.architecture == "wav2vec2-bigru"
+    assert (card.optim.lr, card.optim.batch_size, card.optim.grad_accum) == (5e-5, 24, 2)
+    assert (card.optim.epochs, card.optim.t0, card.optim.t_mult) == (20, 5, 2)
+    koyelog = load_config(root / "train-koyelog.toml", {"optim.epochs": 3})
+    assert koyelog.model.architecture == "koyelog-resnet" and koyelog.optim.epochs == 3
+    assert koyelog.data.sources[0].path.is_absolute()
+
+
+# --------------------------------------------------------------------------- a whole run
+
+
+@pytest.mark.slow
+def test_a_tiny_run_logs_exports_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    result = train(parse_config(_config_dict(out)), echo=lambda _: None)
+    assert result.best_epoch in (1, 2) and result.stopped == "epochs"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "val_eer", "val_auc", "lr"} <= set(rows[0])
+    assert (out / "metrics.csv").read_text().startswith("epoch,global_step,lr")
+    problems = (out / "problems.txt").read_text()
+    assert "manifest.csv:11" in problems and "broken.flac" in problems
+    model = load_detector(result.export_dir, device="cpu")
+    config = json.loads((result.export_dir / "config.json").read_text())
+    assert model.info.threshold == pytest.approx(config["threshold"])
+    assert config["provenance"]["best_epoch"] == result.best_epoch
+    card = (result.export_dir / "MODEL_CARD.md").read_text()
+    assert "Validation metrics" in card and "koyelog-resnet" in card
+    assert (out / "eval" / "val" / "metrics.json").is_file()
+    # Starting again over a finished run is refused; --resume continues it.
+    with pytest.raises(ConfigError, match="--resume"):
+        train(parse_config(_config_dict(out)), echo=lambda _: None)
+    more = train(parse_config(_config_dict(out, epochs=3)), resume=True, echo=lambda _: None)
+    assert [r["epoch"] for r in more.history] == [1, 2, 3]
+    assert more.history[-1]["global_step"] > rows[-1]["global_step"]
+
+
+@pytest.mark.slow
+def test_max_steps_stops_cleanly_and_still_exports(tmp_path):
+    data = _config_dict(tmp_path / "run", epochs=5)
+    data["run"]["max_steps"] = 1
+    result = train(parse_config(data), echo=lambda _: None)
+    assert result.stopped == "max_steps" and len(result.history) == 1
+    assert result.history[0]["global_step"] == 1
+    assert (result.export_dir / "model.safetensors").is_file()

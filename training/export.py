@@ -1,0 +1,303 @@
+"""Calibrate a decision threshold and export a trained module as a streamguard model directory.
+
+The threshold travels in the model's ``config.json`` (``ModelInfo.threshold``), so ``scan``,
+``serve`` and ``evaluate`` all use the same operating point without flags. By default it is the
+validation EER threshold (false alarms and misses balanced); with ``target_far`` it is the lowest
+threshold whose validation false-alarm rate (real speech called fake) is at most the target,
+which is what a call centre that must not accuse real callers usually wants.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamguard.errors import StreamguardError
+from training import metrics
+from training.data import ClipStore, Example
+
+
+def calibrate(labels, scores, *, target_far: float | None = None) -> dict[str, Any]:
+    """The operating point: ``{"method", "threshold", "far", "frr", "eer", ...}`` on these
+    (validation) scores. Falls back to 0.5 when a class is missing."""
+    labels = np.asarray(labels, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if not metrics.has_both_classes(labels):
+        return {"method": "default", "threshold": 0.5, "reason": "validation lacks a class"}
+    rate, eer_thr = metrics.eer(labels, scores)
+    if target_far is None:
+        threshold, method = eer_thr, "eer"
+    else:
+        threshold, _, _ = metrics.threshold_for_far(labels, scores, target_far)
+        method = f"far<={target_far:g}"
+    at = metrics.at_threshold(labels, scores, threshold)
+    return {
+        "method": method,
+        "threshold": float(threshold),
+        "target_far": target_far,
+        "eer": rate,
+        "eer_threshold": eer_thr,
+        "far": at.far,
+        "frr": at.frr,
+        "n_real": int((labels == 0).sum()),
+        "n_fake": int((labels == 1).sum()),
+    }
+
+
+def _table_md(report: dict[str, Any] | None) -> str:
+    if not report:
+        return "_none_\n"
+    from training.evaluate import TABLE_COLUMNS, _cell
+
+    header = "| subset | " + " | ".join(t for t, _, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "---|" * (len(TABLE_COLUMNS) + 1)
+    rows = [("pooled", report["pooled"])]
+    for key, groups in report["groups"].items():
+        rows += [(f"{key}={value}", summary) for value, summary in groups.items()]
+    body = [
+        f"| {name} | " + " | ".join(_cell(s.get(k), pct) for _, k, pct in TABLE_COLUMNS) + " |"
+        for name, s in rows
+    ]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def model_card(
+    *,
+    name: str,
+    architecture: str,
+    n_params: int,
+    calibration: dict[str, Any],
+    data: dict[str, Any],
+    recipe: dict[str, Any],
+    val_report: dict[str, Any] | None,
+    test_report: dict[str, Any] | None,
+    limits: str | None = None,
+    window_seconds: float = 4.0,
+    sample_rate: int = 16_000,
+) -> str:
+    """MODEL_CARD.md: what it is, what it was trained on and how, how well, and its limits."""
+    sources = "\n".join(
+        f"- `{src}`: {c['real']} real, {c['fake']} fake" for src, c in data["train_sources"].items()
+    )
+    recipe_lines = "\n".join(f"- {k}: `{v}`" for k, v in recipe.items())
+    far = calibration.get("far")
+    frr = calibration.get("frr")
+    small = data["train_total"] < 5_000
+    extra = f"\n{limits.strip()}\n" if limits else ""
+    small_note = (
+        "- Trained on a small corpus: treat it as a demonstration model, not a production "
+        "detector.\n"
+        if small
+        else ""
+    )
+    return f"""# {name}
+
+A streamguard deepfake-voice detector (`{architecture}`, {n_params:,} parameters), trained with
+`streamguard train`. Input: {window_seconds:g} s of {sample_rate} Hz mono audio; output: P(fake).
+A window is called fake when P(fake) >= **{calibration["threshold"]:.4f}** (stored in config.json
+as `threshold`).
+
+## Decision threshold
+- method: {calibration["method"]} on the validation split
+- validation EER: {_pct(calibration.get("eer"))}; at the threshold: false-alarm rate
+  {_pct(far)}, miss rate {_pct(frr)}
+
+## Training data
+{data["train_total"]} training clips ({data["train_counts"]["real"]} real, \
+{data["train_counts"]["fake"]} fake); {data["val_total"]} validation clips; \
+{data["skipped"]} rows skipped.
+{sources}
+
+## Recipe
+{recipe_lines}
+
+## Validation metrics (best epoch, at the threshold)
+{_table_md(val_report)}
+## Test metrics
+{_table_md(test_report)}
+## Limits
+- Scores are calibrated on the validation split above; other languages, channels, codecs and
+  generators (especially ones absent from training) can shift the score distribution. Re-check
+  the threshold with `streamguard evaluate` on data like yours.
+- A score is evidence, not proof: keep a human in the loop before acting on an alert.
+{small_note}{extra}
+_Exported {dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}._
+"""
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def export_model(
+    directory: str | Path,
+    module,
+    params: dict[str, Any],
+    *,
+    name: str,
+    architecture: str,
+    threshold: float,
+    sample_rate: int = 16_000,
+    window_seconds: float = 4.0,
+    provenance: dict[str, Any] | None = None,
+    half: bool = False,
+    card: str | None = None,
+) -> Path:
+    """Write a loadable model directory (the model package's format) carrying ``threshold``."""
+    from streamguard.model import ModelInfo, save_model_dir
+
+    info = ModelInfo(
+        name=name,
+        architecture=architecture,
+        sample_rate=sample_rate,
+        window_seconds=window_seconds,
+        threshold=float(threshold),
+        provenance=dict(provenance or {}),
+    )
+    return save_model_dir(directory, module, info, params, half=half, model_card=card)
+
+
+def export_trained(
+    config,
+    module,
+    params: dict[str, Any],
+    *,
+    val: Sequence[Example],
+    test: Sequence[Example],
+    store: ClipStore,
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+    train_counts: dict[str, int],
+    echo: Callable[[str], None] = print,
+    train_sources: dict[str, Any] | None = None,
+) -> Path:
+    """Calibrate on validation, evaluate val/test, and write model dir + eval reports."""
+    from streamguard.model import Detector, ModelInfo, count_parameters
+    from training.evaluate import evaluate_scores, format_table, score_examples, write_report
+
+    out_dir = Path(config.run.out_dir)
+    export_dir = Path(config.export.dir or out_dir / "model")
+    seg = config.segment
+    info = ModelInfo(
+        name=config.model.name,
+        architecture=config.model.architecture,
+        sample_rate=seg.sample_rate,
+        window_seconds=seg.seconds,
+    )
+    detector = Detector(module, info, device="cpu")
+    val_report = test_report = None
+    calibration: dict[str, Any] = {"method": "default", "threshold": 0.5}
+    skipped: list = []
+    if val:
+        scores, kept, problems = score_examples(
+            detector,
+            val,
+            store=store,
+            crop_mode=seg.eval_crop,
+            batch_size=config.run.eval_batch_size,
+            progress=config.run.progress,
+        )
+        skipped += problems
+        labels = np.array([e.label for e in kept])
+        calibration = calibrate(labels, scores, target_far=config.export.target_far)
+        val_report = evaluate_scores(kept, scores, calibration["threshold"])
+        write_report(
+            out_dir / "eval" / "val",
+            val_report,
+            kept,
+            scores,
+            problems=problems,
+            title=f"{info.name} (validation)",
+        )
+        echo("validation at the exported threshold:\n" + format_table(val_report))
+    if test:
+        scores, kept, problems = score_examples(
+            detector,
+            test,
+            store=store,
+            crop_mode=seg.eval_crop,
+            batch_size=config.run.eval_batch_size,
+            progress=config.run.progress,
+        )
+        skipped += problems
+        test_report = evaluate_scores(kept, scores, calibration["threshold"])
+        write_report(
+            out_dir / "eval" / "test",
+            test_report,
+            kept,
+            scores,
+            problems=problems,
+            title=f"{info.name} (test)",
+        )
+        echo("test at the exported threshold:\n" + format_table(test_report))
+    recipe = {
+        "optimizer": f"AdamW lr {config.optim.lr:g}, weight decay {config.optim.weight_decay:g}",
+        "batch": f"{config.optim.batch_size} x accumulation {config.optim.grad_accum}",
+        "schedule": f"CosineAnnealingWarmRestarts T_0={config.optim.t0} "
+        f"T_mult={config.optim.t_mult} (epochs)",
+        "loss": "BCEWithLogits"
+        + (f" (pos_weight {config.optim.pos_weight:g})" if config.optim.pos_weight else ""),
+        "epochs run": f"{len(history)} of {config.optim.epochs}",
+        "best epoch": best["epoch"],
+        "steps": history[-1]["global_step"] if history else 0,
+        "segment": f"{seg.seconds:g} s at {seg.sample_rate} Hz, random crops; eval crop "
+        f"{seg.eval_crop}",
+        "augmentation": ", ".join(
+            f"{k} {v:g}" for k, v in config.augment.model_dump().items() if k.endswith("_p") and v
+        )
+        or "none",
+        "seed": config.run.seed,
+    }
+    data = {
+        "train_total": sum(train_counts.values()),
+        "train_counts": train_counts,
+        "train_sources": train_sources or {},
+        "val_total": len(val),
+        "skipped": sum(1 for _ in (out_dir / "problems.txt").open())
+        if (out_dir / "problems.txt").exists()
+        else 0,
+    }
+    card = model_card(
+        name=info.name,
+        architecture=info.architecture,
+        n_params=count_parameters(module),
+        calibration=calibration,
+        data=data,
+        recipe=recipe,
+        val_report=val_report,
+        test_report=test_report,
+        limits=config.export.limits,
+        window_seconds=seg.seconds,
+        sample_rate=seg.sample_rate,
+    )
+    provenance = {
+        "trained_with": "streamguard train",
+        "best_epoch": best["epoch"],
+        "val_eer": best.get("val_eer"),
+        "calibration": calibration,
+        "train_counts": train_counts,
+        "sources": [str(s.path) for s in config.data.sources],
+        "seed": config.run.seed,
+    }
+    try:
+        path = export_model(
+            export_dir,
+            module,
+            params,
+            name=info.name,
+            architecture=info.architecture,
+            threshold=calibration["threshold"],
+            sample_rate=seg.sample_rate,
+            window_seconds=seg.seconds,
+            provenance=provenance,
+            half=config.export.half,
+            card=card,
+        )
+    except OSError as exc:
+        raise StreamguardError(f"cannot write the model to {export_dir}: {exc}") from None
+    echo(f"exported {path} (threshold {calibration['threshold']:.4f}, {calibration['method']})")
+    return path
