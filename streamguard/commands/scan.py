@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from streamguard.audio.track import TrackSettings
     from streamguard.report.scan_report import FileReport
 
-HELP = "Scan audio files for synthetic voices: per-window scores and a verdict per file."
+HELP = "scan audio files for synthetic voices: per-window scores and a verdict per file"
 
 _DEFAULT_HOP = 1.0
 _DEFAULT_MIN_SPEECH = 0.5

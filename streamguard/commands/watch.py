@@ -14,7 +14,7 @@ import sys
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-HELP = "Follow a daemon's /alerts event stream and print events as they arrive."
+HELP = "follow a daemon's /alerts event stream and print events as they arrive"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
