@@ -247,6 +247,19 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     return f"{origin}: {loc}: {msg}{detail}{more}"
 
 
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable or malformed one is one :class:`ConfigError`."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_config(
     path: Path | str | None = None, overrides: dict[str, Any] | None = None
 ) -> Settings:
@@ -260,15 +273,7 @@ def load_config(
     if path is not None:
         path = Path(path)
         origin = str(path)
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        data = read_toml(path)
     token = _TOML_DATA.set(data)
     try:
         return Settings(**(overrides or {}))

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from streamguard.config import read_toml
 from streamguard.errors import ConfigError
 
 SourceType = Literal["manifest", "asvspoof2019", "asvspoof2021", "itw", "folder"]
@@ -242,13 +243,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     ``overrides`` (dotted keys) are applied before validation, so they are checked the same way.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"training config not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read training config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = read_toml(path, "training config")
     apply_overrides(data, overrides or {})
     return parse_config(data, base_dir=path.resolve().parent, where=str(path))

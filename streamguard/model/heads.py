@@ -14,6 +14,18 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+#: The temporal head's params and their defaults (the seed card's sizes), shared by both
+#: architectures' DEFAULTS.
+HEAD_DEFAULTS: dict[str, object] = {
+    "gru_hidden": 256,
+    "gru_layers": 2,
+    "gru_dropout": 0.3,
+    "attention_heads": 8,
+    "attention_dropout": 0.1,
+    "classifier_hidden": [512, 128],
+    "classifier_dropouts": [0.4, 0.3],
+}
+
 
 def build_gru(input_size: int, hidden: int, layers: int, dropout: float) -> nn.GRU:
     """Bidirectional, batch-first GRU; dropout only between layers (torch warns otherwise)."""

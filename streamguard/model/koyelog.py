@@ -24,7 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamguard.model.frontend import LogMel
-from streamguard.model.heads import build_attention, build_classifier, build_gru, temporal_logit
+from streamguard.model.heads import (
+    HEAD_DEFAULTS,
+    build_attention,
+    build_classifier,
+    build_gru,
+    temporal_logit,
+)
 
 ARCHITECTURE = "koyelog-resnet"
 
@@ -42,14 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "blocks_per_layer": 2,
     "maxpool": True,
     "freq_reduce": "mean",
-    # temporal head
-    "gru_hidden": 256,
-    "gru_layers": 2,
-    "gru_dropout": 0.3,
-    "attention_heads": 8,
-    "attention_dropout": 0.1,
-    "classifier_hidden": [512, 128],
-    "classifier_dropouts": [0.4, 0.3],
+    # temporal head (the seed card's sizes)
+    **HEAD_DEFAULTS,
 }
 
 FREQ_REDUCE = ("mean", "flatten")

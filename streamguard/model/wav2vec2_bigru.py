@@ -20,7 +20,13 @@ from torch import nn
 
 from streamguard.errors import ModelError
 from streamguard.model.frontend import normalize_waveforms
-from streamguard.model.heads import build_attention, build_classifier, build_gru, temporal_logit
+from streamguard.model.heads import (
+    HEAD_DEFAULTS,
+    build_attention,
+    build_classifier,
+    build_gru,
+    temporal_logit,
+)
 from streamguard.model.hub import fetch_hint, hub_cache_dir, hub_offline
 
 ARCHITECTURE = "wav2vec2-bigru"
@@ -31,13 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": False,  # load the encoder's pretrained weights from the hub (training)
     "freeze_feature_encoder": True,
     "normalize": True,
-    "gru_hidden": 256,
-    "gru_layers": 2,
-    "gru_dropout": 0.3,
-    "attention_heads": 8,
-    "attention_dropout": 0.1,
-    "classifier_hidden": [512, 128],
-    "classifier_dropouts": [0.4, 0.3],
+    **HEAD_DEFAULTS,
 }
 
 
