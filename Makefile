@@ -38,8 +38,9 @@ format: bootstrap
 bench: bootstrap
 	$(BIN)/streamguard bench
 
+# Installs the systemd unit, user and config (see docs/operations.md); needs root.
 install-service:
-	sudo ./systemd/install.sh
+	$(if $(filter 0,$(shell id -u)),,sudo) ./systemd/install.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
