@@ -1,0 +1,142 @@
+"""Detector throughput per batch size: the ceiling on what the scoring engine can deliver.
+
+Each batch size gets warm-up calls (allocator, oneDNN/cuDNN algorithm choice, lazy init), then
+timed calls, interleaved across sizes (see :func:`run_model_bench`). Timings go through the full
+:class:`~streamguard.model.Detector` call (numpy in, numpy out, device copies included) because
+that is what the engine pays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from streamguard.bench.stats import percentile
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    batch: int
+    runs: int
+    median_ms: float
+    p95_ms: float
+    windows_per_second: float  # batch / median time
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelBenchResult:
+    model: str
+    threads: int
+    window_seconds: float
+    hop_seconds: float
+    timings: list[BatchTiming]
+
+    @property
+    def best(self) -> BatchTiming | None:
+        return max(self.timings, key=lambda t: t.windows_per_second, default=None)
+
+    @property
+    def realtime_tracks(self) -> float:
+        """Tracks one process keeps up with: each needs one window per hop."""
+        best = self.best
+        return 0.0 if best is None else best.windows_per_second * self.hop_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "model": self.model,
+            "threads": self.threads,
+            "window_seconds": self.window_seconds,
+            "hop_seconds": self.hop_seconds,
+            "timings": [t.to_dict() for t in self.timings],
+            "best_batch": best.batch if best else None,
+            "best_windows_per_second": best.windows_per_second if best else None,
+            "realtime_tracks": self.realtime_tracks,
+        }
+
+
+def _sync(detector: Any) -> None:
+    # Detector returns numpy (a host copy), so CUDA work is finished when the call returns;
+    # this is belt and braces for detectors that might not copy back.
+    device = getattr(detector, "device", None)
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _noise(batch: int, samples: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((batch, samples))).astype(np.float32)
+
+
+def _timed(detector: Any, waves: np.ndarray) -> float:
+    started = time.perf_counter()
+    detector(waves)
+    _sync(detector)
+    return time.perf_counter() - started
+
+
+def run_model_bench(
+    detector: Any,
+    description: str,
+    batch_sizes: Sequence[int],
+    *,
+    hop_seconds: float = 1.0,
+    warmup: int = 2,
+    repeats: int = 20,
+    min_repeats: int = 3,
+    budget_seconds: float = 5.0,
+    progress: Callable[[int], None] | None = None,
+) -> ModelBenchResult:
+    """Time every batch size on noise (speed does not depend on content).
+
+    Timed calls go round-robin over the batch sizes (one call of each per round) until every
+    size has ``repeats`` runs or ``budget_seconds`` per size is spent (``min_repeats`` at
+    least). On a shared machine the load comes and goes; interleaving spreads it over all
+    sizes instead of ruining whichever size happened to run during a burst.
+    ``progress(round)`` is called after each round.
+    """
+    import torch
+
+    sizes = list(dict.fromkeys(batch_sizes))
+    waves = {b: _noise(b, detector.window_samples) for b in sizes}
+    for b in sizes:
+        for _ in range(warmup):
+            detector(waves[b])
+    _sync(detector)
+    times: dict[int, list[float]] = {b: [] for b in sizes}
+    deadline = time.perf_counter() + budget_seconds * len(sizes)
+    rounds = 0
+    while rounds < repeats and (rounds < min_repeats or time.perf_counter() < deadline):
+        for b in sizes:
+            times[b].append(_timed(detector, waves[b]))
+        rounds += 1
+        if progress is not None:
+            progress(rounds)
+    timings = []
+    for b in sizes:
+        median = percentile(times[b], 50)
+        timings.append(
+            BatchTiming(
+                batch=b,
+                runs=len(times[b]),
+                median_ms=median * 1000.0,
+                p95_ms=percentile(times[b], 95) * 1000.0,
+                windows_per_second=b / median,
+            )
+        )
+    return ModelBenchResult(
+        model=description,
+        threads=torch.get_num_threads(),
+        window_seconds=detector.info.window_seconds,
+        hop_seconds=hop_seconds,
+        timings=timings,
+    )

@@ -1,0 +1,148 @@
+"""Plain-text tables and the machine description that every figure needs next to it."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU, cores, load, torch, device, date."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                cpu,
+            )
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+def format_machine(info: dict[str, Any]) -> str:
+    load = " ".join(f"{x:g}" for x in info["load_average"])
+    gpu = f", GPU {info['cuda']}" if info["cuda"] else ""
+    return (
+        f"{info['date']}: {info['cpu']}, {info['nproc']} CPUs (load {load}){gpu}; "
+        f"python {info['python']}, torch {info['torch']} ({info['torch_threads']} threads)"
+    )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A right-aligned text table (first column left-aligned)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if i == 0 else v.rjust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def format_model(result: dict[str, Any]) -> str:
+    rows = [
+        [t["batch"], t["runs"], t["median_ms"], t["p95_ms"], t["windows_per_second"]]
+        for t in result["timings"]
+    ]
+    body = table(["batch", "runs", "median ms", "p95 ms", "windows/s"], rows)
+    return (
+        f"model: {result['model']}\n"
+        f"torch threads: {result['threads']}\n{body}\n"
+        f"best: batch {result['best_batch']} at {result['best_windows_per_second']:.1f} windows/s"
+        f" -> real-time capacity ~{result['realtime_tracks']:.0f} tracks at hop "
+        f"{result['hop_seconds']:g} s (window {result['window_seconds']:g} s)"
+    )
+
+
+def format_daemon(levels: list[dict[str, Any]], ok: list[bool], hop_seconds: float) -> str:
+    rows = []
+    for level, good in zip(levels, ok, strict=True):
+        client = level["client"]
+        rows.append(
+            [
+                level["calls"],
+                level["offered_windows_per_second"],
+                level["windows_per_second"],
+                level["windows_scored"],
+                level["windows_dropped"],
+                level["mean_batch"],
+                level["inference_ms_per_batch"]["p50"],
+                level["engine_lag_mean_seconds"] * 1000,
+                client["lag_seconds"]["p50"] * 1000,
+                client["lag_seconds"]["p95"] * 1000,
+                level["realtime_factor"],
+                100.0 * level["inference_seconds"] / client["sending_seconds"]
+                if client["sending_seconds"]
+                else float("nan"),
+                level["cpu_percent"],
+                level["loop_lag_seconds"]["p95"] * 1000,
+                level["peak_rss_mib"],
+                "yes" if good else "NO",
+            ]
+        )
+    headers = [
+        "calls",
+        "offered w/s",
+        "scored w/s",
+        "scored",
+        "dropped",
+        "batch",
+        "infer ms",
+        "engine ms",
+        "lag p50 ms",
+        "lag p95 ms",
+        "rtf",
+        "busy %",
+        "cpu %",
+        "loop p95 ms",
+        "rss MiB",
+        "keeps up",
+    ]
+    lines = [table(headers, rows)]
+    for level in levels:
+        sizes = ", ".join(f"{b}:{n}" for b, n in level["batch_sizes"].items()) or "-"
+        client = level["client"]
+        late = client["sender_lateness_seconds"]["p95"] * 1000
+        extra = f"; ERRORS: {client['errors'][:3]}" if client["errors"] else ""
+        lines.append(
+            f"  {level['calls']:>3} calls: batch sizes {{{sizes}}}; load-generator CPU "
+            f"{level['loadgen_cpu_seconds']:.1f} s, sender lateness p95 {late:.0f} ms{extra}"
+        )
+    good = [lv["calls"] for lv, g in zip(levels, ok, strict=True) if g]
+    bad = [lv["calls"] for lv, g in zip(levels, ok, strict=True) if not g]
+    verdict = (
+        f"keeps up (no drops, lag p95 <= {hop_seconds:g} s) at up to {max(good)} calls"
+        if good
+        else "kept up at no level"
+    )
+    if bad:
+        verdict += f"; falls behind from {min(bad)} calls"
+    lines.append(verdict)
+    return "\n".join(lines)

@@ -1,0 +1,257 @@
+"""``streamguard bench``: detector throughput (``model``) and live-call capacity (``daemon``).
+
+Figures are printed (a table, or ``--json``), never asserted: they belong to the machine they
+were measured on, which is printed with them. Progress goes to stderr so ``--json`` stays
+clean on stdout. See benchmarks/README.md for recorded figures and how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "measure detector throughput (model) and live-call capacity of a daemon (daemon)"
+
+SUITES = ("model", "daemon", "all")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "suite",
+        nargs="?",
+        choices=SUITES,
+        default="all",
+        help="model = detector windows/s per batch size; daemon = a real daemon under N "
+        "concurrent real-time calls; all = both (default)",
+    )
+    m = parser.add_argument_group("model choice (both suites)")
+    m.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="model dir, .pth or hub id (default: the bundled starter model if present, else "
+        "--arch with random weights)",
+    )
+    m.add_argument(
+        "--arch",
+        default="koyelog-resnet",
+        help="architecture built with random weights when no model is given (default: %(default)s)",
+    )
+    m.add_argument("--params", help="JSON object of architecture params (implies a random build)")
+    m.add_argument(
+        "--tiny", action="store_true", help="the test-suite's tiny koyelog-resnet (random weights)"
+    )
+    m.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: %(default)s)")
+    m.add_argument(
+        "--half",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fp16 weights and inputs (CUDA only; default: on for CUDA, as the daemon does)",
+    )
+    m.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network first (slow to compile; mostly useful on CUDA)",
+    )
+    m.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's own choice)"
+    )
+    b = parser.add_argument_group("model suite")
+    b.add_argument(
+        "--batch-sizes",
+        type=_int_list,
+        default=[1, 2, 4, 8, 16, 32],
+        help="comma-separated batch sizes (default: 1,2,4,8,16,32)",
+    )
+    b.add_argument("--warmup", type=int, default=2, help="untimed calls per batch size")
+    b.add_argument(
+        "--repeats", type=int, default=20, help="timed rounds (one call per batch size each; max)"
+    )
+    b.add_argument(
+        "--budget",
+        type=float,
+        default=5.0,
+        help="seconds per batch size, on average (at least 3 rounds)",
+    )
+    d = parser.add_argument_group("daemon suite")
+    d.add_argument(
+        "--calls",
+        type=_int_list,
+        default=[8],
+        help="concurrent calls; a list (1,4,16,32) runs each level to find the knee",
+    )
+    d.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="wall-clock length of each level's calls (default: %(default)s)",
+    )
+    d.add_argument(
+        "--speed", type=float, default=1.0, help="playback speed of each call (1 = real time)"
+    )
+    d.add_argument(
+        "--file",
+        type=Path,
+        help="speech to stream, looped to length (default: the bundled demo call, else "
+        "tests/fixtures/speech_10s_8k.wav)",
+    )
+    d.add_argument("--protocol", choices=("twilio", "native", "l16"), default="twilio")
+    d.add_argument("--max-batch", type=int, default=16, help="engine max batch (daemon default)")
+    d.add_argument(
+        "--max-wait-ms", type=float, default=20.0, help="engine batch wait (daemon default)"
+    )
+    d.add_argument(
+        "--queue-size", type=int, default=256, help="engine queue bound (daemon default)"
+    )
+    d.add_argument("--hop", type=float, default=1.0, help="window hop in seconds")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
+
+def default_call_file() -> Path | None:
+    from importlib import resources
+
+    candidates = [
+        Path(str(resources.files("streamguard") / "demo" / "demo_call.wav")),
+        Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "speech_10s_8k.wav",
+    ]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from streamguard.bench.models import ModelChoice, load_bench_detector
+    from streamguard.bench.report import format_machine, machine
+    from streamguard.errors import ConfigError
+
+    if args.speed <= 0 or args.seconds <= 0 or args.hop <= 0:
+        raise ConfigError("--speed, --seconds and --hop must be > 0")
+    if args.suite in ("daemon", "all"):
+        args.file = args.file or default_call_file()
+        if args.file is None or not args.file.is_file():
+            raise ConfigError("no speech file to stream; pass --file PATH")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from streamguard.logs import configure_logging
+
+    configure_logging("warning", "console")
+    detector, description = load_bench_detector(ModelChoice.from_args(args))
+    if args.compile:
+        _compile(detector)
+    host = machine()
+    out: dict = {"machine": host}
+    if not args.json:
+        print(format_machine(host), flush=True)
+    if args.suite in ("model", "all"):
+        out["model"] = _model_suite(detector, description, args)
+    if args.suite in ("daemon", "all"):
+        out["daemon"] = _daemon_suite(detector, description, args)
+    if args.json:
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _compile(detector) -> None:
+    import torch
+
+    # On CUDA "reduce-overhead" captures CUDA graphs (one replay per batch shape), which is
+    # where compile pays off; on CPU the default mode is the only sensible one.
+    mode = "reduce-overhead" if detector.device.type == "cuda" else None
+    detector.module = torch.compile(detector.module, mode=mode, dynamic=False)
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=quiet, leave=False)
+
+
+def _model_suite(detector, description: str, args: argparse.Namespace) -> dict:
+    from streamguard.bench.model_bench import run_model_bench
+    from streamguard.bench.report import format_model
+
+    with _progress(args.repeats, "rounds", args.quiet) as bar:
+        result = run_model_bench(
+            detector,
+            description,
+            args.batch_sizes,
+            hop_seconds=args.hop,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            budget_seconds=args.budget,
+            progress=lambda _round: bar.update(1),
+        ).to_dict()
+    if not args.json:
+        print("\n== model ==\n" + format_model(result), flush=True)
+    return result
+
+
+def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
+    import asyncio
+
+    from streamguard.bench.daemon_bench import (
+        DaemonBenchOptions,
+        RecordingDetector,
+        keeps_up,
+        run_level,
+    )
+    from streamguard.bench.report import format_daemon
+
+    options = DaemonBenchOptions(
+        file=str(args.file),
+        protocol=args.protocol,
+        call_seconds=args.seconds * args.speed,
+        speed=args.speed,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue_size,
+        hop_seconds=args.hop,
+        deadline_seconds=args.seconds + 60.0,
+    )
+    recording = RecordingDetector(detector)
+    levels = []
+    for calls in args.calls:
+        expected = int(calls * (args.seconds * args.speed - 3.0) / args.hop)
+        with _progress(max(expected, 1), f"{calls} calls: windows", args.quiet) as bar:
+
+            def update(scored: int, bar=bar) -> None:
+                bar.update(scored - bar.n)
+
+            levels.append(asyncio.run(run_level(recording, calls, options, progress=update)))
+    ok = [keeps_up(level, args.hop) for level in levels]
+    result = {
+        "model": description,
+        "file": str(args.file),
+        "protocol": args.protocol,
+        "seconds": args.seconds,
+        "speed": args.speed,
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "hop_seconds": args.hop,
+        "levels": [{**level, "keeps_up": good} for level, good in zip(levels, ok, strict=True)],
+    }
+    if not args.json:
+        print(
+            f"\n== daemon ==\nmodel: {description}\n{args.protocol} calls of "
+            f"{args.file.name} looped, {args.seconds:g} s at {args.speed:g}x, engine max_batch "
+            f"{args.max_batch}, max_wait {args.max_wait_ms:g} ms, hop {args.hop:g} s\n"
+            + format_daemon(levels, ok, args.hop),
+            flush=True,
+        )
+    return result

@@ -1,0 +1,70 @@
+"""Smoke tests of ``streamguard bench``: the real command, tiny sizes, figures checked for sense.
+
+Speed itself is never asserted (it belongs to the machine); what is checked is that the
+figures are internally consistent, so a broken measurement fails here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamguard.bench.stats import percentile
+from streamguard.cli import main
+
+
+def run_bench(capsys, *argv: str) -> dict:
+    assert main(["bench", *argv, "--json", "--quiet"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_percentile_interpolates():
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    assert percentile([], 50) != percentile([], 50)  # NaN for no data
+
+
+def test_model_suite_reports_each_batch_size(capsys):
+    out = run_bench(
+        capsys, "model", "--tiny", "--device", "cpu", "--batch-sizes", "1,2",
+        "--warmup", "1", "--repeats", "3", "--budget", "0.1",
+    )  # fmt: skip
+    model = out["model"]
+    assert "59,737 params" in model["model"]  # the tiny network, not the published one
+    assert [t["batch"] for t in model["timings"]] == [1, 2]
+    for t in model["timings"]:
+        assert t["runs"] == 3
+        assert 0 < t["median_ms"] <= t["p95_ms"]
+        assert t["windows_per_second"] == pytest.approx(t["batch"] * 1000 / t["median_ms"])
+    best = max(t["windows_per_second"] for t in model["timings"])
+    assert model["realtime_tracks"] == pytest.approx(best * model["hop_seconds"])
+    assert out["machine"]["nproc"] >= 1 and out["machine"]["torch_threads"] >= 1
+
+
+def test_bad_batch_list_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "model", "--batch-sizes", "0,x"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_daemon_suite_scores_every_window_it_reports(capsys, fixtures_dir):
+    out = run_bench(
+        capsys, "daemon", "--tiny", "--device", "cpu", "--calls", "2", "--seconds", "6",
+        "--file", str(fixtures_dir / "speech_10s_8k.wav"),
+    )  # fmt: skip
+    (level,) = out["daemon"]["levels"]
+    client = level["client"]
+    assert level["calls"] == 2 and client["calls_ended_events"] == 2 and not client["errors"]
+    # 6 s calls, 4 s windows every 1 s: a few windows per call, each scored exactly once.
+    assert level["windows_scored"] >= 4
+    assert level["windows_scored"] + level["windows_dropped"] == level["windows_submitted"]
+    assert sum(level["batch_sizes"].values()) > 0
+    assert sum(int(b) * n for b, n in level["batch_sizes"].items()) == level["windows_scored"]
+    assert client["score_events"] == level["windows_scored"]
+    lag = client["lag_seconds"]
+    assert lag["n"] == level["windows_scored"]
+    assert 0 < lag["p50"] <= lag["p95"] <= lag["max"] < 10
+    assert level["cpu_seconds"] > 0 and level["peak_rss_mib"] > 0
