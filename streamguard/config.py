@@ -60,6 +60,7 @@ class ModelSettings(_Section):
     max_wait_ms: float = Field(20.0, ge=0)
     max_lag_seconds: float = Field(5.0, gt=0)
     queue_size: int = Field(256, ge=1)
+    threads: int | None = Field(None, ge=1)
 
 
 class VerdictSettings(_Section):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ log = structlog.get_logger(__name__)
 
 #: How long a drain waits for subscribers to receive the last events before closing them.
 FLUSH_SECONDS = 2.0
+#: The GIL switch interval while a daemon runs (see Daemon._tune_process).
+SWITCH_INTERVAL = 0.0005
 
 
 def policy_from(settings: Settings) -> CallPolicy:
@@ -92,6 +95,7 @@ class Daemon:
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
         self._stopped = False
+        self._switch_interval: float | None = None
 
     # -- addresses (port 0 in tests) -------------------------------------------------------------
     @property
@@ -106,6 +110,7 @@ class Daemon:
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        self._tune_process()
         self.notifier.status("loading model")
         if self.detector is None:
             from streamguard.model import load_detector
@@ -156,6 +161,21 @@ class Daemon:
         self.ready = True
         self.notifier.ready(self._status_line())
         log.info("ready", host=s.server.host, port=self.port, rtp_port=self.rtp_port)
+
+    def _tune_process(self) -> None:
+        """Inference shares the process with the event loop.
+
+        torch drops and re-takes the GIL around every operator; with Python's default 5 ms
+        switch interval the inference thread waits behind the loop's per-frame work, which
+        halved engine throughput at saturation (benchmarks/README.md). A 0.5 ms interval lets it
+        back in promptly. ``[model] threads`` caps torch's CPU threads on shared hosts.
+        """
+        import torch
+
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        if self.settings.model.threads is not None:
+            torch.set_num_threads(self.settings.model.threads)
 
     async def _start_server(self) -> None:
         s = self.settings
@@ -230,6 +250,7 @@ class Daemon:
                 "windows_scored": engine.stats.scored,
                 "windows_dropped": engine.stats.dropped_lag + engine.stats.dropped_overflow,
                 "realtime_factor": round(engine.stats.realtime_factor, 4),
+                "engine_utilization": round(engine.stats.utilization, 3),
                 "device": str(self.detector.device) if self.detector else None,
             }
         return Health(
@@ -248,7 +269,7 @@ class Daemon:
             return "starting"
         return (
             f"{calls} calls, {stats.scored} windows scored, {stats.dropped_lag} dropped, "
-            f"rtf {stats.realtime_factor:.3f}"
+            f"engine busy {stats.utilization:.0%}"
         )
 
     async def _watchdog(self) -> None:
@@ -311,6 +332,8 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
         log.info("stopped")
 
     async def _flush_subscribers(self) -> None:

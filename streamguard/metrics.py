@@ -82,7 +82,15 @@ class Metrics:
         )
         self.realtime_factor = Gauge(
             "realtime_factor",
-            "Compute seconds per second of audio scored (recent); above 1 means falling behind",
+            "Inference seconds per second of track audio scored (all tracks together); a cost "
+            "per call-second, not a saturation signal: see engine_utilization",
+            namespace=ns,
+            registry=r,
+        )
+        self.engine_utilization = Gauge(
+            "engine_utilization",
+            "Share of wall time the inference worker was busy over the last few seconds; "
+            "near 1 = saturated (lag and drops follow)",
             namespace=ns,
             registry=r,
         )

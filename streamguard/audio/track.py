@@ -39,7 +39,10 @@ class TrackSettings(BaseModel):
     )
     vad_frame_ms: int = Field(30, description="webrtcvad frame: 10, 20 or 30 ms.")
     ring_seconds: float = Field(
-        30.0, gt=0, description="Audio kept per track; must exceed window + 1 s."
+        10.0,
+        gt=0,
+        description="Audio kept per track (0.32 MB per 10 s); must exceed window + 1 s; raised "
+        "automatically for a model with a longer window.",
     )
 
     @model_validator(mode="after")
@@ -70,8 +73,10 @@ class TrackPipeline:
     ) -> None:
         settings = settings or TrackSettings()
         if window_seconds is not None and window_seconds != settings.window_seconds:
+            # The model decides the window; keep the ring long enough for it.
+            ring = max(settings.ring_seconds, window_seconds + 2 * settings.hop_seconds + 1.0)
             settings = TrackSettings.model_validate(
-                {**settings.model_dump(), "window_seconds": window_seconds}
+                {**settings.model_dump(), "window_seconds": window_seconds, "ring_seconds": ring}
             )
         self.settings = settings
         self.input_rate = int(input_rate)

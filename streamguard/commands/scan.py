@@ -93,7 +93,7 @@ def _settings(args: argparse.Namespace, window_seconds: float) -> TrackSettings:
             window_seconds=window_seconds,
             hop_seconds=args.hop,
             min_speech_seconds=args.min_speech,
-            ring_seconds=max(30.0, window_seconds + 2.0),
+            ring_seconds=max(10.0, window_seconds + 2.0),
         )
     except ValidationError as exc:
         err = exc.errors()[0]

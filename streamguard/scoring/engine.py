@@ -32,6 +32,9 @@ from streamguard.scoring.batching import score_windows
 
 log = structlog.get_logger(__name__)
 
+#: Seconds over which the worker's busy share (utilization) is measured.
+UTILIZATION_PERIOD = 2.0
+
 #: Called on the loop thread with P(fake), or ``None`` when the window was dropped.
 ScoreCallback = Callable[[float | None], None]
 
@@ -55,10 +58,12 @@ class EngineStats:
     inference_seconds: float = 0.0
     audio_seconds_scored: float = 0.0
     last_heartbeat: float = field(default_factory=time.monotonic)
+    utilization: float = 0.0  # busy share of wall time over the last UTILIZATION_PERIOD
 
     @property
     def realtime_factor(self) -> float:
-        """Compute seconds per second of audio hop scored (< 1 keeps up)."""
+        """Inference seconds per second of track audio (all tracks together): the cost of a
+        call-second. Saturation shows in :attr:`utilization`, not here."""
         if not self.audio_seconds_scored:
             return 0.0
         return self.inference_seconds / self.audio_seconds_scored
@@ -96,6 +101,7 @@ class ScoringEngine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
+        self._util_mark = (time.monotonic(), 0.0)  # (when, inference_seconds then)
         self._pending = 0  # submitted, callback not yet run (loop thread only)
 
     # -- loop side ---------------------------------------------------------------------------
@@ -199,6 +205,7 @@ class ScoringEngine:
         stats.dropped_lag += len(stale)
         stats.inference_seconds += elapsed
         stats.audio_seconds_scored += len(fresh) * self.hop_seconds
+        self._update_utilization(now)
         m = self.metrics
         if m is not None:
             if fresh:
@@ -213,6 +220,15 @@ class ScoringEngine:
         results = [(r.callback, float(s)) for r, s in zip(fresh, scores, strict=True)]
         results += [(r.callback, None) for r in stale]
         self._loop.call_soon_threadsafe(self._complete, results, len(stale))
+
+    def _update_utilization(self, now: float) -> None:
+        since, busy = self._util_mark
+        if now - since >= UTILIZATION_PERIOD:
+            share = (self.stats.inference_seconds - busy) / (now - since)
+            self.stats.utilization = min(1.0, share)
+            self._util_mark = (now, self.stats.inference_seconds)
+            if self.metrics is not None:
+                self.metrics.engine_utilization.set(self.stats.utilization)
 
     def _complete(self, results, n_stale: int) -> None:
         """On the loop thread: run the callbacks; idle once nothing submitted is outstanding."""

@@ -125,4 +125,4 @@ def test_settings_validation(bad):
 def test_settings_defaults():
     s = TrackSettings()
     assert (s.window_seconds, s.hop_seconds, s.min_speech_seconds) == (4.0, 1.0, 0.5)
-    assert (s.vad_aggressiveness, s.vad_frame_ms, s.ring_seconds) == (2, 30, 30.0)
+    assert (s.vad_aggressiveness, s.vad_frame_ms, s.ring_seconds) == (2, 30, 10.0)
