@@ -120,8 +120,12 @@ class CallSession:
 
     # -- input -----------------------------------------------------------------------------
     def handle(self, event: SourceEvent) -> None:
-        """Consume one source event (CallStart is the constructor's; Reject is the edge's)."""
-        if self.finished:
+        """Consume one source event (CallStart is the constructor's; Reject is the edge's).
+
+        Once the call is ending (a CallEnd, a drain, the length limit) input is ignored: a
+        late track or late audio must not keep ``call_ended`` waiting.
+        """
+        if self.end_reason is not None:
             return
         match event:
             case Audio(track=name, samples=samples):

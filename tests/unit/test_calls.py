@@ -149,3 +149,18 @@ async def test_registry_limits_calls_and_drains(tiny_detector, speech):
     with pytest.raises(CallLimitReached, match="shutting down"):
         registry.open(CallStart("c", "native", {}))
     assert np.isfinite(ended[0]["summary"]["duration"])
+
+
+def test_input_after_the_call_ends_is_ignored(tiny_detector, speech):
+    """A track that starts during a drain must not keep call_ended waiting forever."""
+    rate, audio = speech
+    scorer = Scorer(tiny_detector, hold=True)
+    session, sub = make_session(tiny_detector, scorer)
+    session.handle_all([TrackStart("0", rate), Audio("0", audio[: 5 * rate])])
+    session.end("shutdown")
+    session.handle_all([TrackStart("late", rate), Audio("late", audio), Audio("0", audio)])
+    scorer.release()
+    ended = events(sub)[-1]
+    assert ended["type"] == "call_ended" and ended["reason"] == "shutdown"
+    assert set(ended["tracks"]) == {"0"}
+    assert ended["summary"]["duration"] == pytest.approx(5.0)
