@@ -1,0 +1,76 @@
+"""The bundled starter model and demo call: what a fresh install runs with no --model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamguard.cli import main
+from streamguard.commands.demo import demo_call_path
+from streamguard.model import load_detector
+
+pytestmark = pytest.mark.integration
+
+STARTER = Path(__file__).resolve().parents[2] / "streamguard" / "models" / "starter"
+
+
+def test_starter_model_is_bundled_and_loads_by_default():
+    detector = load_detector(None, device="cpu")
+    assert detector.info.name == "streamguard-starter"
+    assert detector.info.architecture == "koyelog-resnet"
+    assert 0.0 < detector.info.threshold < 1.0
+    card = (STARTER / "MODEL_CARD.md").read_text()
+    assert "starter" in card.lower() and "EER" in card
+
+
+def test_scan_without_model_uses_the_starter(fixtures_dir, capsys):
+    assert main(["scan", str(fixtures_dir / "speech_10s_8k.wav"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "streamguard-starter"
+    assert [w["start"] for w in report["tracks"][0]["windows"]] == [float(i) for i in range(7)]
+
+
+async def test_serve_without_model_uses_the_starter():
+    from streamguard.daemon import Daemon
+
+    from .conftest import daemon_settings
+
+    daemon = Daemon(daemon_settings())
+    await daemon.start()
+    try:
+        assert daemon.detector.info.name == "streamguard-starter"
+    finally:
+        await daemon.stop()
+
+
+@pytest.mark.slow
+def test_demo_flags_the_synthetic_caller_and_not_the_agent():
+    """`make run` in miniature: the daemon, a subscriber and the demo call at 8x speed."""
+    assert demo_call_path().exists()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamguard.cli",
+            "demo",
+            "--once",
+            "--speed",
+            "8",
+            "--port",
+            "0",
+            "--rtp-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any("demo-call/inbound" in line and "ALERT raised" in line for line in lines)
+    assert not any("demo-call/outbound" in line and "ALERT raised" in line for line in lines)
+    assert any("call ended" in line and "verdict=FAKE" in line for line in lines)
