@@ -149,7 +149,7 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[model\n")
-    with pytest.raises(ConfigError, match="invalid TOML"):
+    with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("optim.lr")
@@ -205,3 +205,14 @@ def test_max_steps_stops_cleanly_and_still_exports(tmp_path):
     assert result.stopped == "max_steps" and len(result.history) == 1
     assert result.history[0]["global_step"] == 1
     assert (result.export_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_max_steps_counts_the_end_of_epoch_flush(tmp_path):
+    # A batch bigger than the train split: each epoch's only optimiser step is the flush of the
+    # partial accumulation at its end; max_steps must still stop the run (it used to be ignored).
+    data = _config_dict(tmp_path / "run", epochs=3, batch_size=64, grad_accum=4)
+    data["run"]["max_steps"] = 1
+    result = train(parse_config(data), echo=lambda _: None)
+    assert result.stopped == "max_steps" and len(result.history) == 1
+    assert result.history[0]["global_step"] == 1
