@@ -10,12 +10,30 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from streamguard.errors import StreamguardError
 from streamguard.sources.senders import Frame
+
+#: Where a default daemon takes feeds and serves subscribers (``[sources.*] path``,
+#: ``[alerts] path``); used to tell an operator who mixed them up, instead of hanging.
+FEED_PATHS = ("/twilio", "/ingest")
+ALERTS_PATH = "/alerts"
+
+
+def split_ws_url(url: str) -> SplitResult:
+    """Parse a daemon URL, or raise the one-line error the CLI prints (not a ValueError)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what raises for ws://h:notaport
+    except ValueError as exc:
+        raise StreamguardError(f"not a valid URL: {url!r} ({exc})") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise StreamguardError(f"URL must start with ws:// or wss:// and name a host, got {url!r}")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,11 @@ async def send_frames(
         raise StreamguardError(f"{url}: the daemon refused the feed (HTTP {status})") from None
     except InvalidURI as exc:
         raise StreamguardError(f"not a WebSocket URL: {exc.uri}") from None
-    except OSError as exc:
-        raise StreamguardError(f"cannot connect to {url}: {exc.strerror or exc}") from None
+    except InvalidHandshake as exc:  # something answered, but not a WebSocket server
+        raise StreamguardError(f"cannot connect to {url}: {exc}") from None
+    except OSError as exc:  # refused, unknown host, reset (e.g. wss:// to a plain ws:// port)
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if url.startswith("wss://") and isinstance(exc, ConnectionResetError):
+            reason += " (does the server speak TLS? a plain daemon takes ws://)"
+        raise StreamguardError(f"cannot connect to {url}: {reason}") from None
     return FeedResult(sent, last_at, time.monotonic() - started, code, reason)

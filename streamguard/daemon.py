@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 import time
@@ -39,6 +40,7 @@ from streamguard.alerts.server import (
 )
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
+from streamguard.errors import StreamguardError
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
@@ -63,6 +65,14 @@ def policy_from(settings: Settings) -> CallPolicy:
         min_verdict_speech_seconds=settings.verdict.min_speech_seconds,
         max_call_seconds=settings.limits.max_call_seconds,
     )
+
+
+def bind_error(what: str, host: str, port: int, exc: OSError) -> StreamguardError:
+    """A listener that cannot bind, as the one-line error the CLI prints (not a traceback)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.EADDRINUSE:
+        reason = "address already in use (another streamguard running? pick another port)"
+    return StreamguardError(f"cannot listen for {what} on {host}:{port}: {reason}")
 
 
 class Daemon:
@@ -154,7 +164,11 @@ class Daemon:
         if s.sources.rtp.enabled:
             from streamguard.sources.udp import start_rtp
 
-            self.rtp = await start_rtp(s.sources.rtp, self.registry, metrics=self.metrics)
+            try:
+                self.rtp = await start_rtp(s.sources.rtp, self.registry, metrics=self.metrics)
+            except OSError as exc:
+                rtp = s.sources.rtp
+                raise bind_error("RTP (UDP)", rtp.host, rtp.port, exc) from None
         if s.sources.mic.enabled:
             self._start_mic()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
@@ -200,19 +214,21 @@ class Daemon:
             protected_paths=s.protected_paths(),
             max_connections=s.server.max_connections,
         )
-        self.server = await serve(
-            self.router,
-            s.server.host,
-            s.server.port,
-            process_request=process_request,
-            max_size=s.server.max_message_bytes,
-            # Audio barely compresses; permessage-deflate would only cost CPU per frame.
-            compression=None,
-        )
+        try:
+            self.server = await serve(
+                self.router,
+                s.server.host,
+                s.server.port,
+                process_request=process_request,
+                max_size=s.server.max_message_bytes,
+                # Audio barely compresses; permessage-deflate would only cost CPU per frame.
+                compression=None,
+            )
+        except OSError as exc:  # port taken, address not ours, host unknown: one clear line
+            raise bind_error("HTTP/WebSocket", s.server.host, s.server.port, exc) from None
 
     def _start_mic(self) -> None:
         from streamguard.calls import CallFeed
-        from streamguard.errors import StreamguardError
         from streamguard.sources.mic import Microphone
 
         cfg = self.settings.sources.mic
@@ -308,8 +324,12 @@ class Daemon:
         if self._stopped:
             return
         self._stopped = True
+        # A start-up that failed (bad model, port taken) never served: no drain to announce,
+        # so the CLI's one error line is all the operator sees.
+        served = self.ready
         self.notifier.stopping()
-        log.info("draining", open_calls=len(self.registry.sessions) if self.registry else 0)
+        if served:
+            log.info("draining", open_calls=len(self.registry.sessions) if self.registry else 0)
         self._stop.set()
         if self.server is not None:
             self.server.server.close()  # stop listening; open feeds keep going until drained
@@ -334,7 +354,8 @@ class Daemon:
                 await task
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
-        log.info("stopped")
+        if served:
+            log.info("stopped")
 
     async def _flush_subscribers(self) -> None:
         assert self.bus is not None

@@ -365,6 +365,15 @@ def _write_record(out_dir: Path, record: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- train()
 
 
+def _stop_reason(run: Any, global_step: int, started: float) -> str:
+    """``"max_steps"`` / ``"max_minutes"`` once a budget is spent, else ``"epochs"``."""
+    if run.max_steps and global_step >= run.max_steps:
+        return "max_steps"
+    if run.max_minutes and time.monotonic() - started >= run.max_minutes * 60:
+        return "max_minutes"
+    return "epochs"
+
+
 def train(
     config: TrainConfig,
     *,
@@ -382,7 +391,12 @@ def train(
         raise ConfigError(
             f"{out_dir} already holds a run; pass --resume to continue it or --out for a new one"
         )
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --out names a file, or a folder we may not write
+        raise ConfigError(
+            f"cannot use {out_dir} as the run folder: {exc.strerror or exc}"
+        ) from None
     (out_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
     seed_everything(run.seed)
     if run.num_threads:
@@ -479,14 +493,13 @@ def train(
                 losses.append(loss)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]) if losses else float('nan'):.4f}")
             if stepped:
-                if run.max_steps and trainer.global_step >= run.max_steps:
-                    stopped = "max_steps"
-                elif run.max_minutes and time.monotonic() - started >= run.max_minutes * 60:
-                    stopped = "max_minutes"
+                stopped = _stop_reason(run, trainer.global_step, started)
                 if stopped != "epochs":
                     break
         bar.close()
         trainer.optimizer_step()  # flush a partial accumulation at the end of the epoch
+        # The flush is a step too: a small set (one partial batch per epoch) only steps here.
+        stopped = _stop_reason(run, trainer.global_step, started)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "global_step": trainer.global_step,

@@ -75,15 +75,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1, 2, 4, 8, 16, 32],
         help="comma-separated batch sizes (default: 1,2,4,8,16,32)",
     )
-    b.add_argument("--warmup", type=int, default=2, help="untimed calls per batch size")
     b.add_argument(
-        "--repeats", type=int, default=20, help="timed rounds (one call per batch size each; max)"
+        "--warmup", type=int, default=2, help="untimed calls per batch size (default: 2)"
+    )
+    b.add_argument(
+        "--repeats",
+        type=int,
+        default=20,
+        help="timed rounds (one call per batch size each; max; default: 20)",
     )
     b.add_argument(
         "--budget",
         type=float,
         default=5.0,
-        help="seconds per batch size, on average (at least 3 rounds)",
+        help="seconds per batch size, on average (at least 3 rounds; default: 5)",
     )
     d = parser.add_argument_group("daemon suite")
     d.add_argument(
@@ -107,7 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="speech to stream, looped to length (default: the bundled demo call, else "
         "tests/fixtures/speech_10s_8k.wav)",
     )
-    d.add_argument("--protocol", choices=("twilio", "native", "l16"), default="twilio")
+    d.add_argument(
+        "--protocol",
+        choices=("twilio", "native", "l16"),
+        default="twilio",
+        help="feed protocol of the simulated calls (default: twilio)",
+    )
     d.add_argument("--max-batch", type=int, default=16, help="engine max batch (daemon default)")
     d.add_argument(
         "--max-wait-ms", type=float, default=20.0, help="engine batch wait (daemon default)"
@@ -139,9 +149,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.speed <= 0 or args.seconds <= 0 or args.hop <= 0:
         raise ConfigError("--speed, --seconds and --hop must be > 0")
+    if args.repeats < 1 or args.warmup < 0 or args.budget <= 0:
+        raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --budget > 0")
     if args.suite in ("daemon", "all"):
+        if args.file is not None and not args.file.is_file():
+            raise ConfigError(f"--file {args.file}: no such file")
         args.file = args.file or default_call_file()
-        if args.file is None or not args.file.is_file():
+        if args.file is None:
             raise ConfigError("no speech file to stream; pass --file PATH")
     if args.threads:
         import torch

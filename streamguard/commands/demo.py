@@ -9,6 +9,7 @@ then keeps running for other feeds until Ctrl-C, which drains it cleanly.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from importlib import resources
 from pathlib import Path
@@ -56,13 +57,16 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"streamguard: error: demo call not found: {path}", file=sys.stderr)
         return 2
-    if args.speed <= 0:
-        print("streamguard: error: --speed must be > 0", file=sys.stderr)
+    if not math.isfinite(args.speed) or args.speed <= 0:
+        print("streamguard: error: --speed must be a number > 0", file=sys.stderr)
         return 2
-    return asyncio.run(_demo(settings, args, path))
+    from streamguard.sources.file import read_audio
+
+    audio = read_audio(path)  # a bad --file fails here, before a daemon is started for it
+    return asyncio.run(_demo(settings, args, path, audio))
 
 
-async def _demo(settings, args: argparse.Namespace, path: Path) -> int:
+async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) -> int:
     import asyncio
     import contextlib
 
@@ -73,7 +77,6 @@ async def _demo(settings, args: argparse.Namespace, path: Path) -> int:
     from streamguard.commands.feed import DEFAULT_PATHS
     from streamguard.commands.watch import format_event
     from streamguard.daemon import Daemon
-    from streamguard.sources.file import read_audio
     from streamguard.sources.senders import frames_for
 
     out = sys.stdout
@@ -96,7 +99,7 @@ async def _demo(settings, args: argparse.Namespace, path: Path) -> int:
         f"window {info.window_seconds:g} s, device {daemon.detector.device}",
         file=out,
     )
-    rate, channels = read_audio(path)
+    rate, channels = audio
     print(
         f"streaming {path.name} ({channels.shape[1] / rate:.1f} s, {channels.shape[0]} track(s)) "
         f"over {args.protocol} at {args.speed:g}x real time ...\n",

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="start",
         help="which 4 s of a longer clip to score (default: start)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="clips per model call (default: %(default)s)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--limit", type=int, help="score only the first N clips of each source")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -52,6 +54,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:  # 0 meant "all", -1 "all but the last"
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if args.out is not None:  # fail now, not after scoring everything
+        from pathlib import Path
+
+        try:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {args.out}: {exc.strerror or exc}") from None
     data = ReadResult()
     for path in args.data:
         got = read_data(path, args.format, audio_root=args.audio_root)

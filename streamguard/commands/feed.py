@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 HELP = "stream an audio file into a running daemon as a call (twilio, native or l16 protocol)"
@@ -32,18 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pace frames at the speed of the audio (default: as fast as the daemon reads)",
     )
     parser.add_argument(
-        "--speed", type=float, default=1.0, help="with --realtime: playback speed factor"
+        "--speed",
+        type=float,
+        default=1.0,
+        help="with --realtime: playback speed factor (default: %(default)s)",
     )
     parser.add_argument("--call-id", help="call id to use (default: a random one)")
     parser.add_argument("--token", help="bearer token, when the daemon has [auth] token set")
 
 
 def with_path(url: str, protocol: str) -> str:
-    from urllib.parse import urlsplit
+    """``url`` with the protocol's default feed path when it has none; StreamguardError for a
+    URL that is not ws(s):// or that points at the subscriber endpoint (a feed would hang there).
+    """
+    from streamguard.client import ALERTS_PATH, split_ws_url
+    from streamguard.errors import StreamguardError
 
-    parts = urlsplit(url)
+    parts = split_ws_url(url)
     if parts.path in ("", "/"):
         return url.rstrip("/") + DEFAULT_PATHS[protocol]
+    if parts.path.rstrip("/") == ALERTS_PATH:
+        raise StreamguardError(
+            f"{url} is the alerts (subscriber) endpoint; feeds go to /twilio or /ingest "
+            "(or give the daemon URL without a path)"
+        )
     return url
 
 
@@ -54,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from streamguard.sources.file import read_audio
     from streamguard.sources.senders import frames_for
 
-    rate, channels = read_audio(args.file)
-    if args.speed <= 0:
-        print("streamguard: error: --speed must be > 0", file=sys.stderr)
+    if not math.isfinite(args.speed) or args.speed <= 0:
+        print("streamguard: error: --speed must be a number > 0", file=sys.stderr)
         return 2
-    url = with_path(args.url, args.protocol)
+    url = with_path(args.url, args.protocol)  # bad URLs fail before the file is decoded
+    rate, channels = read_audio(args.file)
     try:
         frames = frames_for(args.protocol, channels, rate, call_id=args.call_id)
     except ValueError as exc:

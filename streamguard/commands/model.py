@@ -80,6 +80,7 @@ def _print_text(facts: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from streamguard.errors import StreamguardError
     from streamguard.model import load_model, save_model_dir
 
     loaded = load_model(args.spec, device=args.device)
@@ -93,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
     info = loaded.detector.info
     if args.name:
         info = info.replace(name=args.name)
-    out = save_model_dir(
-        args.directory, loaded.detector.module, info, loaded.params, half=args.half
-    )
+    try:
+        out = save_model_dir(
+            args.directory, loaded.detector.module, info, loaded.params, half=args.half
+        )
+    except OSError as exc:  # a file in the way, no permission: one line, not a traceback
+        raise StreamguardError(
+            f"cannot write a model to {args.directory}: {exc.strerror or exc}"
+        ) from None
     print(f"wrote {info.architecture} model {info.name!r} to {out}")
     return 0

@@ -97,8 +97,38 @@ def _settings(args: argparse.Namespace, window_seconds: float) -> TrackSettings:
         )
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        raise StreamguardError(f"invalid option ({where}): {err['msg']}") from None
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        flag = _FLAGS.get(field)
+        if flag is None:  # a cross-field rule: name the flags it is about, not the model's
+            if args.min_speech > window_seconds:
+                raise StreamguardError(
+                    f"--min-speech {args.min_speech:g} s is longer than the model's "
+                    f"{window_seconds:g} s window"
+                ) from None
+            raise StreamguardError(f"invalid option: {err['msg']}") from None
+        raise StreamguardError(f"{flag}: {err['msg'].lower()} (got {err.get('input')})") from None
+
+
+#: TrackSettings fields -> the scan flags that set them (for error messages).
+_FLAGS = {"hop_seconds": "--hop", "min_speech_seconds": "--min-speech"}
+
+
+def _check_plot_target(plot: str) -> None:
+    """Fail before scanning, not after, when ``--plot`` cannot be written (nothing lost)."""
+    import os
+
+    from streamguard.errors import StreamguardError
+
+    target = Path(plot)
+    folder = target if plot.endswith((os.sep, "/")) or target.is_dir() else target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StreamguardError(
+            f"--plot {plot}: cannot create {folder}: {exc.strerror or exc}"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise StreamguardError(f"--plot {plot}: {folder} is not writable")
 
 
 def scan_file(
@@ -183,6 +213,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise StreamguardError("--batch must be at least 1")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise StreamguardError(f"--threshold must be in [0, 1], got {args.threshold:g}")
+    if args.plot is not None:
+        _check_plot_target(args.plot)
     detector = load_detector(args.model, device=args.device)
     if detector.info.sample_rate != 16_000:
         raise StreamguardError(
@@ -227,7 +261,12 @@ def run(args: argparse.Namespace) -> int:
             from streamguard.report.plot import plot_path_for, plot_report
 
             target = plot_path_for(args.plot, path, len(files), used_plots)
-            plot_report(report, audio, report.sample_rate, target)
+            try:
+                plot_report(report, audio, report.sample_rate, target)
+            except OSError as exc:  # the report is out; say so and go on with the next file
+                failed += 1
+                err(f"error: cannot write plot {target}: {exc.strerror or exc}")
+                continue
             if not args.json:
                 out(f"plot: {target}")
     bar.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlunsplit
 
 HELP = "follow a daemon's /alerts event stream and print events as they arrive"
 
@@ -96,12 +96,20 @@ def format_event(event: Any) -> str:
 
 def subscription_url(url: str, *, call_id: str | None, types: str | None, since: int | None) -> str:
     """``url`` with the filter query parameters added (existing ones kept)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        from streamguard.errors import StreamguardError
+    from streamguard.client import FEED_PATHS, split_ws_url
+    from streamguard.errors import StreamguardError
 
-        raise StreamguardError(f"URL must start with ws:// or wss://, got {url!r}")
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("call_id", "types", "since")]
+    parts = split_ws_url(url)
+    if parts.path.rstrip("/") in FEED_PATHS:  # a feed endpoint would wait for audio forever
+        raise StreamguardError(
+            f"{url} is a feed endpoint; subscribe to the daemon's /alerts (e.g. "
+            f"{parts.scheme}://{parts.netloc}/alerts)"
+        )
+    # A flag replaces the same parameter written in the URL; the URL's own filters stay.
+    given = {
+        k for k, v in (("call_id", call_id), ("types", types), ("since", since)) if v or v == 0
+    }
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in given]
     if call_id:
         query.append(("call_id", call_id))
     if types:

@@ -12,6 +12,7 @@ import inspect
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ def safe_torch_load(path: str | Path) -> Any:
     import torch
 
     try:
-        with torch.serialization.safe_globals(_numpy_globals()):
+        # torch warns about pickle protocols on stderr; the outcome is reported as one line.
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_globals()):
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(str(path), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
@@ -69,8 +72,9 @@ def safe_torch_load(path: str | Path) -> Any:
     except OSError as exc:
         raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # garbage input makes the unpickler fail in many ways
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path} is not a readable PyTorch checkpoint: {first}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise ModelError(f"{path} is not a readable PyTorch checkpoint ({detail})") from None
 
 
 def extract_state_dict(obj: Any, source: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -139,7 +139,10 @@ def load_model(spec: str | os.PathLike[str] | None = None, *, device: str = "aut
     hub: dict[str, Any] = {}
     if spec is None:
         if not is_model_dir(STARTER_DIR):
-            raise ModelError("no default model is bundled in this installation; pass --model SPEC")
+            raise ModelError(
+                "no default model is bundled in this installation; pass --model SPEC "
+                "(for `model info`/`model export`: the SPEC argument)"
+            )
         path = STARTER_DIR
     else:
         text = os.fspath(spec)
