@@ -298,8 +298,17 @@ def _parse_alerts_query(path: str) -> tuple[SubscriptionFilter, int | None]:
 
 
 async def _discard_incoming(connection: ServerConnection) -> None:
+    """Read (and ignore) what a subscriber sends, so pings and the close handshake flow.
+
+    Audio sent here is a feed pointed at the wrong path: say so instead of swallowing it.
+    """
     try:
-        async for _ in connection:
-            pass
+        async for message in connection:
+            if isinstance(message, bytes) or '"media"' in message or '"start"' in message:
+                await connection.close(
+                    CloseCode.POLICY_VIOLATION,
+                    "this is the alerts (subscriber) endpoint; feeds go to /twilio or /ingest",
+                )
+                return
     except ConnectionClosed:
         pass

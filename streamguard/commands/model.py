@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("directory", help="output directory (created)")
     export.add_argument("--name", help="model name to record (default: the source's)")
     export.add_argument("--half", action="store_true", help="store float16 weights")
+    export.add_argument(
+        "--force", action="store_true", help="overwrite a model already in DIRECTORY"
+    )
     for action in (info, export):
         action.add_argument(
             "--device", default="cpu", help="where to load it: cpu, cuda, auto (default: cpu)"
@@ -83,6 +86,17 @@ def run(args: argparse.Namespace) -> int:
     from streamguard.errors import StreamguardError
     from streamguard.model import load_model, save_model_dir
 
+    if args.model_command == "export" and not args.force:
+        from pathlib import Path
+
+        existing = [
+            n for n in ("config.json", "model.safetensors") if (Path(args.directory) / n).exists()
+        ]
+        if existing:
+            raise StreamguardError(
+                f"{args.directory} already holds a model ({', '.join(existing)}); "
+                "pass --force to overwrite it"
+            )
     loaded = load_model(args.spec, device=args.device)
     if args.model_command == "info":
         facts = describe(loaded)

@@ -169,3 +169,12 @@ def test_senders_round_trip_sample_count():
     media = [json.loads(f) for _, f in frames if '"media"' in f]
     assert len(media) == 2 * 50
     assert {m["media"]["track"] for m in media} == {"inbound", "outbound"}
+
+
+async def test_audio_sent_to_the_alerts_endpoint_is_refused_with_a_reason(make_daemon):
+    daemon = await make_daemon()
+    async with connect(f"ws://127.0.0.1:{daemon.port}/alerts") as ws:
+        await ws.send(b"\x00\x01" * 160)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 1008 and "feeds go to /twilio or /ingest" in ws.close_reason

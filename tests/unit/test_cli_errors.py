@@ -183,6 +183,17 @@ def test_model_export_onto_a_file_is_one_line(capsys, tiny_model_dir, tmp_path):
     one_error_line(capsys, contains="cannot write a model to")
 
 
+def test_model_export_never_overwrites_a_model_without_force(capsys, tiny_model_dir, tmp_path):
+    target = tmp_path / "copy"
+    assert main(["model", "export", str(tiny_model_dir), str(target)]) == 0
+    before = (target / "model.safetensors").read_bytes()
+    assert main(["model", "export", str(tiny_model_dir), str(target), "--half"]) == 2
+    one_error_line(capsys, contains="already holds a model")
+    assert (target / "model.safetensors").read_bytes() == before
+    assert main(["model", "export", str(tiny_model_dir), str(target), "--half", "--force"]) == 0
+    assert (target / "model.safetensors").read_bytes() != before
+
+
 def test_model_info_on_a_text_file_named_pth(capsys, tmp_path):
     fake = tmp_path / "weights.pth"
     fake.write_text("hello\n")
