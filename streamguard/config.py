@@ -61,6 +61,7 @@ class ModelSettings(_Section):
     max_lag_seconds: float = Field(5.0, gt=0)
     queue_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1)
+    torchscript: bool = True
 
 
 class VerdictSettings(_Section):

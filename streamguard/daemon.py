@@ -128,9 +128,12 @@ class Daemon:
             self.detector = await asyncio.to_thread(
                 load_detector, s.model.spec, device=s.model.device
             )
+        if s.model.torchscript:
+            await asyncio.to_thread(self.detector.use_torchscript)
         info = self.detector.info
         log.info(
             "model_loaded",
+            torchscript=self.detector.torchscript,
             model=info.name,
             architecture=info.architecture,
             threshold=info.threshold,

@@ -47,6 +47,13 @@ class RecordingDetector:
         self.call_seconds: list[float] = []
         self._lock = threading.Lock()
 
+    @property
+    def torchscript(self) -> bool:
+        return self.inner.torchscript
+
+    def use_torchscript(self) -> bool:
+        return self.inner.use_torchscript()
+
     def __call__(self, waveforms):
         started = time.perf_counter()
         out = self.inner(waveforms)

@@ -152,3 +152,35 @@ def test_auto_device_runs_half_on_cuda_close_to_cpu(tiny_model_dir, waves):
     gpu = load_detector(str(tiny_model_dir), device="auto")
     assert gpu.device.type == "cuda" and gpu.half
     np.testing.assert_allclose(gpu(waves), cpu(waves), atol=5e-3)
+
+
+def test_torchscript_serving_gives_the_same_scores(tiny_model_dir):
+    """The daemon serves through a trace; it must score exactly like the eager module."""
+    import numpy as np
+
+    from streamguard.model import load_detector
+
+    eager = load_detector(str(tiny_model_dir), device="cpu")
+    traced = load_detector(str(tiny_model_dir), device="cpu")
+    assert traced.use_torchscript() and traced.torchscript
+    waves = (0.1 * np.random.default_rng(1).standard_normal((5, eager.window_samples))).astype(
+        np.float32
+    )
+    np.testing.assert_allclose(traced(waves), eager(waves), atol=1e-5)
+
+
+def test_torchscript_is_refused_when_the_trace_would_differ():
+    """A forward with data-dependent Python control flow cannot be traced faithfully."""
+    import torch
+
+    from streamguard.model import Detector, ModelInfo
+
+    class BranchesOnBatch(torch.nn.Module):
+        def forward(self, x):
+            if x.shape[0] > 2:  # baked in by the tracer at the trace's batch size
+                return x.mean(dim=1)
+            return -x.mean(dim=1)
+
+    detector = Detector(BranchesOnBatch(), ModelInfo(name="branchy", architecture="test"))
+    assert detector.use_torchscript() is False
+    assert detector.torchscript is False
