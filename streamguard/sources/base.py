@@ -40,6 +40,7 @@ __all__ = [
     "CallStart",
     "Dtmf",
     "Gap",
+    "OneCallCore",
     "Reject",
     "SourceEvent",
     "TrackEnd",
@@ -227,3 +228,25 @@ def sequence_problems(events: list[SourceEvent]) -> list[str]:
                 problems.append(f"#{i} CallEnd with tracks still open: {sorted(open_tracks)}")
             ended = True
     return problems
+
+
+class OneCallCore:
+    """What the edges read off a one-call-per-connection core (``/twilio``, ``/ingest``):
+    the call's id, its source and whether it is over. Subclasses keep a ``CallLifecycle`` in
+    ``self._call``."""
+
+    _call: CallLifecycle
+
+    @property
+    def call_id(self) -> str | None:
+        return self._call.call_id
+
+    @property
+    def source(self) -> str | None:
+        """The source name once the call has started (e.g. ``twilio``, ``telnyx``, ``l16``)."""
+        return self._call.source
+
+    @property
+    def finished(self) -> bool:
+        """True after stop, Reject or close(): the edge should close the connection."""
+        return self._call.finished

@@ -46,6 +46,7 @@ from streamguard.sources.base import (
     Audio,
     CallLifecycle,
     Dtmf,
+    OneCallCore,
     SourceEvent,
     rate_problem,
 )
@@ -97,7 +98,7 @@ def _number(value: Any, what: str) -> int:
     raise _Violation(CLOSE_POLICY, f"{what} must be an integer, got {str(value)[:20]!r}")
 
 
-class IngestProtocol:
+class IngestProtocol(OneCallCore):
     """Protocol core for one ``/ingest`` connection (native or L16 fork).
 
     ``call_id_factory`` makes the call id when the metadata carries none (default: UUID4 hex).
@@ -111,21 +112,8 @@ class IngestProtocol:
         self.stats = IngestStats()
 
     @property
-    def call_id(self) -> str | None:
-        return self._call.call_id
-
-    @property
-    def source(self) -> str | None:
-        """``"native"`` or ``"l16"`` once the first frame has been accepted."""
-        return self._call.source
-
-    @property
     def sample_rate(self) -> int | None:
         return next(iter(self._call.tracks.values()), None)
-
-    @property
-    def finished(self) -> bool:
-        return self._call.finished
 
     # ------------------------------------------------------------------ public API
     def receive_text(self, text: str) -> list[SourceEvent]:

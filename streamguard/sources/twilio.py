@@ -51,6 +51,7 @@ from streamguard.sources.base import (
     CallLifecycle,
     Dtmf,
     Gap,
+    OneCallCore,
     SourceEvent,
     rate_problem,
 )
@@ -137,7 +138,7 @@ def _track_name(value: Any) -> str:
     return _TRACK_ALIASES.get(value, value)
 
 
-class MediaStreamProtocol:
+class MediaStreamProtocol(OneCallCore):
     """Protocol core for one Twilio / Telnyx media-stream WebSocket connection.
 
     ``max_gap_seconds`` bounds one inserted :class:`Gap`; ``reorder_depth`` is how many Telnyx
@@ -162,20 +163,6 @@ class MediaStreamProtocol:
         self.stats.reorder = self._reorder.stats
 
     # ------------------------------------------------------------------ public API
-    @property
-    def call_id(self) -> str | None:
-        return self._call.call_id
-
-    @property
-    def source(self) -> str | None:
-        """``"twilio"`` or ``"telnyx"`` once the start message has been seen."""
-        return self._call.source
-
-    @property
-    def finished(self) -> bool:
-        """True after stop, Reject or close(): the edge should close the connection."""
-        return self._call.finished
-
     def receive_text(self, text: str) -> list[SourceEvent]:
         """Handle one text frame; return the events it causes (possibly none)."""
         if self._call.finished:
