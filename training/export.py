@@ -189,51 +189,42 @@ def export_trained(
         window_seconds=seg.seconds,
     )
     detector = Detector(module, info, device="cpu")
-    val_report = test_report = None
     calibration: dict[str, Any] = {"method": "default", "threshold": 0.5}
     skipped: list = []
-    if val:
+
+    def score(examples: Sequence[Example]) -> tuple[np.ndarray, list, list]:
         scores, kept, problems = score_examples(
             detector,
-            val,
+            examples,
             store=store,
             crop_mode=seg.eval_crop,
             batch_size=config.run.eval_batch_size,
             progress=config.run.progress,
         )
-        skipped += problems
+        skipped.extend(problems)
+        return scores, kept, problems
+
+    def report(split: str, title: str, scores, kept, problems):
+        result = evaluate_scores(kept, scores, calibration["threshold"])
+        write_report(
+            out_dir / "eval" / split,
+            result,
+            kept,
+            scores,
+            problems=problems,
+            title=f"{info.name} ({title})",
+        )
+        echo(f"{title} at the exported threshold:\n" + format_table(result))
+        return result
+
+    val_report = test_report = None
+    if val:
+        scores, kept, problems = score(val)
         labels = np.array([e.label for e in kept])
         calibration = calibrate(labels, scores, target_far=config.export.target_far)
-        val_report = evaluate_scores(kept, scores, calibration["threshold"])
-        write_report(
-            out_dir / "eval" / "val",
-            val_report,
-            kept,
-            scores,
-            problems=problems,
-            title=f"{info.name} (validation)",
-        )
-        echo("validation at the exported threshold:\n" + format_table(val_report))
+        val_report = report("val", "validation", scores, kept, problems)
     if test:
-        scores, kept, problems = score_examples(
-            detector,
-            test,
-            store=store,
-            crop_mode=seg.eval_crop,
-            batch_size=config.run.eval_batch_size,
-            progress=config.run.progress,
-        )
-        skipped += problems
-        test_report = evaluate_scores(kept, scores, calibration["threshold"])
-        write_report(
-            out_dir / "eval" / "test",
-            test_report,
-            kept,
-            scores,
-            problems=problems,
-            title=f"{info.name} (test)",
-        )
-        echo("test at the exported threshold:\n" + format_table(test_report))
+        test_report = report("test", "test", *score(test))
     recipe = {
         "optimizer": f"AdamW lr {config.optim.lr:g}, weight decay {config.optim.weight_decay:g}",
         "batch": f"{config.optim.batch_size} x accumulation {config.optim.grad_accum}",
