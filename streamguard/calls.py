@@ -335,6 +335,9 @@ class CallFeed:
         """Apply ``events``; returns ``(code, reason)`` when the feed must be closed."""
         for event in events:
             if isinstance(event, CallStart):
+                # Each feed runs in its own task, so this tags every later log line of this
+                # call (and only this call) with its id.
+                structlog.contextvars.bind_contextvars(call_id=event.call_id, source=event.source)
                 try:
                     self.session = self.registry.open(event)
                 except CallLimitReached as exc:

@@ -322,6 +322,11 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested (signal or request_stop) or is under way."""
+        return self._stop.is_set()
+
     async def stop(self) -> None:
         """Drain and stop (idempotent)."""
         if self._stopped:

@@ -124,8 +124,11 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
         await send_frames(
             f"{base}{DEFAULT_PATHS[args.protocol]}", frames, realtime=True, speed=args.speed
         )
-        await asyncio.wait_for(call_ended.wait(), 30)
-        if args.once:
+        # Ctrl-C while streaming: the drain ends the call; wait for the daemon, say nothing more.
+        ended_or_stopping = asyncio.create_task(call_ended.wait())
+        await asyncio.wait({ended_or_stopping, runner}, timeout=30)
+        ended_or_stopping.cancel()
+        if args.once or daemon.stopping:
             daemon.request_stop()
         else:
             print(
