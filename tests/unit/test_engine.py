@@ -78,9 +78,11 @@ async def test_full_queue_drops_the_oldest_window(tiny_detector):
     assert len(results) == 3 and all(r is not None for r in results[1:])
 
 
-async def test_heartbeat_stays_fresh_while_idle(tiny_detector):
+async def test_heartbeat_advances_while_idle(tiny_detector):
+    """The watchdog relies on the worker stamping its heartbeat even with nothing to score."""
     engine = ScoringEngine(tiny_detector)
     engine.start()
-    await asyncio.sleep(1.3)
-    assert engine.heartbeat_age() < 1.2
+    first = engine.stats.last_heartbeat
+    await asyncio.sleep(2.5)  # the idle worker wakes at least once a second
+    assert engine.stats.last_heartbeat > first
     await engine.stop()
