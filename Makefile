@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format bootstrap install-service bench clean
+.PHONY: run test test-fast lint format bootstrap system-deps install-service bench clean
 
 bootstrap: $(STAMP)
 
@@ -21,10 +21,14 @@ $(STAMP): pyproject.toml
 run: bootstrap
 	$(BIN)/streamguard demo
 
-test: bootstrap
+# ffmpeg, sox, espeak-ng, libportaudio2: installed with apt-get when missing (root or sudo).
+system-deps:
+	./scripts/system-deps.sh
+
+test: system-deps bootstrap
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: bootstrap
+test-fast: system-deps bootstrap
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: bootstrap

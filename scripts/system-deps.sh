@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite drives for real, if any is missing:
+#   ffmpeg (a real RTP sender), sox + espeak-ng (fixture audio), libportaudio2 (sounddevice).
+# Uses apt-get as root, or through sudo when available; otherwise says what is missing and
+# carries on (the tests that need a missing tool skip or fail with its name).
+set -euo pipefail
+packages=(ffmpeg sox espeak-ng libportaudio2)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "system-deps: missing ${missing[*]}; install them with apt-get as root" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
