@@ -41,6 +41,7 @@ __all__ = [
     "Dtmf",
     "Gap",
     "OneCallCore",
+    "ProtocolViolation",
     "Reject",
     "SourceEvent",
     "TrackEnd",
@@ -135,6 +136,16 @@ def rate_problem(rate: object) -> str | None:
             f"sample rate {rate} Hz not supported (accepted: {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE})"
         )
     return None
+
+
+class ProtocolViolation(Exception):
+    """Raised inside a core's parsing and turned into a :class:`Reject` at its public method,
+    so parsing code can bail out from any depth while the core itself never raises."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class CallLifecycle:

@@ -47,6 +47,7 @@ from streamguard.sources.base import (
     CallLifecycle,
     Dtmf,
     OneCallCore,
+    ProtocolViolation,
     SourceEvent,
     rate_problem,
 )
@@ -70,13 +71,6 @@ _DIGITS: Final = re.compile(r"[0-9]{1,9}")
 _MAX_NAME: Final = 64
 
 
-class _Violation(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 @dataclass(slots=True)
 class IngestStats:
     frames: int = 0  # binary frames received
@@ -88,14 +82,14 @@ class IngestStats:
 
 def _number(value: Any, what: str) -> int:
     if isinstance(value, bool):
-        raise _Violation(CLOSE_POLICY, f"{what} must be an integer")
+        raise ProtocolViolation(CLOSE_POLICY, f"{what} must be an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         return int(value)
-    raise _Violation(CLOSE_POLICY, f"{what} must be an integer, got {str(value)[:20]!r}")
+    raise ProtocolViolation(CLOSE_POLICY, f"{what} must be an integer, got {str(value)[:20]!r}")
 
 
 class IngestProtocol(OneCallCore):
@@ -123,7 +117,7 @@ class IngestProtocol(OneCallCore):
         if not self._call.started:
             try:
                 return self._metadata(text)
-            except _Violation as exc:
+            except ProtocolViolation as exc:
                 return self._call.reject(exc.code, exc.reason)
         try:
             msg = json.loads(text)
@@ -174,7 +168,9 @@ class IngestProtocol(OneCallCore):
         except (ValueError, RecursionError):
             msg = None
         if not isinstance(msg, dict):
-            raise _Violation(CLOSE_POLICY, "first frame must be a JSON object describing the audio")
+            raise ProtocolViolation(
+                CLOSE_POLICY, "first frame must be a JSON object describing the audio"
+            )
         if msg.get("event") == "websocket:connected":
             source, encoding, channels, rate = "l16", "pcm_s16le", 1, self._vonage_rate(msg)
             names = ["0"]
@@ -190,13 +186,13 @@ class IngestProtocol(OneCallCore):
             names = [str(i) for i in range(channels)]
             used = {"sampleRate"}
         else:
-            raise _Violation(
+            raise ProtocolViolation(
                 CLOSE_POLICY,
                 "first frame names no known protocol: send native {sample_rate, encoding} "
                 "or fork metadata with sampleRate",
             )
         if problem := rate_problem(rate):
-            raise _Violation(CLOSE_UNSUPPORTED, problem)
+            raise ProtocolViolation(CLOSE_UNSUPPORTED, problem)
         call_id = (
             next(
                 (
@@ -221,29 +217,31 @@ class IngestProtocol(OneCallCore):
     def _vonage_rate(msg: dict[str, Any]) -> int:
         ctype = msg.get("content-type")
         if not isinstance(ctype, str) or not _L16_TYPE.match(ctype):
-            raise _Violation(
+            raise ProtocolViolation(
                 CLOSE_UNSUPPORTED,
                 f"unsupported content-type {str(ctype)[:40]!r} (expected audio/l16;rate=N)",
             )
         rate = _RATE_PARAM.search(ctype)
         if rate is None:
-            raise _Violation(CLOSE_POLICY, "content-type audio/l16 without ;rate=N")
+            raise ProtocolViolation(CLOSE_POLICY, "content-type audio/l16 without ;rate=N")
         return int(rate.group(1))
 
     @staticmethod
     def _native(msg: dict[str, Any]) -> tuple[str, int, int, list[str]]:
         encoding = msg.get("encoding")
         if "sample_rate" not in msg or encoding is None:
-            raise _Violation(CLOSE_POLICY, "native metadata needs both sample_rate and encoding")
+            raise ProtocolViolation(
+                CLOSE_POLICY, "native metadata needs both sample_rate and encoding"
+            )
         if encoding not in ENCODINGS:
-            raise _Violation(
+            raise ProtocolViolation(
                 CLOSE_UNSUPPORTED,
                 f"unsupported encoding {str(encoding)[:32]!r} (accepted: {', '.join(ENCODINGS)})",
             )
         rate = _number(msg["sample_rate"], "sample_rate")
         channels = _number(msg.get("channels", 1), "channels")
         if not 1 <= channels <= MAX_CHANNELS:
-            raise _Violation(
+            raise ProtocolViolation(
                 CLOSE_UNSUPPORTED, f"channels must be 1..{MAX_CHANNELS}, got {channels}"
             )
         tracks = msg.get("tracks")
@@ -255,7 +253,9 @@ class IngestProtocol(OneCallCore):
             or not all(isinstance(t, str) and 0 < len(t) <= _MAX_NAME for t in tracks)
             or len(set(tracks)) != len(tracks)
         ):
-            raise _Violation(CLOSE_POLICY, "tracks must list one unique short name per channel")
+            raise ProtocolViolation(
+                CLOSE_POLICY, "tracks must list one unique short name per channel"
+            )
         return encoding, rate, channels, list(tracks)
 
     @staticmethod
@@ -265,11 +265,13 @@ class IngestProtocol(OneCallCore):
         else:
             mix = msg.get("mixType", "mono")
             if not isinstance(mix, str) or mix.lower() not in _MIX_CHANNELS:
-                raise _Violation(
+                raise ProtocolViolation(
                     CLOSE_UNSUPPORTED,
                     f"unsupported mixType {str(mix)[:20]!r} (accepted: mono, mixed, stereo)",
                 )
             channels = _MIX_CHANNELS[mix.lower()]
         if channels not in (1, 2):
-            raise _Violation(CLOSE_UNSUPPORTED, f"L16 forks send 1 or 2 channels, got {channels}")
+            raise ProtocolViolation(
+                CLOSE_UNSUPPORTED, f"L16 forks send 1 or 2 channels, got {channels}"
+            )
         return channels

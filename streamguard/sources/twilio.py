@@ -52,6 +52,7 @@ from streamguard.sources.base import (
     Dtmf,
     Gap,
     OneCallCore,
+    ProtocolViolation,
     SourceEvent,
     rate_problem,
 )
@@ -84,15 +85,6 @@ _TELNYX_META: Final = (
 )
 
 
-class _Violation(Exception):
-    """Internal: turns into a Reject at the top of receive_text."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 @dataclass(slots=True)
 class MediaStreamStats:
     messages: int = 0
@@ -115,18 +107,18 @@ class _Track:
 def _int(value: Any, what: str) -> int:
     """Numbers arrive as strings ("42") or ints; anything else is a protocol violation."""
     if isinstance(value, bool):
-        raise _Violation(CLOSE_POLICY, f"{what} is not an integer")
+        raise ProtocolViolation(CLOSE_POLICY, f"{what} is not an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and _INT_RE.fullmatch(value):
         return int(value)
-    raise _Violation(CLOSE_POLICY, f"{what} is not an integer: {str(value)[:20]!r}")
+    raise ProtocolViolation(CLOSE_POLICY, f"{what} is not an integer: {str(value)[:20]!r}")
 
 
 def _obj(msg: dict[str, Any], key: str, what: str) -> dict[str, Any]:
     value = msg.get(key)
     if not isinstance(value, dict):
-        raise _Violation(CLOSE_POLICY, f"{what} message without a {key!r} object")
+        raise ProtocolViolation(CLOSE_POLICY, f"{what} message without a {key!r} object")
     return value
 
 
@@ -134,7 +126,7 @@ def _track_name(value: Any) -> str:
     if value is None:
         return "inbound"
     if not isinstance(value, str) or not value or len(value) > _MAX_TRACK_NAME:
-        raise _Violation(CLOSE_POLICY, "media.track must be a short non-empty string")
+        raise ProtocolViolation(CLOSE_POLICY, "media.track must be a short non-empty string")
     return _TRACK_ALIASES.get(value, value)
 
 
@@ -186,7 +178,7 @@ class MediaStreamProtocol(OneCallCore):
                 if self._call.finished:
                     break
             return events
-        except _Violation as exc:
+        except ProtocolViolation as exc:
             return events + self._call.reject(exc.code, exc.reason)
 
     def receive_bytes(self, data: bytes) -> list[SourceEvent]:
@@ -207,7 +199,7 @@ class MediaStreamProtocol(OneCallCore):
                 events += self._handle(m)
                 if self._call.finished:
                     return events
-        except _Violation as exc:
+        except ProtocolViolation as exc:
             return events + self._call.reject(exc.code, exc.reason)
         return events + self._call.end("closed")
 
@@ -216,11 +208,11 @@ class MediaStreamProtocol(OneCallCore):
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
-            raise _Violation(CLOSE_POLICY, "message is not valid JSON") from None
+            raise ProtocolViolation(CLOSE_POLICY, "message is not valid JSON") from None
         if not isinstance(msg, dict):
-            raise _Violation(CLOSE_POLICY, "message is not a JSON object")
+            raise ProtocolViolation(CLOSE_POLICY, "message is not a JSON object")
         if not isinstance(msg.get("event"), str):
-            raise _Violation(CLOSE_POLICY, "message without an 'event' string")
+            raise ProtocolViolation(CLOSE_POLICY, "message without an 'event' string")
         return msg
 
     def _handle(self, msg: dict[str, Any]) -> list[SourceEvent]:
@@ -231,7 +223,7 @@ class MediaStreamProtocol(OneCallCore):
             return self._media(msg)
         if event == "stop":
             if not self._call.started:
-                raise _Violation(CLOSE_POLICY, "stop before start")
+                raise ProtocolViolation(CLOSE_POLICY, "stop before start")
             return self._call.end("stop")
         if event == "dtmf" and self._call.started:
             dtmf = msg.get("dtmf")
@@ -244,7 +236,7 @@ class MediaStreamProtocol(OneCallCore):
 
     def _start(self, msg: dict[str, Any]) -> list[SourceEvent]:
         if self._call.started:
-            raise _Violation(CLOSE_POLICY, "second start message on one stream")
+            raise ProtocolViolation(CLOSE_POLICY, "second start message on one stream")
         start = _obj(msg, "start", "start")
         if "callSid" in start:
             source, call_id, fmt_key, keys = "twilio", start["callSid"], "mediaFormat", _TWILIO_FMT
@@ -260,30 +252,30 @@ class MediaStreamProtocol(OneCallCore):
             meta = {k: start[k] for k in _TELNYX_META if k in start}
             meta.setdefault("stream_id", msg.get("stream_id"))
         else:
-            raise _Violation(
+            raise ProtocolViolation(
                 CLOSE_POLICY,
                 "start without start.callSid (Twilio) or start.call_control_id (Telnyx)",
             )
         if not isinstance(call_id, str) or not call_id:
-            raise _Violation(CLOSE_POLICY, "call id in start must be a non-empty string")
+            raise ProtocolViolation(CLOSE_POLICY, "call id in start must be a non-empty string")
         fmt = start.get(fmt_key)
         fmt = {} if fmt is None else fmt
         if not isinstance(fmt, dict):
-            raise _Violation(CLOSE_POLICY, f"start.{fmt_key} is not an object")
+            raise ProtocolViolation(CLOSE_POLICY, f"start.{fmt_key} is not an object")
         enc_name, rate_v, chan_v = (fmt.get(k) for k in keys)
         # Absent fields mean the platforms' default: 8 kHz mono mu-law.
         encoding = _ENCODINGS.get(enc_name.lower()) if isinstance(enc_name, str) else None
         if enc_name is not None and encoding is None:
-            raise _Violation(
+            raise ProtocolViolation(
                 CLOSE_UNSUPPORTED,
                 f"unsupported media encoding {str(enc_name)[:32]!r} (accepted: PCMU, PCMA, L16)",
             )
         rate = 8000 if rate_v is None else _int(rate_v, "sample rate")
         channels = 1 if chan_v is None else _int(chan_v, "channels")
         if problem := rate_problem(rate):
-            raise _Violation(CLOSE_UNSUPPORTED, problem)
+            raise ProtocolViolation(CLOSE_UNSUPPORTED, problem)
         if channels != 1:
-            raise _Violation(
+            raise ProtocolViolation(
                 CLOSE_UNSUPPORTED, f"only mono media streams are supported, got {channels}"
             )
         tracks = start.get("tracks")
@@ -293,7 +285,7 @@ class MediaStreamProtocol(OneCallCore):
             else []
         )
         if len(names) > _MAX_TRACKS:
-            raise _Violation(CLOSE_POLICY, f"more than {_MAX_TRACKS} tracks on one stream")
+            raise ProtocolViolation(CLOSE_POLICY, f"more than {_MAX_TRACKS} tracks on one stream")
         self._encoding = encoding or "mulaw"
         self._rate = rate
         meta.update(encoding=self._encoding, sample_rate=rate)
@@ -305,28 +297,30 @@ class MediaStreamProtocol(OneCallCore):
     def _track(self, name: str) -> list[SourceEvent]:
         if name not in self._tracks:
             if len(self._tracks) >= _MAX_TRACKS:
-                raise _Violation(CLOSE_POLICY, f"more than {_MAX_TRACKS} tracks on one stream")
+                raise ProtocolViolation(
+                    CLOSE_POLICY, f"more than {_MAX_TRACKS} tracks on one stream"
+                )
             self._tracks[name] = _Track(self._rate)
         return self._call.start_track(name, self._rate)
 
     def _media(self, msg: dict[str, Any]) -> list[SourceEvent]:
         if not self._call.started:
-            raise _Violation(CLOSE_POLICY, "media before start")
+            raise ProtocolViolation(CLOSE_POLICY, "media before start")
         media = _obj(msg, "media", "media")
         payload = media.get("payload")
         if not isinstance(payload, str):
-            raise _Violation(CLOSE_POLICY, "media without a base64 'payload' string")
+            raise ProtocolViolation(CLOSE_POLICY, "media without a base64 'payload' string")
         name = _track_name(media.get("track"))
         chunk = None if media.get("chunk") is None else _int(media["chunk"], "media.chunk")
         stamp = None if media.get("timestamp") is None else _int(media["timestamp"], "timestamp")
         try:
             raw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise _Violation(CLOSE_POLICY, "media payload is not valid base64") from None
+            raise ProtocolViolation(CLOSE_POLICY, "media payload is not valid base64") from None
         try:
             samples = decode(self._encoding, raw)
         except CodecError as exc:
-            raise _Violation(CLOSE_POLICY, str(exc)) from None
+            raise ProtocolViolation(CLOSE_POLICY, str(exc)) from None
         events = self._track(name)
         track = self._tracks[name]
         if chunk is not None:
