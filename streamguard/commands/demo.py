@@ -126,7 +126,9 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
         )
         # Ctrl-C while streaming: the drain ends the call; wait for the daemon, say nothing more.
         ended_or_stopping = asyncio.create_task(call_ended.wait())
-        await asyncio.wait({ended_or_stopping, runner}, timeout=30)
+        await asyncio.wait(
+            {ended_or_stopping, runner}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+        )
         ended_or_stopping.cancel()
         if args.once or daemon.stopping:
             daemon.request_stop()

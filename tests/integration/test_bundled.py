@@ -74,3 +74,44 @@ def test_demo_flags_the_synthetic_caller_and_not_the_agent():
     assert any("demo-call/inbound" in line and "ALERT raised" in line for line in lines)
     assert not any("demo-call/outbound" in line and "ALERT raised" in line for line in lines)
     assert any("call ended" in line and "verdict=FAKE" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_demo_keeps_serving_after_the_call_and_stops_cleanly_on_ctrl_c():
+    """`make run`: after the demo call the daemon says it keeps running; Ctrl-C drains, exit 0."""
+    import queue
+    import signal
+    import threading
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamguard.cli",
+            "demo",
+            "--speed",
+            "8",
+            "--port",
+            "0",
+            "--rtp-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    try:
+        seen = []
+        while not any("Ctrl-C stops it" in line for line in seen):
+            # the hint follows call_ended at once; a 30 s wait here would mean it hung
+            seen.append(lines.get(timeout=25))
+        assert any("call ended" in line for line in seen)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
