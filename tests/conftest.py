@@ -8,6 +8,25 @@ import pytest
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
+#: A wav2vec2 encoder small enough for CPU tests (no dropout or masking: deterministic losses).
+TINY_WAV2VEC2_ENCODER = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [32, 32],
+    "conv_kernel": [10, 8],
+    "conv_stride": [10, 8],
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+    "layerdrop": 0.0,
+    "mask_time_prob": 0.0,
+}
+
 TINY_MODEL_PARAMS = {
     "widths": [8, 16, 32],
     "gru_hidden": 16,

@@ -20,19 +20,10 @@ from streamguard.model import (
     load_model,
     save_model_dir,
 )
+from tests.conftest import TINY_WAV2VEC2_ENCODER
 
 TINY_W2V = {
-    "encoder_config": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-        "conv_dim": [32, 32],
-        "conv_kernel": [10, 3],
-        "conv_stride": [5, 2],
-        "num_conv_pos_embeddings": 16,
-        "num_conv_pos_embedding_groups": 2,
-    },
+    "encoder_config": TINY_WAV2VEC2_ENCODER,
     "gru_hidden": 16,
     "attention_heads": 2,
     "classifier_hidden": [32, 16],

@@ -12,6 +12,7 @@ import torch
 
 from streamguard.errors import ConfigError
 from streamguard.model import Detector, ModelInfo, build_module, load_detector
+from tests.conftest import TINY_WAV2VEC2_ENCODER
 from training.config import OptimConfig, load_config, parse_config, parse_override
 from training.data import crop, decode_audio
 from training.export import export_model
@@ -21,24 +22,7 @@ HERE = Path(__file__).resolve().parents[1] / "fixtures" / "training"
 SEGMENT = 8_000  # 0.5 s keeps every architecture fast on two CPU cores
 
 NO_DROPOUT = {"gru_dropout": 0.0, "attention_dropout": 0.0, "classifier_dropouts": [0.0, 0.0]}
-TINY_ENCODER = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": [32, 32],
-    "conv_kernel": [10, 8],
-    "conv_stride": [10, 8],
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 2,
-    # no dropout / SpecAugment masking: the before/after loss comparison must be deterministic
-    "hidden_dropout": 0.0,
-    "attention_dropout": 0.0,
-    "activation_dropout": 0.0,
-    "feat_proj_dropout": 0.0,
-    "layerdrop": 0.0,
-    "mask_time_prob": 0.0,
-}
+TINY_ENCODER = TINY_WAV2VEC2_ENCODER
 TINY = {
     "koyelog-resnet": {
         "widths": [8, 16, 32],
