@@ -12,7 +12,7 @@ bootstrap: $(STAMP)
 
 # pip resolves torch from this machine's local wheel store (never a network torch wheel):
 # pyproject only asks for torch>=2.9, which the local 2.14.1 build satisfies.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -2,7 +2,7 @@
 
 Why these: the daemon hears calls, so the detector must not mistake a phone line's band limit,
 G.711 quantisation, level changes, background noise or a lost packet for "synthetic". Each op
-fires independently with its probability from :class:`training.config.AugmentConfig`, in the
+fires independently with its probability from :class:`streamguard.training.config.AugmentConfig`, in the
 order a call would apply them (talker -> room -> channel -> network):
 speed -> gain -> noise -> telephone band + 8 kHz G.711 round trip -> packet-loss gaps.
 
@@ -112,7 +112,7 @@ class NoiseBank:
     """Noise clips from a folder, decoded once (lazily) and drawn at random offsets."""
 
     def __init__(self, folder: Path, sample_rate: int):
-        from training.data import AUDIO_EXTENSIONS, decode_audio
+        from streamguard.training.data import AUDIO_EXTENSIONS, decode_audio
 
         self.clips: list[np.ndarray] = []
         files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)

@@ -7,7 +7,7 @@ same window), one fixed crop per clip (``start`` by default, like the card's tru
 Groups: every example attribute with at least two distinct values (``source``, ``subset``,
 ``condition``) gets a table; ``attack`` follows the ASVspoof convention, i.e. each attack's
 fakes are scored against *all* real clips of the evaluated set. Metric definitions are in
-:mod:`training.metrics`.
+:mod:`streamguard.training.metrics`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from streamguard.errors import StreamguardError
-from training import metrics
-from training.data import ClipStore, Example, Problem, crop
+from streamguard.training import metrics
+from streamguard.training.data import ClipStore, Example, Problem, crop
 
 GROUP_KEYS = ("source", "subset", "condition", "attack")
 REAL_ATTACKS = (None, "", "-", "bonafide")

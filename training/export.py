@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from streamguard.errors import StreamguardError
-from training import metrics
-from training.data import ClipStore, Example
+from streamguard.training import metrics
+from streamguard.training.data import ClipStore, Example
 
 
 def calibrate(labels, scores, *, target_far: float | None = None) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def calibrate(labels, scores, *, target_far: float | None = None) -> dict[str, A
 def _table_md(report: dict[str, Any] | None) -> str:
     if not report:
         return "_none_\n"
-    from training.evaluate import TABLE_COLUMNS, _cell
+    from streamguard.training.evaluate import TABLE_COLUMNS, _cell
 
     header = "| subset | " + " | ".join(t for t, _, _ in TABLE_COLUMNS) + " |"
     rule = "|" + "---|" * (len(TABLE_COLUMNS) + 1)
@@ -177,7 +177,7 @@ def export_trained(
 ) -> Path:
     """Calibrate on validation, evaluate val/test, and write model dir + eval reports."""
     from streamguard.model import Detector, ModelInfo, count_parameters
-    from training.evaluate import evaluate_scores, format_table, score_examples, write_report
+    from streamguard.training.evaluate import evaluate_scores, format_table, score_examples, write_report
 
     out_dir = Path(config.run.out_dir)
     export_dir = Path(config.export.dir or out_dir / "model")

@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from streamguard.errors import ConfigError
-from training.config import TrainConfig
-from training.data import (
+from streamguard.training.config import TrainConfig
+from streamguard.training.data import (
     ClipStore,
     Example,
     Problem,
@@ -381,8 +381,8 @@ def train(
     echo: Callable[[str], None] = print,
 ) -> TrainResult:
     """Run the configured training; returns where everything went and the best epoch."""
-    from training.augment import Augmenter
-    from training.data import summarise_problems
+    from streamguard.training.augment import Augmenter
+    from streamguard.training.data import summarise_problems
 
     run = config.run
     out_dir = Path(run.out_dir)
@@ -544,7 +544,7 @@ def train(
         return result
     _load_weights(trainer.module, ckpt_dir / "best.safetensors")
     if config.export.enabled:
-        from training.export import export_trained
+        from streamguard.training.export import export_trained
 
         result.export_dir = export_trained(
             config,
@@ -563,7 +563,7 @@ def train(
 
 
 def _validate(trainer: Trainer, val_set: SegmentDataset | None, run) -> dict[str, Any]:
-    from training import metrics
+    from streamguard.training import metrics
 
     if val_set is None:
         return {"val_loss": None, "val_eer": None, "val_eer_threshold": None, "val_auc": None}

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     from streamguard.errors import ConfigError
     from streamguard.model import load_detector
-    from training.data import ReadResult, read_data, summarise_problems
-    from training.evaluate import evaluate_detector, format_table
+    from streamguard.training.data import ReadResult, read_data, summarise_problems
+    from streamguard.training.evaluate import evaluate_detector, format_table
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")

@@ -58,8 +58,8 @@ _FLAG_KEYS = {
 
 
 def build_overrides(args: argparse.Namespace) -> dict:
-    from training.config import parse_override
-    from training.data import detect_format
+    from streamguard.training.config import parse_override
+    from streamguard.training.data import detect_format
 
     overrides = dict(parse_override(item) for item in args.set)
     for attr, key in _FLAG_KEYS.items():
@@ -80,8 +80,8 @@ def build_overrides(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from training.config import load_config
-    from training.train import train
+    from streamguard.training.config import load_config
+    from streamguard.training.train import train
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config, build_overrides(args))

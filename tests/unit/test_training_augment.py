@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from streamguard.audio import codecs
-from training.augment import (
+from streamguard.training.augment import (
     Augmenter,
     add_noise,
     apply_gain,
@@ -18,8 +18,8 @@ from training.augment import (
     synthetic_noise,
     telephone,
 )
-from training.config import AugmentConfig
-from training.data import crop, decode_audio
+from streamguard.training.config import AugmentConfig
+from streamguard.training.data import crop, decode_audio
 
 SR = 16_000
 FLAC = Path(__file__).resolve().parents[1] / "fixtures" / "training" / "flac"

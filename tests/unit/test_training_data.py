@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from streamguard.errors import AudioError, ConfigError
-from training.config import DataConfig, SourceConfig
-from training.data import (
+from streamguard.training.config import DataConfig, SourceConfig
+from streamguard.training.data import (
     ClipStore,
     Example,
     SegmentDataset,

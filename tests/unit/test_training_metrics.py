@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training import metrics
-from training.export import calibrate
+from streamguard.training import metrics
+from streamguard.training.export import calibrate
 
 # Hand-checked example: 4 real clips, 3 fake clips.
 REAL = [0.1, 0.2, 0.3, 0.6]
