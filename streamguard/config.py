@@ -207,9 +207,12 @@ class Settings(BaseSettings):
             "sources.ingest.path": self.sources.ingest.path,
         }
         seen: dict[str, str] = {"/healthz": "(built-in)", "/metrics": "(built-in)"}
+        seen.update(dict.fromkeys(("/", "/api/status"), "the dashboard"))
         for key, path in paths.items():
             if path in seen:
                 raise ValueError(f"{key} {path!r} is already used by {seen[path]}")
+            if path.startswith("/dashboard/"):
+                raise ValueError(f"{key} {path!r}: /dashboard/ holds the dashboard's files")
             seen[path] = key
         return self
 
