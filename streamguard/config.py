@@ -35,6 +35,13 @@ RELOADABLE_SECTIONS = ("smoothing", "verdict", "logging")
 """Sections a SIGHUP re-reads and applies to running and new tracks; all else needs a restart."""
 
 
+#: Keys earlier releases accepted, and why they are gone (said with the "unknown key" error).
+REMOVED_KEYS = {
+    "track.window_seconds": "removed: the window length is the model's own, see "
+    "`streamguard model info`",
+}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -243,6 +250,8 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+        if loc in REMOVED_KEYS:
+            msg += f" ({REMOVED_KEYS[loc]})"
     detail = ""
     secret = any(str(p) in ("token", "auth") for p in first["loc"])
     if "input" in first and first["type"] != "extra_forbidden" and not secret:

@@ -134,6 +134,11 @@ class Daemon:
             await asyncio.to_thread(self.detector.use_torchscript)
         await asyncio.to_thread(probe_detector, self.detector)
         info = self.detector.info
+        if s.track.min_speech_seconds > info.window_seconds:
+            raise StreamguardError(
+                f"[track] min_speech_seconds ({s.track.min_speech_seconds:g}) is longer than "
+                f"the model's {info.window_seconds:g} s window: no window could ever be scored"
+            )
         log.info(
             "model_loaded",
             torchscript=self.detector.torchscript,

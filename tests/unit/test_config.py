@@ -155,3 +155,28 @@ def test_reload_takes_only_reloadable_sections():
 def test_protected_paths_follow_configured_paths():
     s = Settings(alerts={"path": "/a"}, sources={"ingest": {"path": "/in"}})
     assert s.protected_paths() == {"/a", "/in"}
+
+
+def test_a_removed_key_says_why(tmp_path):
+    with pytest.raises(ConfigError, match=r"track\.window_seconds: unknown key \(removed: .*model"):
+        load_config(write(tmp_path, "[track]\nwindow_seconds = 4.0\n"))
+
+
+async def test_daemon_refuses_min_speech_longer_than_the_models_window(tiny_detector):
+    from streamguard.daemon import Daemon
+    from streamguard.errors import StreamguardError
+
+    settings = load_config(
+        None,
+        {
+            "server": {"port": 0},
+            "sources": {"rtp": {"enabled": False}},
+            "track": {"min_speech_seconds": 5.0},
+        },
+    )
+    daemon = Daemon(settings, detector=tiny_detector)
+    try:
+        with pytest.raises(StreamguardError, match="longer than the model's 4 s window"):
+            await daemon.start()
+    finally:
+        await daemon.stop()
