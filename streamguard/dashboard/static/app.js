@@ -295,7 +295,7 @@ function trackBlock(call, track, th, { chart = true } = {}) {
       ),
       track.raised && call.isOpen ? h("span", { class: "track-alert" }, `ALERT since ${formatCallTime(openSpan?.start ?? 0)}`) : null,
     ),
-    chart ? timeline(track, { ...th, duration: call.callSeconds }) : null,
+    chart ? timeline(track, { ...th, duration: call.callSeconds, hop: status?.hop_seconds ?? 1 }) : null,
   );
 }
 

@@ -46,9 +46,9 @@ export function level(score, on, off) {
 
 /**
  * @param {import("./state.js").Track} track
- * @param {{on: number|null, off: number|null, duration: number}} opts
+ * @param {{on: number|null, off: number|null, duration: number, hop?: number}} opts
  */
-export function timeline(track, { on, off, duration }) {
+export function timeline(track, { on, off, duration, hop = 1 }) {
   const svg = el("svg", {
     viewBox: `0 0 ${W} ${H}`,
     class: "timeline",
@@ -114,10 +114,17 @@ export function timeline(track, { on, off, duration }) {
   const points = downsample(track.scores);
   for (const p of points) el("circle", { class: "raw", cx: x(p.end), cy: y(p.p), r: 1.8 }, svg);
   if (points.length) {
-    el("polyline", {
-      class: "smoothed",
-      points: points.map((p) => `${x(p.end).toFixed(1)},${y(p.s).toFixed(1)}`).join(" "),
-    }, svg);
+    // one line per run of consecutive windows: a silence the VAD skipped is a gap, not a slope
+    const runs = [[points[0]]];
+    for (let i = 1; i < points.length; i++) {
+      if (points[i].end - points[i - 1].end > 2 * hop + 1e-6 && points.length <= MAX_POINTS) runs.push([]);
+      runs[runs.length - 1].push(points[i]);
+    }
+    for (const run of runs) {
+      el(run.length > 1 ? "polyline" : "circle", run.length > 1
+        ? { class: "smoothed", points: run.map((p) => `${x(p.end).toFixed(1)},${y(p.s).toFixed(1)}`).join(" ") }
+        : { class: "smoothed-dot", cx: x(run[0].end), cy: y(run[0].s), r: 2.2 }, svg);
+    }
     const last = points[points.length - 1];
     el("circle", { class: `last level-${level(last.s, on, off)}`, cx: x(last.end), cy: y(last.s), r: 4 }, svg);
   }
