@@ -30,6 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.errors import ConfigError
+from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 RELOADABLE_SECTIONS = ("smoothing", "verdict", "logging")
 """Sections a SIGHUP re-reads and applies to running and new tracks; all else needs a restart."""
@@ -101,7 +102,7 @@ class IngestSourceSettings(WebSocketSourceSettings):
 
 class RtpPayloadType(_Section):
     encoding: Literal["pcmu", "pcma", "pcm_s16be", "pcm_s16le"]
-    rate: int = Field(ge=8000, le=48000)
+    rate: int = Field(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)  # what every source core accepts
     channels: Literal[1] = Field(1, description="RTP audio is read as mono; stereo L16 is refused")
 
 
@@ -126,7 +127,7 @@ class RtpSourceSettings(_Section):
 class MicSourceSettings(_Section):
     enabled: bool = False
     device: str | int | None = None
-    sample_rate: int = Field(16000, ge=8000)
+    sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     channels: int = Field(1, ge=1)
     block_ms: int = Field(30, ge=5, le=1000)
 

@@ -180,3 +180,20 @@ async def test_daemon_refuses_min_speech_longer_than_the_models_window(tiny_dete
             await daemon.start()
     finally:
         await daemon.stop()
+
+
+def test_configured_rates_are_the_ones_every_source_accepts():
+    """docs/sources.md "Limits": 8000-64000 Hz, RTP payload types and the microphone too."""
+    from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+    assert (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE) == (8000, 64000)
+    pt = {"encoding": "pcm_s16be"}
+    for rate, ok in [(8000, True), (48000, True), (64000, True), (7999, False), (64001, False)]:
+        rtp = {"sources": {"rtp": {"payload_types": {"97": {**pt, "rate": rate}}}}}
+        mic = {"sources": {"mic": {"sample_rate": rate}}}
+        for overrides in (rtp, mic):
+            if ok:
+                load_config(None, overrides)
+            else:
+                with pytest.raises(ConfigError, match="rate"):
+                    load_config(None, overrides)
