@@ -1,6 +1,6 @@
 """One verdict per track, shared by ``streamguard scan`` and the daemon's ``call_ended`` event.
 
-The rule (also in the README, "Verdict"):
+The rule (also in the README, "Verdicts"):
 
 1. **inconclusive** when no window was scored, or when the track held less than
    ``min_speech_seconds`` (default 2 s) of VAD speech: too little voice to judge.
