@@ -41,7 +41,7 @@ from streamguard.alerts.server import (
 )
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
-from streamguard.dashboard import STATUS_PATH, dashboard_routes
+from streamguard.dashboard import STATUS_PATH, dashboard_routes, dashboard_url
 from streamguard.errors import StreamguardError
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
@@ -185,7 +185,13 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self.ready = True
         self.notifier.ready(self._status_line())
-        log.info("ready", host=s.server.host, port=self.port, rtp_port=self.rtp_port)
+        log.info(
+            "ready",
+            host=s.server.host,
+            port=self.port,
+            rtp_port=self.rtp_port,
+            dashboard=dashboard_url(s.server.host, self.port),
+        )
 
     def _tune_process(self) -> None:
         """Inference shares the process with the event loop.

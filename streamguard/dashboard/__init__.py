@@ -125,6 +125,13 @@ def status_route(status: Callable[[], Mapping[str, Any]]) -> HttpRoute:
     return route
 
 
+def dashboard_url(host: str, port: int) -> str:
+    """Where a browser on this machine finds the dashboard (a wildcard bind means loopback)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
 def dashboard_routes(status: Callable[[], Mapping[str, Any]]) -> dict[str, HttpRoute]:
     """Every HTTP route of the dashboard: ``/``, ``/dashboard/*`` and :data:`STATUS_PATH`."""
     routes = {path: static_route(static) for path, static in load_static().items()}
