@@ -24,6 +24,7 @@ let socketOpenedAt = 0;
 let resumeFrom = null; // seq to resume after (null: tail)
 let retryMs = RETRY_MIN_MS;
 let retryTimer = null;
+let failedHandshakes = 0; // WebSocket handshakes refused in a row (while /api/status answers)
 let renderTimer = null;
 let thresholdsKey = "";
 const views = new Map(); // Call -> {node, version, key}
@@ -159,8 +160,11 @@ async function connect() {
   if (token) protocols.push(`streamguard.bearer.${base64url(token)}`);
   const ws = new WebSocket(`${scheme}//${location.host}${body.alerts_path}?${query}`, protocols);
   socket = ws;
+  let opened = false;
   ws.addEventListener("open", () => {
     if (socket !== ws) return;
+    opened = true;
+    failedHandshakes = 0;
     socketOpenedAt = Date.now();
     retryMs = RETRY_MIN_MS;
     setConnection("live", "Live");
@@ -171,6 +175,14 @@ async function connect() {
   ws.addEventListener("close", () => {
     if (socket !== ws) return;
     socket = null;
+    if (!opened && ++failedHandshakes === 3) {
+      // /api/status answered but the WebSocket never opens: almost always a proxy in between
+      showBanner(
+        "The daemon answers, but its /alerts WebSocket cannot be opened from this page. Behind a " +
+          "reverse proxy, pass the Host header and WebSocket upgrades through (docs/operations.md, " +
+          "\"The dashboard\").",
+      );
+    }
     retry();
   });
 }
@@ -238,8 +250,10 @@ function thresholds() {
   };
 }
 
+let renderCostMs = 0; // how long the last render took: a busy daemon's page renders less often
+
 function scheduleRender() {
-  if (renderTimer === null) renderTimer = setTimeout(render, RENDER_EVERY_MS);
+  if (renderTimer === null) renderTimer = setTimeout(render, Math.max(RENDER_EVERY_MS, 4 * renderCostMs));
 }
 
 function filterText() {
@@ -251,7 +265,17 @@ function matches(callId, filter) {
 }
 
 function render() {
-  renderTimer = null;
+  const began = performance.now();
+  try {
+    renderAll();
+  } finally {
+    renderCostMs = performance.now() - began;
+    document.body.dataset.renderMs = renderCostMs.toFixed(1); // for benchmarks and curious eyes
+    renderTimer = null;
+  }
+}
+
+function renderAll() {
   const th = thresholds();
   const key = `${th.on}/${th.off}`;
   if (key !== thresholdsKey) {
@@ -299,17 +323,14 @@ function trackBlock(call, track, th, { chart = true } = {}) {
   );
 }
 
-function callCard(call, th) {
-  const alerting = call.alerting;
-  return h(
-    "article",
-    { class: `call${alerting ? " alerting" : ""}`, "data-call-id": call.id, "data-alert": alerting ? "true" : "false" },
+function fillCard(node, call, th) {
+  node.replaceChildren(
     h(
       "header",
       { class: "call-head" },
       h("span", { class: "call-id", title: "call id" }, call.id),
       h("span", { class: "badge source" }, call.source ?? "?"),
-      alerting ? h("span", { class: "badge alert-badge" }, "ALERT") : h("span", { class: "badge watching" }, "monitoring"),
+      call.alerting ? h("span", { class: "badge alert-badge" }, "ALERT") : h("span", { class: "badge watching" }, "monitoring"),
       h(
         "span",
         { class: "call-times" },
@@ -319,28 +340,52 @@ function callCard(call, th) {
         call.sampleRate ? ` · ${call.sampleRate / 1000} kHz` : "",
       ),
     ),
-    h("div", { class: "tracks" }, [...call.tracks.values()].map((t) => trackBlock(call, t, th))),
-    call.tracks.size ? null : h("p", { class: "empty" }, "No audio yet."),
+    call.tracks.size
+      ? h("div", { class: "tracks" }, [...call.tracks.values()].map((t) => trackBlock(call, t, th)))
+      : h("p", { class: "empty" }, "No audio yet."),
   );
 }
+
+// Cards off screen keep their last drawing until they scroll into view: with hundreds of open
+// calls, redrawing every chart on every score would be most of the page's work.
+const onScreen = new IntersectionObserver(
+  (entries) => {
+    for (const entry of entries) {
+      const view = viewsByNode.get(entry.target);
+      if (!view) continue;
+      view.visible = entry.isIntersecting;
+      if (view.visible) scheduleRender();
+    }
+  },
+  { rootMargin: "300px" },
+);
+const viewsByNode = new WeakMap();
 
 function renderOpen(filter, th) {
   const calls = state
     .openCalls()
     .filter((c) => matches(c.id, filter))
     .sort((a, b) => Number(b.alerting) - Number(a.alerting) || String(a.startedTs ?? "").localeCompare(String(b.startedTs ?? "")));
-  const list = $("open-calls");
   const nodes = calls.map((call) => {
     let view = views.get(call);
-    if (!view || view.version !== call.version || view.kind !== "open") {
-      const node = callCard(call, th);
-      if (view?.node?.isConnected) view.node.replaceWith(node);
-      view = { node, version: call.version, kind: "open" };
+    if (!view || view.kind !== "open") {
+      view = { node: h("article", { "data-call-id": call.id }), version: -1, kind: "open", visible: true };
       views.set(call, view);
+      viewsByNode.set(view.node, view);
+      onScreen.observe(view.node);
+    }
+    const alerting = call.alerting;
+    view.node.className = `call${alerting ? " alerting" : ""}`;
+    view.node.dataset.alert = alerting ? "true" : "false";
+    if (view.version !== call.version && (view.visible || view.version === -1)) {
+      fillCard(view.node, call, th);
+      view.version = call.version;
     }
     return view.node;
   });
-  syncChildren(list, nodes);
+  const keep = new Set(nodes);
+  for (const node of $("open-calls").children) if (!keep.has(node)) onScreen.unobserve(node);
+  syncChildren($("open-calls"), nodes);
   $("open-count").textContent = String(state.openCalls().length);
   $("open-empty").hidden = nodes.length > 0;
 }

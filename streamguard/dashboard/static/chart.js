@@ -112,7 +112,10 @@ export function timeline(track, { on, off, duration, hop = 1 }) {
 
   // scores: raw P(fake) as dots (at the window end), the smoothed score as a line
   const points = downsample(track.scores);
-  for (const p of points) el("circle", { class: "raw", cx: x(p.end), cy: y(p.p), r: 1.8 }, svg);
+  // all raw dots in one path (zero-length segments with round caps): one element, not hundreds
+  if (points.length) {
+    el("path", { class: "raw", d: points.map((p) => `M${x(p.end).toFixed(1)} ${y(p.p).toFixed(1)}h0`).join("") }, svg);
+  }
   if (points.length) {
     // one line per run of consecutive windows: a silence the VAD skipped is a gap, not a slope
     const runs = [[points[0]]];
