@@ -307,12 +307,14 @@ class Daemon:
         a page that reconnects tell a restarted daemon (seqs began again) from a network blip.
         """
         from streamguard import __version__
+        from streamguard.alerts.events import format_ts
 
         s = self.settings
         info = self.detector.info if self.detector else None
         on, off = s.smoothing.thresholds(info.threshold) if info else (None, None)
         return {
             "version": __version__,
+            "time": format_ts(time.time()),  # the daemon's clock: uptime -> when it started
             "model": None
             if info is None
             else {

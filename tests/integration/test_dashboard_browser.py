@@ -20,7 +20,7 @@ from streamguard.model import Detector
 from streamguard.sources.file import read_audio
 from streamguard.sources.senders import twilio_frames
 
-from .browser import Browser, needs_chromium
+from .browser import Browser, TcpForwarder, needs_chromium
 from .conftest import Subscriber, daemon_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_chromium]
@@ -174,6 +174,20 @@ async def test_live_call_appears_updates_alerts_and_keeps_its_verdict(
         assert shown == score_counts(sub.events, call_id)
         await browser.screenshot("2-call-ended")
 
+        # the filter by call id: another id hides it, a part of its own shows it again
+        for text, visible in (("CA-someone-else", False), ("dashboard-LIVE", True), ("", True)):
+            await browser.js(
+                "const f = document.getElementById('filter'); f.value = arguments[0];"
+                "f.dispatchEvent(new Event('input'));",
+                text,
+            )
+            await browser.wait_for(
+                f"return !!(() => {{{ENDED}}})() === arguments[1]",
+                call_id,
+                visible,
+                what=f"the filter {text!r}",
+            )
+
     # a reload rebuilds the page from the daemon's history (?tail=N)
     await browser.call(browser.driver.refresh)
     await browser.wait_for(f"{CONNECTION} === 'live'", what="the page to reconnect")
@@ -281,3 +295,35 @@ async def test_with_a_token_the_page_asks_once_and_never_leaks_it(
     encoded = json.dumps(TOKEN)[1:-1]
     for text in (logged.out, logged.err, "\n".join(console)):
         assert TOKEN not in text and encoded not in text
+
+
+async def test_a_restarted_daemon_rebuilds_the_page_from_its_own_history(
+    start_daemon, browser, fixtures_dir
+):
+    """Behind one address (a TCP relay, as a load balancer would be) the daemon is replaced:
+    the page notices, says so, and shows the new run's calls instead of the old run's."""
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    first = await start_daemon()
+    async with TcpForwarder(first.port) as relay:
+        base = f"127.0.0.1:{relay.port}"
+        await browser.get(f"http://{base}/")
+        await browser.wait_for(f"{CONNECTION} === 'live'", what="the page to connect")
+        await send_frames(f"ws://{base}/twilio", twilio_frames(mono, rate, call_sid="CA-old"))
+        await browser.wait_for(ENDED, "CA-old", what="the first run's call")
+
+        await first.stop()
+        second = await start_daemon()
+        relay.target = second.port
+        await browser.wait_for(
+            "return !document.getElementById('banner').hidden"
+            " && document.getElementById('banner').textContent.includes('restarted')",
+            timeout=30,
+            what="the restart notice",
+        )
+        await browser.wait_for(f"{CONNECTION} === 'live'", what="the page to reconnect")
+        await send_frames(f"ws://{base}/twilio", twilio_frames(mono, rate, call_sid="CA-new"))
+        await browser.wait_for(ENDED, "CA-new", what="the new run's call")
+        assert await browser.js(ENDED, "CA-old") is None  # the new run never saw it
+        (conn,) = page_connections(second)
+        assert "tail=" in conn.request.path
+        await browser.screenshot("after-restart")

@@ -106,6 +106,8 @@ async def test_status_reports_model_thresholds_and_health(make_daemon):
     assert data["alerts_path"] == "/alerts"
     assert data["health"]["status"] == "ready"
     assert data["last_seq"] == 0
+    # the daemon's own clock, so a page can tell when it started (uptime) and see a restart
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["time"])
 
 
 async def test_status_needs_the_alerts_token_and_the_page_does_not(make_daemon):

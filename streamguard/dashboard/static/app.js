@@ -25,6 +25,9 @@ let resumeFrom = null; // seq to resume after (null: tail)
 let retryMs = RETRY_MIN_MS;
 let retryTimer = null;
 let failedHandshakes = 0; // WebSocket handshakes refused in a row (while /api/status answers)
+let connectAttempt = 0;
+let daemonStarted = null; // ISO time the daemon started, its own clock (restart detection)
+let lastRefill = 0; // when the page last re-read a gap it fell behind on
 let renderTimer = null;
 let thresholdsKey = "";
 const views = new Map(); // Call -> {node, version, key}
@@ -131,7 +134,13 @@ function retry() {
   retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
 }
 
+/** When the daemon started (ISO, its own clock) per a /api/status body. */
+function startedAt(body) {
+  return new Date(Date.parse(body.time) - body.health.uptime_seconds * 1000).toISOString();
+}
+
 async function connect() {
+  const attempt = ++connectAttempt;
   clearTimeout(retryTimer);
   closeSocket();
   setConnection("connecting", "Connecting…");
@@ -139,20 +148,29 @@ async function connect() {
   try {
     body = await fetchStatus();
   } catch {
-    retry();
+    if (attempt === connectAttempt) retry();
     return;
   }
+  if (attempt !== connectAttempt) return; // a newer connect() took over meanwhile
   if (body === null) {
     askToken(Boolean(storedToken()));
     return;
   }
-  applyStatus(body);
-  if (resumeFrom !== null && body.last_seq < resumeFrom) {
-    // Seqs began again: the daemon restarted and kept no event log. Its open calls are gone.
-    state.reset("daemon restarted");
+  const started = startedAt(body);
+  const restarted =
+    (daemonStarted !== null && Date.parse(started) - Date.parse(daemonStarted) > 5000) ||
+    (resumeFrom !== null && body.last_seq < resumeFrom);
+  daemonStarted = started;
+  if (restarted) {
+    // Rebuild from what the new run holds (its seqs may have begun again); calls it never
+    // ended are marked as lost once they are older than its start.
+    state.clear();
+    views.clear();
+    alertNodes.clear();
     resumeFrom = null;
-    showBanner("The daemon restarted: calls that were open then are marked as lost.");
+    showBanner(`The daemon restarted (${new Date(started).toLocaleTimeString([], { hour12: false })}): the page was rebuilt from its history.`);
   }
+  applyStatus(body);
   const query = resumeFrom === null ? `tail=${TAIL}` : `since=${resumeFrom}`;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const protocols = ["streamguard.v1"];
@@ -177,10 +195,10 @@ async function connect() {
     socket = null;
     if (!opened && ++failedHandshakes === 3) {
       // /api/status answered but the WebSocket never opens: almost always a proxy in between
+      const where = 'docs/operations.md, "The dashboard"';
       showBanner(
         "The daemon answers, but its /alerts WebSocket cannot be opened from this page. Behind a " +
-          "reverse proxy, pass the Host header and WebSocket upgrades through (docs/operations.md, " +
-          "\"The dashboard\").",
+          `reverse proxy, pass the Host header and WebSocket upgrades through (${where}).`,
       );
     }
     retry();
@@ -189,8 +207,9 @@ async function connect() {
 
 function onEvent(event) {
   if (event.type === "dropped") {
-    if (Date.now() - socketOpenedAt > 1000) {
-      // we fell behind while live: refill the gap from the daemon's history once
+    if (Date.now() - socketOpenedAt > 1000 && Date.now() - lastRefill > 10000) {
+      // we fell behind while live: refill the gap from the daemon's history (at most every 10 s)
+      lastRefill = Date.now();
       resumeFrom = event.first_seq - 1;
       connect();
       return;
@@ -220,6 +239,7 @@ async function refreshStatus() {
 
 function applyStatus(body) {
   status = body;
+  if (daemonStarted !== null) state.endStale(daemonStarted, "daemon restarted");
   const model = body.model;
   const sm = body.smoothing;
   $("model").replaceChildren(

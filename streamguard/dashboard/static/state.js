@@ -105,17 +105,24 @@ export class DashboardState {
     this.thresholdsFromAlerts = { on: null, off: null };
   }
 
-  /** Forget everything (the daemon restarted without a durable event log). */
-  reset(reason) {
+  /** Forget everything: the page is about to be rebuilt from the daemon's history. */
+  clear() {
+    this.calls.clear();
+    this.alerts = [];
+    this.lastSeq = null;
+    this.seen.clear();
+    this.missed = 0;
+  }
+
+  /** Open calls whose last event is older than `beforeIso` (the daemon's start) never end. */
+  endStale(beforeIso, reason) {
     for (const call of this.calls.values()) {
-      if (call.isOpen) {
+      if (call.isOpen && call.lastTs !== null && call.lastTs < beforeIso) {
         call.ended = { ts: call.lastTs, reason, summary: null, tracks: {} };
         for (const track of call.tracks.values()) track.raised = false;
         call.version++;
       }
     }
-    this.lastSeq = null;
-    this.seen.clear();
   }
 
   /** Apply one event; returns the call it touched (or true for a global change), else null. */
