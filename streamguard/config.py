@@ -92,6 +92,64 @@ class IngestSourceSettings(WebSocketSourceSettings):
     path: str = "/ingest"
 
 
+def _secret_value(value: SecretStr | None, path: Path | None, what: str) -> str | None:
+    """A secret from the config (``value``) or from a file (``path``, first line, stripped)."""
+    if path is None:
+        return value.get_secret_value() if value is not None else None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    if not text:
+        raise ConfigError(f"{what} file {path} is empty")
+    return text
+
+
+class AudioHookSourceSettings(WebSocketSourceSettings):
+    """Genesys Cloud AudioHook Monitor (docs/sources.md). Off unless configured: it needs the
+    API key (and, for signed requests, the client secret) of the Genesys integration."""
+
+    enabled: bool = False
+    path: str = "/audiohook"
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    include_ani: bool = False
+    max_signature_age_seconds: float = Field(10.0, gt=3.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AudioHookSourceSettings:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set api_key or api_key_file, not both")
+        if self.client_secret is not None and self.client_secret_file is not None:
+            raise ValueError("set client_secret or client_secret_file, not both")
+        if self.enabled and self.api_key is None and self.api_key_file is None:
+            raise ValueError("enabled without api_key (or api_key_file): Genesys sends one")
+        if self.client_secret is not None:
+            from streamguard.sources.audiohook_auth import decode_client_secret
+
+            decode_client_secret(self.client_secret.get_secret_value())
+        return self
+
+    def api_key_value(self) -> str | None:
+        return _secret_value(self.api_key, self.api_key_file, "sources.audiohook.api_key")
+
+    def client_secret_bytes(self) -> bytes | None:
+        """The HMAC key (the base64-decoded client secret), or None when none is configured."""
+        from streamguard.sources.audiohook_auth import decode_client_secret
+
+        text = _secret_value(
+            self.client_secret, self.client_secret_file, "sources.audiohook.client_secret"
+        )
+        if text is None:
+            return None
+        try:
+            return decode_client_secret(text)
+        except ValueError as exc:
+            raise ConfigError(f"sources.audiohook.client_secret: {exc}") from None
+
+
 class RtpPayloadType(_Section):
     encoding: Literal["pcmu", "pcma", "pcm_s16be", "pcm_s16le"]
     rate: int = Field(ge=8000, le=48000)
@@ -129,6 +187,7 @@ class SourcesSettings(_Section):
     ingest: IngestSourceSettings = Field(default_factory=IngestSourceSettings)
     rtp: RtpSourceSettings = Field(default_factory=RtpSourceSettings)
     mic: MicSourceSettings = Field(default_factory=MicSourceSettings)
+    audiohook: AudioHookSourceSettings = Field(default_factory=AudioHookSourceSettings)
 
 
 class AlertsSettings(_Section):
@@ -205,6 +264,7 @@ class Settings(BaseSettings):
             "alerts.path": self.alerts.path,
             "sources.twilio.path": self.sources.twilio.path,
             "sources.ingest.path": self.sources.ingest.path,
+            "sources.audiohook.path": self.sources.audiohook.path,
         }
         seen: dict[str, str] = {"/healthz": "(built-in)", "/metrics": "(built-in)"}
         for key, path in paths.items():
@@ -241,7 +301,9 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     detail = ""
-    secret = any(str(p) in ("token", "auth") for p in first["loc"])
+    secret = any(
+        str(p) in ("token", "auth", "api_key", "client_secret", "audiohook") for p in first["loc"]
+    )
     if "input" in first and first["type"] != "extra_forbidden" and not secret:
         shown = repr(first["input"])
         detail = f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"

@@ -200,11 +200,22 @@ class Daemon:
         routes = {s.alerts.path: alerts_handler(self.bus, max_queue=s.alerts.subscriber_queue)}
         if s.sources.twilio.enabled:
             routes[s.sources.twilio.path] = feed_handler(
-                "twilio", MediaStreamProtocol, self.registry, metrics=self.metrics
+                "twilio",
+                lambda _request: MediaStreamProtocol(),
+                self.registry,
+                metrics=self.metrics,
             )
         if s.sources.ingest.enabled:
             routes[s.sources.ingest.path] = feed_handler(
-                "native", IngestProtocol, self.registry, metrics=self.metrics
+                "native", lambda _request: IngestProtocol(), self.registry, metrics=self.metrics
+            )
+        handshake_checks = {}
+        if s.sources.audiohook.enabled:
+            from streamguard.sources.audiohook_ws import audiohook_route
+
+            path = s.sources.audiohook.path
+            routes[path], handshake_checks[path] = audiohook_route(
+                s.sources.audiohook, self.registry, metrics=self.metrics
             )
         self.router = WebSocketRouter(routes)
         process_request = make_process_request(
@@ -216,6 +227,7 @@ class Daemon:
             token=s.auth.token_value(),
             protected_paths=s.protected_paths(),
             max_connections=s.server.max_connections,
+            handshake_checks=handshake_checks,
         )
         try:
             self.server = await serve(

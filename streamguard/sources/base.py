@@ -261,3 +261,8 @@ class OneCallCore:
     def finished(self) -> bool:
         """True after stop, Reject or close(): the edge should close the connection."""
         return self._call.finished
+
+    def data_to_send(self) -> list[str | bytes]:
+        """Frames the core wants written back to the feed, oldest first (most feeds are
+        one-way: none). The edge sends them before acting on ``finished`` or a Reject."""
+        return []
