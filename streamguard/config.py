@@ -150,6 +150,14 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
             raise ConfigError(f"sources.audiohook.client_secret: {exc}") from None
 
 
+class AudioSocketSourceSettings(_Section):
+    """Asterisk AudioSocket over TCP: Asterisk connects to us, one connection per call."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=0, le=65535)
+
+
 class RtpPayloadType(_Section):
     encoding: Literal["pcmu", "pcma", "pcm_s16be", "pcm_s16le"]
     rate: int = Field(ge=8000, le=48000)
@@ -162,6 +170,8 @@ class RtpSourceSettings(_Section):
     port: int = Field(5004, ge=0, le=65535)
     idle_timeout_seconds: float = Field(5.0, gt=0)
     jitter_packets: int = Field(8, ge=0)
+    rtcp: bool = True
+    rtcp_port: int | None = Field(None, ge=0, le=65535)
     payload_types: dict[str, RtpPayloadType] = Field(
         default_factory=lambda: {"96": RtpPayloadType(encoding="pcm_s16be", rate=16000)}
     )
@@ -188,6 +198,7 @@ class SourcesSettings(_Section):
     rtp: RtpSourceSettings = Field(default_factory=RtpSourceSettings)
     mic: MicSourceSettings = Field(default_factory=MicSourceSettings)
     audiohook: AudioHookSourceSettings = Field(default_factory=AudioHookSourceSettings)
+    audiosocket: AudioSocketSourceSettings = Field(default_factory=AudioSocketSourceSettings)
 
 
 class AlertsSettings(_Section):

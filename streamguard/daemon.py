@@ -48,7 +48,7 @@ from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
-from streamguard.sources.websocket import feed_handler
+from streamguard.sources.websocket import feed_handler, select_subprotocol
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +100,7 @@ class Daemon:
         self.registry: CallRegistry | None = None
         self.server: Server | None = None
         self.rtp = None
+        self.audiosocket = None
         self.microphone = None
         self._mic_task: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
@@ -116,6 +117,14 @@ class Daemon:
     @property
     def rtp_port(self) -> int | None:
         return None if self.rtp is None else self.rtp.port
+
+    @property
+    def rtcp_port(self) -> int | None:
+        return None if self.rtp is None else self.rtp.rtcp_port
+
+    @property
+    def audiosocket_port(self) -> int | None:
+        return None if self.audiosocket is None else self.audiosocket.port
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,6 +181,16 @@ class Daemon:
             except OSError as exc:
                 rtp = s.sources.rtp
                 raise bind_error("RTP (UDP)", rtp.host, rtp.port, exc) from None
+        if s.sources.audiosocket.enabled:
+            from streamguard.sources.tcp import start_audiosocket
+
+            try:
+                self.audiosocket = await start_audiosocket(
+                    s.sources.audiosocket, self.registry, metrics=self.metrics
+                )
+            except OSError as exc:
+                tcp = s.sources.audiosocket
+                raise bind_error("AudioSocket (TCP)", tcp.host, tcp.port, exc) from None
         if s.sources.mic.enabled:
             self._start_mic()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
@@ -238,6 +257,7 @@ class Daemon:
                 max_size=s.server.max_message_bytes,
                 # Audio barely compresses; permessage-deflate would only cost CPU per frame.
                 compression=None,
+                select_subprotocol=select_subprotocol,
             )
         except OSError as exc:  # port taken, address not ours, host unknown: one clear line
             raise bind_error("HTTP/WebSocket", s.server.host, s.server.port, exc) from None
@@ -355,11 +375,16 @@ class Daemon:
             self.server.server.close()  # stop listening; open feeds keep going until drained
         if self.rtp is not None:
             self.rtp.close()
+        if self.audiosocket is not None:
+            self.audiosocket.close()
         if self.microphone is not None and self._mic_task is not None:
             self.microphone.stop("shutdown")
             await self._mic_task
         if self.registry is not None:
             await self.registry.drain("shutdown")
+        if self.audiosocket is not None:
+            self.audiosocket.close_connections()
+            await self.audiosocket.wait_closed()
         if self.engine is not None:
             await self.engine.stop()
         if self.bus is not None:
