@@ -49,7 +49,7 @@ from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
-from streamguard.sources.websocket import feed_handler, select_subprotocol
+from streamguard.sources.websocket import feed_handler
 
 log = structlog.get_logger(__name__)
 

@@ -3,8 +3,9 @@
 Two pieces, both thin: the handshake check that ``process_request`` runs for the AudioHook path
 (API key and signature, :class:`~streamguard.sources.audiohook_auth.HandshakeVerifier`; a refusal
 is an HTTP 400/401 before any WebSocket exists, logged and counted in
-``streamguard_source_rejects_total{source="audiohook"}``), and the connection handler: the
-shared :func:`~streamguard.sources.websocket.feed_handler` with an
+``streamguard_source_rejects_total{source="audiohook"}`` with ``reason`` ``auth``, ``signature``
+or ``protocol``), and the connection handler: the shared
+:func:`~streamguard.sources.websocket.feed_handler` with an
 :class:`~streamguard.sources.audiohook.AudioHookProtocol` per connection, made from the accepted
 request's headers.
 """
@@ -36,13 +37,8 @@ SOURCE = "audiohook"
 
 def count_reject(metrics: Any, kind: str) -> None:
     """One refused AudioHook handshake in ``streamguard_source_rejects_total``."""
-    if metrics is None:
-        return
-    counter = metrics.source_rejects_total
-    if "reason" in getattr(counter, "_labelnames", ()):
-        counter.labels(source=SOURCE, reason=kind).inc()
-    else:
-        counter.labels(source=SOURCE).inc()
+    if metrics is not None:
+        metrics.source_rejects_total.labels(source=SOURCE, reason=kind).inc()
 
 
 def handshake_check(

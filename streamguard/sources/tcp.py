@@ -57,7 +57,7 @@ class AudioSocketServer:
             while data := await reader.read(READ_BYTES):
                 close = feed.route(core.receive_data(data))
                 if close is None and feed.session is not None and feed.session.over_limit:
-                    feed.session.end("limit")
+                    feed.end("limit")
                     close = (0, "call length limit reached")
                 if close is not None or core.finished:
                     if close is not None:
@@ -67,8 +67,7 @@ class AudioSocketServer:
             pass
         finally:
             feed.route(core.close())
-            if feed.session is not None and not feed.session.finished:
-                feed.session.end("closed")
+            feed.end("closed")
             self._connections.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):

@@ -10,7 +10,7 @@ is one call; a failure here never touches another connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from websockets.exceptions import ConnectionClosed
@@ -22,17 +22,6 @@ from streamguard.sources.base import SourceEvent
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
     from websockets.http11 import Request
-
-
-#: WebSocket subprotocols the L16 forks ask for on ``/ingest``: jambonz ``listen`` and
-#: FreeSWITCH mod_audio_fork. Their clients fail the handshake unless the server echoes one.
-FORK_SUBPROTOCOLS = ("audio.jambonz.org", "audio.drachtio.org")
-
-
-def select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
-    """``serve(select_subprotocol=...)``: accept a fork's subprotocol; every other client,
-    offering none or an unknown one, goes on without a subprotocol (never a refusal)."""
-    return next((p for p in FORK_SUBPROTOCOLS if p in offered), None)
 
 
 class FeedCore(Protocol):
