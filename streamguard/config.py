@@ -18,6 +18,7 @@ Reload: only :data:`RELOADABLE_SECTIONS` change on SIGHUP (see :func:`apply_relo
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -151,11 +152,39 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
 
 
 class AudioSocketSourceSettings(_Section):
-    """Asterisk AudioSocket over TCP: Asterisk connects to us, one connection per call."""
+    """Asterisk AudioSocket over TCP: Asterisk connects to us, one connection per call.
+
+    The protocol has no authentication, so listening beyond loopback requires ``allow``: the
+    addresses (or CIDR networks) of the Asterisk servers; other peers are closed at once.
+    """
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(9092, ge=0, le=65535)
+    allow: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _peers(self) -> AudioSocketSourceSettings:
+        for entry in self.allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"allow: {entry!r} is not an IP address or network") from None
+        if self.enabled and not _is_loopback(self.host) and not self.allow:
+            raise ValueError(
+                "AudioSocket has no authentication: listening beyond loopback needs allow = "
+                "[the Asterisk servers' addresses]"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RtpPayloadType(_Section):

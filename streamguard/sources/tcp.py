@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+from collections.abc import Sequence
 
 import structlog
 
@@ -26,9 +27,10 @@ READ_BYTES = 65536
 class AudioSocketServer:
     """Accepts AudioSocket connections from Asterisk and runs each as one call."""
 
-    def __init__(self, registry: CallRegistry, *, metrics=None) -> None:
+    def __init__(self, registry: CallRegistry, *, metrics=None, allow: Sequence[str] = ()) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.allow = [ipaddress.ip_network(a, strict=False) for a in allow]
         self.server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
@@ -39,17 +41,27 @@ class AudioSocketServer:
 
     async def start(self, host: str, port: int) -> None:
         self.server = await asyncio.start_server(self._serve, host, port)
-        if not _is_loopback(host):
-            log.warning(
-                "audiosocket_unprotected",
-                host=host,
-                hint="AudioSocket has no authentication: allow only Asterisk's address",
-            )
         log.info("audiosocket_listening", host=host, port=self.port)
+
+    def allowed(self, host: str) -> bool:
+        """Whether a peer may connect (``allow`` empty: anyone, which the config only permits
+        on a loopback listener)."""
+        if not self.allow:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.allow)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         remote = f"{peer[0]}:{peer[1]}" if peer else None
+        if peer is None or not self.allowed(str(peer[0])):
+            log.warning("audiosocket_refused", remote=remote, reason="peer not in allow")
+            self.registry.count_reject("audiosocket", "auth")
+            writer.close()
+            return
         core = AudioSocketProtocol(remote=remote)
         feed = CallFeed("audiosocket", self.registry, metrics=self.metrics)
         self._connections.add(writer)
@@ -88,17 +100,8 @@ class AudioSocketServer:
             await self.server.wait_closed()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def start_audiosocket(settings, registry: CallRegistry, *, metrics=None) -> AudioSocketServer:
     """Listen on ``[sources.audiosocket]`` host:port."""
-    server = AudioSocketServer(registry, metrics=metrics)
+    server = AudioSocketServer(registry, metrics=metrics, allow=settings.allow)
     await server.start(settings.host, settings.port)
     return server

@@ -8,6 +8,7 @@ little-endian PCM (kind 0x10, 320 bytes each), a DTMF digit (0x03), and a hangup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import uuid
 
@@ -80,3 +81,17 @@ async def test_a_malformed_connection_is_closed_and_others_go_on(make_daemon, fi
 async def test_audiosocket_is_off_by_default(make_daemon):
     daemon = await make_daemon()
     assert daemon.audiosocket_port is None
+
+
+async def test_a_peer_outside_allow_is_closed_at_once_and_counted(make_daemon):
+    sources = {"audiosocket": {**AUDIOSOCKET["audiosocket"], "allow": ["10.0.0.0/8"]}}
+    daemon = await make_daemon(sources=sources)
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.audiosocket_port)
+    writer.write(message(0x01, uuid.uuid4().bytes))
+    # closed without a word (a reset when our UUID was still unread)
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert daemon.registry is not None and not daemon.registry.sessions
+    text = daemon.metrics.render().decode()
+    assert 'streamguard_source_rejects_total{reason="auth",source="audiosocket"} 1.0' in text

@@ -196,3 +196,15 @@ def test_audiohook_credentials_from_files_and_environment(tmp_path, monkeypatch)
 def test_audiohook_path_must_not_clash():
     with pytest.raises(ConfigError, match="already used"):
         load_config(None, {"sources": {"audiohook": {"path": "/ingest"}}})
+
+
+def test_audiosocket_beyond_loopback_needs_an_allow_list():
+    sources = {"audiosocket": {"enabled": True, "host": "0.0.0.0"}}
+    with pytest.raises(ConfigError, match="no authentication"):
+        load_config(None, {"sources": sources})
+    sources["audiosocket"]["allow"] = ["10.0.0.5", "10.1.0.0/24"]
+    assert load_config(None, {"sources": sources}).sources.audiosocket.allow[1] == "10.1.0.0/24"
+    sources["audiosocket"]["allow"] = ["asterisk.example"]
+    with pytest.raises(ConfigError, match="not an IP address"):
+        load_config(None, {"sources": sources})
+    assert load_config(None, {"sources": {"audiosocket": {"enabled": True}}}).sources.audiosocket
