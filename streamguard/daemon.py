@@ -198,7 +198,15 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self.ready = True
         self.notifier.ready(self._status_line())
-        log.info("ready", host=s.server.host, port=self.port, rtp_port=self.rtp_port)
+        log.info(
+            "ready",
+            host=s.server.host,
+            port=self.port,
+            rtp_port=self.rtp_port,
+            rtcp_port=self.rtcp_port,
+            audiosocket_port=self.audiosocket_port,
+            audiohook_path=s.sources.audiohook.path if s.sources.audiohook.enabled else None,
+        )
 
     def _tune_process(self) -> None:
         """Inference shares the process with the event loop.
