@@ -52,6 +52,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import structlog
+
 from streamguard.audio.codecs import CodecError, decode
 from streamguard.sources.base import (
     CLOSE_POLICY,
@@ -65,6 +67,8 @@ from streamguard.sources.base import (
     SourceEvent,
     rate_problem,
 )
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "CLIENT_ERROR_CODES",
@@ -443,6 +447,14 @@ class AudioHookProtocol(OneCallCore):
                 "error", "error message needs an integer code 400..9999 and a message"
             )
         self.stats.client_errors = [*self.stats.client_errors[-9:], (code, message[:200])]
+        # The one thing an operator must see that no event carries: Genesys telling us why it
+        # is unhappy (rate limits, timeouts). Logging needs no socket or clock.
+        log.warning(
+            "audiohook_client_error",
+            code=code,
+            meaning=CLIENT_ERROR_CODES.get(code, "other"),
+            message=message[:200],
+        )
         return []
 
     # ------------------------------------------------------------------ audio and time
