@@ -303,10 +303,10 @@ class AudioHookProtocol(OneCallCore):
         params = msg["parameters"]
         if kind == "open":
             return self._open(params, position)
+        if kind == "close":  # allowed in any state, like the reference server
+            return self._close(params, position)
         if self.state == "connected":
             raise _Disconnect("error", f"{kind!r} before open")
-        if kind == "close":
-            return self._close(params, position)
         if self._call.finished and kind != "ping":
             self.stats.ignored_after_end += 1
             return []

@@ -400,3 +400,9 @@ def test_arbitrary_input_never_raises_and_keeps_the_invariants(inputs):
     events += core.close()
     assert sequence_problems(events) == []
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_close_before_open_is_answered_without_a_call():
+    client = Client(AudioHookProtocol())
+    assert client.text("close", {"reason": "error"}) == []
+    assert client.replies[-1]["type"] == "closed" and client.core.finished
