@@ -22,7 +22,9 @@ from typing import Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-Source: TypeAlias = Literal["twilio", "telnyx", "native", "l16", "rtp", "mic", "file"]
+Source: TypeAlias = Literal[
+    "twilio", "telnyx", "native", "l16", "rtp", "mic", "file", "audiohook", "audiosocket"
+]
 """Where a call's audio came from (DESIGN.md)."""
 
 EventType: TypeAlias = Literal["call_started", "score", "alert", "call_ended", "dropped"]

@@ -236,15 +236,19 @@ def make_process_request(
     token: str | None = None,
     protected_paths: Collection[str] = (),
     max_connections: int | None = None,
+    handshake_checks: Mapping[str, ProcessRequest] | None = None,
 ) -> ProcessRequest:
     """Build ``process_request``: plain HTTP routes, 401 on protected paths, 404 elsewhere.
 
     Order: HTTP routes (``/healthz``, ``/metrics``: never authenticated, so probes and scrapers
-    need no secret) -> unknown path 404 -> auth 401 (``WWW-Authenticate: Bearer``) -> capacity
-    503 -> ``None`` (carry on with the WebSocket handshake).
+    need no secret) -> unknown path 404 -> auth 401 (``WWW-Authenticate: Bearer``) -> the
+    path's own ``handshake_checks`` entry (a feed that authenticates its own way, e.g.
+    AudioHook's API key and signature; it answers its refusal or ``None``) -> capacity 503 ->
+    ``None`` (carry on with the WebSocket handshake).
     """
     routes = dict(http_routes or {})
     protected = frozenset(protected_paths)
+    checks = dict(handshake_checks or {})
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request_path(request.path)
@@ -256,6 +260,9 @@ def make_process_request(
         if token and path in protected and not token_matches(token, request_token(request)):
             log.warning("unauthorized", path=path, remote=_remote(connection))
             return http_response(401, "missing or wrong token\n", WWW_Authenticate="Bearer")
+        check = checks.get(path)
+        if check is not None and (refusal := check(connection, request)) is not None:
+            return refusal
         if max_connections is not None and router.active >= max_connections:
             return http_response(503, "too many connections\n", Retry_After="5")
         return None
