@@ -102,6 +102,7 @@ class Daemon:
         self.registry: CallRegistry | None = None
         self.server: Server | None = None
         self.rtp = None
+        self.audiosocket = None
         self.microphone = None
         self._mic_task: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
@@ -118,6 +119,14 @@ class Daemon:
     @property
     def rtp_port(self) -> int | None:
         return None if self.rtp is None else self.rtp.port
+
+    @property
+    def rtcp_port(self) -> int | None:
+        return None if self.rtp is None else self.rtp.rtcp_port
+
+    @property
+    def audiosocket_port(self) -> int | None:
+        return None if self.audiosocket is None else self.audiosocket.port
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -180,6 +189,16 @@ class Daemon:
             except OSError as exc:
                 rtp = s.sources.rtp
                 raise bind_error("RTP (UDP)", rtp.host, rtp.port, exc) from None
+        if s.sources.audiosocket.enabled:
+            from streamguard.sources.tcp import start_audiosocket
+
+            try:
+                self.audiosocket = await start_audiosocket(
+                    s.sources.audiosocket, self.registry, metrics=self.metrics
+                )
+            except OSError as exc:
+                tcp = s.sources.audiosocket
+                raise bind_error("AudioSocket (TCP)", tcp.host, tcp.port, exc) from None
         if s.sources.mic.enabled:
             self._start_mic()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
@@ -190,6 +209,9 @@ class Daemon:
             host=s.server.host,
             port=self.port,
             rtp_port=self.rtp_port,
+            rtcp_port=self.rtcp_port,
+            audiosocket_port=self.audiosocket_port,
+            audiohook_path=s.sources.audiohook.path if s.sources.audiohook.enabled else None,
             dashboard=dashboard_url(s.server.host, self.port),
         )
 
@@ -214,11 +236,22 @@ class Daemon:
         routes = {s.alerts.path: alerts_handler(self.bus, max_queue=s.alerts.subscriber_queue)}
         if s.sources.twilio.enabled:
             routes[s.sources.twilio.path] = feed_handler(
-                "twilio", MediaStreamProtocol, self.registry, metrics=self.metrics
+                "twilio",
+                lambda _request: MediaStreamProtocol(),
+                self.registry,
+                metrics=self.metrics,
             )
         if s.sources.ingest.enabled:
             routes[s.sources.ingest.path] = feed_handler(
-                "native", IngestProtocol, self.registry, metrics=self.metrics
+                "native", lambda _request: IngestProtocol(), self.registry, metrics=self.metrics
+            )
+        handshake_checks = {}
+        if s.sources.audiohook.enabled:
+            from streamguard.sources.audiohook_ws import audiohook_route
+
+            path = s.sources.audiohook.path
+            routes[path], handshake_checks[path] = audiohook_route(
+                s.sources.audiohook, self.registry, metrics=self.metrics
             )
         self.router = WebSocketRouter(routes)
         process_request = make_process_request(
@@ -233,6 +266,7 @@ class Daemon:
             protected_paths=s.protected_paths() | {STATUS_PATH},
             same_origin_paths={s.alerts.path},
             max_connections=s.server.max_connections,
+            handshake_checks=handshake_checks,
         )
         try:
             self.server = await serve(
@@ -401,11 +435,16 @@ class Daemon:
             self.server.server.close()  # stop listening; open feeds keep going until drained
         if self.rtp is not None:
             self.rtp.close()
+        if self.audiosocket is not None:
+            self.audiosocket.close()
         if self.microphone is not None and self._mic_task is not None:
             self.microphone.stop("shutdown")
             await self._mic_task
         if self.registry is not None:
             await self.registry.drain("shutdown")
+        if self.audiosocket is not None:
+            self.audiosocket.close_connections()
+            await self.audiosocket.wait_closed()
         if self.engine is not None:
             await self.engine.stop()
         if self.bus is not None:

@@ -22,13 +22,17 @@ from typing import Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-Source: TypeAlias = Literal["twilio", "telnyx", "native", "l16", "rtp", "mic", "file"]
+Source: TypeAlias = Literal[
+    "twilio", "telnyx", "native", "l16", "rtp", "mic", "file", "audiohook", "audiosocket"
+]
 """Where a call's audio came from (README, "Events")."""
 
 EventType: TypeAlias = Literal["call_started", "score", "alert", "call_ended", "dropped"]
 Verdict: TypeAlias = Literal["fake", "real", "inconclusive"]
 AlertState: TypeAlias = Literal["raised", "cleared"]
-EndReason: TypeAlias = Literal["stop", "closed", "idle", "limit", "shutdown", "error"]
+EndReason: TypeAlias = Literal[
+    "stop", "hangup", "closed", "idle", "bye", "limit", "shutdown", "error"
+]
 """Why a call ended (README "Events", ``call_ended``); a source with a new reason adds it here."""
 
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]

@@ -237,13 +237,16 @@ def make_process_request(
     protected_paths: Collection[str] = (),
     same_origin_paths: Collection[str] = (),
     max_connections: int | None = None,
+    handshake_checks: Mapping[str, ProcessRequest] | None = None,
 ) -> ProcessRequest:
     """Build ``process_request``: plain HTTP routes, 401 on protected paths, 404 elsewhere.
 
     Order: unknown path 404 -> auth 401 (``WWW-Authenticate: Bearer``) on ``protected_paths``,
     HTTP or WebSocket alike -> HTTP routes (``/healthz``, ``/metrics`` and the dashboard's
     static files are not protected, so probes and scrapers need no secret) -> cross-origin 403
-    on ``same_origin_paths`` -> capacity 503 -> ``None`` (carry on with the WebSocket handshake).
+    on ``same_origin_paths`` -> the path's own ``handshake_checks`` entry (a feed that
+    authenticates its own way, e.g. AudioHook's API key and signature; it answers its refusal
+    or ``None``) -> capacity 503 -> ``None`` (carry on with the WebSocket handshake).
 
     ``same_origin_paths``: a browser sends ``Origin`` with every WebSocket handshake, and no
     same-origin policy stops a page from any site opening ``ws://127.0.0.1:8765/alerts``. So a
@@ -253,6 +256,7 @@ def make_process_request(
     routes = dict(http_routes or {})
     protected = frozenset(protected_paths)
     same_origin = frozenset(same_origin_paths)
+    checks = dict(handshake_checks or {})
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request_path(request.path)
@@ -267,6 +271,9 @@ def make_process_request(
         if path in same_origin and not is_same_origin(request):
             log.warning("cross_origin_refused", path=path, remote=_remote(connection))
             return http_response(403, "cross-origin WebSocket refused\n")
+        check = checks.get(path)
+        if check is not None and (refusal := check(connection, request)) is not None:
+            return refusal
         if max_connections is not None and router.active >= max_connections:
             return http_response(503, "too many connections\n", Retry_After="5")
         return None

@@ -197,3 +197,56 @@ def test_configured_rates_are_the_ones_every_source_accepts():
             else:
                 with pytest.raises(ConfigError, match="rate"):
                     load_config(None, overrides)
+
+
+# ---------------------------------------------------------------- [sources.audiohook]
+
+_SECRET = "TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU="
+
+
+def test_audiohook_needs_a_key_when_enabled_and_never_echoes_secrets(tmp_path):
+    with pytest.raises(ConfigError, match=r"sources\.audiohook: .*api_key"):
+        load_config(write(tmp_path, "[sources.audiohook]\nenabled = true\n"))
+    text = "[sources.audiohook]\nenabled = true\napi_key = 'k'\nclient_secret = 'not base64!'\n"
+    with pytest.raises(ConfigError, match="base64") as info:
+        load_config(write(tmp_path, text))
+    assert "not base64!" not in str(info.value)
+    text = "[sources.audiohook]\napi_key = 'k'\napi_key_file = '/x'\n"
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(write(tmp_path, text))
+
+
+def test_audiohook_credentials_from_files_and_environment(tmp_path, monkeypatch):
+    key, secret = tmp_path / "key", tmp_path / "secret"
+    key.write_text("SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh\n")
+    secret.write_text(_SECRET + "\n")
+    text = f"[sources.audiohook]\nenabled = true\napi_key_file = '{key}'\n"
+    text += f"client_secret_file = '{secret}'\n"
+    cfg = load_config(write(tmp_path, text)).sources.audiohook
+    assert cfg.api_key_value() == "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"
+    assert cfg.client_secret_bytes() == b"MySuperSecretKeyTellNo-1!2@3#4$5"
+    key.unlink()
+    with pytest.raises(ConfigError, match=r"cannot read sources\.audiohook\.api_key file"):
+        cfg.api_key_value()
+    monkeypatch.setenv("STREAMGUARD_SOURCES__AUDIOHOOK__ENABLED", "true")
+    monkeypatch.setenv("STREAMGUARD_SOURCES__AUDIOHOOK__API_KEY", "from-env")
+    cfg = load_config(None).sources.audiohook
+    assert cfg.enabled and cfg.api_key_value() == "from-env" and cfg.client_secret_bytes() is None
+    assert "from-env" not in repr(cfg)
+
+
+def test_audiohook_path_must_not_clash():
+    with pytest.raises(ConfigError, match="already used"):
+        load_config(None, {"sources": {"audiohook": {"path": "/ingest"}}})
+
+
+def test_audiosocket_beyond_loopback_needs_an_allow_list():
+    sources = {"audiosocket": {"enabled": True, "host": "0.0.0.0"}}
+    with pytest.raises(ConfigError, match="no authentication"):
+        load_config(None, {"sources": sources})
+    sources["audiosocket"]["allow"] = ["10.0.0.5", "10.1.0.0/24"]
+    assert load_config(None, {"sources": sources}).sources.audiosocket.allow[1] == "10.1.0.0/24"
+    sources["audiosocket"]["allow"] = ["asterisk.example"]
+    with pytest.raises(ConfigError, match="not an IP address"):
+        load_config(None, {"sources": sources})
+    assert load_config(None, {"sources": {"audiosocket": {"enabled": True}}}).sources.audiosocket
