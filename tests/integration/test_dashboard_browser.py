@@ -260,9 +260,17 @@ async def test_with_a_token_the_page_asks_once_and_never_leaks_it(
             text,
         )
 
+    await submit("not ascii é")  # a header cannot carry it: said at once, nothing sent
+    text = await browser.wait_for(
+        "const e = document.getElementById('token-error'); return !e.hidden && e.textContent",
+        what="the format hint",
+    )
+    assert "ASCII" in text and await browser.js("return sessionStorage.length") == 0
     await submit("wrong")
     await browser.wait_for(
-        "return !document.getElementById('token-error').hidden", what="the refusal"
+        "const e = document.getElementById('token-error');"
+        "return !e.hidden && e.textContent.includes('refused')",
+        what="the refusal",
     )
     await submit(TOKEN)
     await browser.wait_for(f"{CONNECTION} === 'live'", what="the page to connect")

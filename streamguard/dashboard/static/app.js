@@ -78,6 +78,7 @@ function base64url(text) {
 function askToken(refused) {
   if (refused) sessionStorage.removeItem(TOKEN_KEY);
   setConnection("token", "Token needed");
+  $("token-error").textContent = "That token was refused. Try again.";
   $("token-error").hidden = !refused;
   $("token-dialog").hidden = false;
   $("token-input").value = "";
@@ -88,6 +89,12 @@ function onTokenSubmit(event) {
   event.preventDefault();
   const value = $("token-input").value.trim();
   if (!value) return;
+  if (!/^[\x21-\x7e]+$/.test(value)) {
+    // an HTTP header cannot carry it as typed (and the daemon's tokens are such strings)
+    $("token-error").textContent = "A token is made of visible ASCII characters, no spaces.";
+    $("token-error").hidden = false;
+    return;
+  }
   sessionStorage.setItem(TOKEN_KEY, value);
   $("token-input").value = "";
   $("token-dialog").hidden = true;
