@@ -31,9 +31,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.errors import ConfigError
+from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 RELOADABLE_SECTIONS = ("smoothing", "verdict", "logging")
 """Sections a SIGHUP re-reads and applies to running and new tracks; all else needs a restart."""
+
+
+#: Keys earlier releases accepted, and why they are gone (said with the "unknown key" error).
+REMOVED_KEYS = {
+    "track.window_seconds": "removed: the window length is the model's own, see "
+    "`streamguard model info`",
+}
 
 
 class _Section(BaseModel):
@@ -189,7 +197,7 @@ def _is_loopback(host: str) -> bool:
 
 class RtpPayloadType(_Section):
     encoding: Literal["pcmu", "pcma", "pcm_s16be", "pcm_s16le"]
-    rate: int = Field(ge=8000, le=48000)
+    rate: int = Field(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)  # what every source core accepts
     channels: Literal[1] = Field(1, description="RTP audio is read as mono; stereo L16 is refused")
 
 
@@ -216,7 +224,7 @@ class RtpSourceSettings(_Section):
 class MicSourceSettings(_Section):
     enabled: bool = False
     device: str | int | None = None
-    sample_rate: int = Field(16000, ge=8000)
+    sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     channels: int = Field(1, ge=1)
     block_ms: int = Field(30, ge=5, le=1000)
 
@@ -307,9 +315,12 @@ class Settings(BaseSettings):
             "sources.audiohook.path": self.sources.audiohook.path,
         }
         seen: dict[str, str] = {"/healthz": "(built-in)", "/metrics": "(built-in)"}
+        seen.update(dict.fromkeys(("/", "/api/status"), "the dashboard"))
         for key, path in paths.items():
             if path in seen:
                 raise ValueError(f"{key} {path!r} is already used by {seen[path]}")
+            if path.startswith("/dashboard/"):
+                raise ValueError(f"{key} {path!r}: /dashboard/ holds the dashboard's files")
             seen[path] = key
         return self
 
@@ -340,6 +351,8 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+        if loc in REMOVED_KEYS:
+            msg += f" ({REMOVED_KEYS[loc]})"
     detail = ""
     secret = any(
         str(p) in ("token", "auth", "api_key", "client_secret", "audiohook") for p in first["loc"]

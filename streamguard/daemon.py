@@ -41,6 +41,7 @@ from streamguard.alerts.server import (
 )
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
+from streamguard.dashboard import STATUS_PATH, dashboard_routes, dashboard_url
 from streamguard.errors import StreamguardError
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
@@ -142,6 +143,11 @@ class Daemon:
             await asyncio.to_thread(self.detector.use_torchscript)
         await asyncio.to_thread(probe_detector, self.detector)
         info = self.detector.info
+        if s.track.min_speech_seconds > info.window_seconds:
+            raise StreamguardError(
+                f"[track] min_speech_seconds ({s.track.min_speech_seconds:g}) is longer than "
+                f"the model's {info.window_seconds:g} s window: no window could ever be scored"
+            )
         log.info(
             "model_loaded",
             torchscript=self.detector.torchscript,
@@ -206,6 +212,7 @@ class Daemon:
             rtcp_port=self.rtcp_port,
             audiosocket_port=self.audiosocket_port,
             audiohook_path=s.sources.audiohook.path if s.sources.audiohook.enabled else None,
+            dashboard=dashboard_url(s.server.host, self.port),
         )
 
     def _tune_process(self) -> None:
@@ -252,9 +259,12 @@ class Daemon:
             http_routes={
                 "/healthz": healthz_route(self.health),
                 "/metrics": metrics_route(self.metrics),
+                **dashboard_routes(self.status),
             },
             token=s.auth.token_value(),
-            protected_paths=s.protected_paths(),
+            # The dashboard's data needs the same token as the events it comes from.
+            protected_paths=s.protected_paths() | {STATUS_PATH},
+            same_origin_paths={s.alerts.path},
             max_connections=s.server.max_connections,
             handshake_checks=handshake_checks,
         )
@@ -323,6 +333,45 @@ class Daemon:
             engine_queue_depth=engine.depth if engine else 0,
             extra=extra,
         )
+
+    def status(self) -> dict[str, Any]:
+        """What the dashboard shows beside the events (``GET /api/status``, token-protected).
+
+        Read on every request, so thresholds changed by SIGHUP show at once. ``last_seq`` lets
+        a page that reconnects tell a restarted daemon (seqs began again) from a network blip.
+        """
+        from streamguard import __version__
+        from streamguard.alerts.events import format_ts
+
+        s = self.settings
+        info = self.detector.info if self.detector else None
+        on, off = s.smoothing.thresholds(info.threshold) if info else (None, None)
+        return {
+            "version": __version__,
+            "time": format_ts(time.time()),  # the daemon's clock: uptime -> when it started
+            "model": None
+            if info is None
+            else {
+                "name": info.name,
+                "architecture": info.architecture,
+                "threshold": info.threshold,
+                "window_seconds": info.window_seconds,
+                "sample_rate": info.sample_rate,
+            },
+            "smoothing": {
+                "mode": s.smoothing.mode,
+                "on_threshold": on,
+                "off_threshold": off,
+                "raise_after": s.smoothing.raise_after,
+                "clear_after": s.smoothing.clear_after,
+            },
+            "hop_seconds": s.track.hop_seconds,
+            "min_verdict_speech_seconds": s.verdict.min_speech_seconds,
+            "alerts_path": s.alerts.path,
+            "history": s.alerts.history,
+            "last_seq": self.bus.last_seq if self.bus else 0,
+            "health": self.health().to_dict(),
+        }
 
     def _status_line(self) -> str:
         calls = len(self.registry.sessions) if self.registry else 0

@@ -71,6 +71,7 @@ def test_demo_flags_the_synthetic_caller_and_not_the_agent():
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
+    assert any(line.strip().startswith("dashboard: http://127.0.0.1:") for line in lines)
     assert any("demo-call/inbound" in line and "ALERT raised" in line for line in lines)
     assert not any("demo-call/outbound" in line and "ALERT raised" in line for line in lines)
     assert any("call ended" in line and "verdict=FAKE" in line for line in lines)

@@ -157,6 +157,48 @@ def test_protected_paths_follow_configured_paths():
     assert s.protected_paths() == {"/a", "/in"}
 
 
+def test_a_removed_key_says_why(tmp_path):
+    with pytest.raises(ConfigError, match=r"track\.window_seconds: unknown key \(removed: .*model"):
+        load_config(write(tmp_path, "[track]\nwindow_seconds = 4.0\n"))
+
+
+async def test_daemon_refuses_min_speech_longer_than_the_models_window(tiny_detector):
+    from streamguard.daemon import Daemon
+    from streamguard.errors import StreamguardError
+
+    settings = load_config(
+        None,
+        {
+            "server": {"port": 0},
+            "sources": {"rtp": {"enabled": False}},
+            "track": {"min_speech_seconds": 5.0},
+        },
+    )
+    daemon = Daemon(settings, detector=tiny_detector)
+    try:
+        with pytest.raises(StreamguardError, match="longer than the model's 4 s window"):
+            await daemon.start()
+    finally:
+        await daemon.stop()
+
+
+def test_configured_rates_are_the_ones_every_source_accepts():
+    """docs/sources.md "Limits": 8000-64000 Hz, RTP payload types and the microphone too."""
+    from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+    assert (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE) == (8000, 64000)
+    pt = {"encoding": "pcm_s16be"}
+    for rate, ok in [(8000, True), (48000, True), (64000, True), (7999, False), (64001, False)]:
+        rtp = {"sources": {"rtp": {"payload_types": {"97": {**pt, "rate": rate}}}}}
+        mic = {"sources": {"mic": {"sample_rate": rate}}}
+        for overrides in (rtp, mic):
+            if ok:
+                load_config(None, overrides)
+            else:
+                with pytest.raises(ConfigError, match="rate"):
+                    load_config(None, overrides)
+
+
 # ---------------------------------------------------------------- [sources.audiohook]
 
 _SECRET = "TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU="
