@@ -113,14 +113,14 @@ async def run_soak(detector: Any, options: SoakOptions, progress=None) -> dict[s
     samples: list[Sample] = []
     started = time.monotonic()
     lag_mark = _histogram(daemon.metrics.engine_lag_seconds)
-    limit = options.minutes * 60.0 + 60.0
+    # The generator stops at ``minutes``; its last calls may need up to a call length (and a
+    # starved machine longer) to wind down. Past this it is killed, and the report says so.
+    limit = options.minutes * 60.0 + options.max_call_seconds + 120.0
+    client: dict[str, Any] = {}
     try:
         waiter = asyncio.create_task(proc.wait())
         while not waiter.done():
             await asyncio.wait({waiter}, timeout=options.sample_seconds)
-            if time.monotonic() - started > limit:
-                proc.kill()
-                raise StreamguardError("soak load generator overran its time; killed")
             total, count = _histogram(daemon.metrics.engine_lag_seconds)
             d_sum, d_count = total - lag_mark[0], count - lag_mark[1]
             lag_mark = (total, count)
@@ -139,11 +139,16 @@ async def run_soak(detector: Any, options: SoakOptions, progress=None) -> dict[s
             )
             if progress is not None:
                 progress(samples[-1])
-        assert proc.stdout is not None
-        out = (await proc.stdout.read()).decode().strip().splitlines()
-        if proc.returncode != 0 or not out:
-            raise StreamguardError(f"soak load generator failed (exit {proc.returncode})")
-        client = json.loads(out[-1])
+            if not waiter.done() and time.monotonic() - started > limit:
+                proc.kill()
+                client = {"error": "the load generator overran its time and was killed"}
+                await waiter
+        if not client:
+            assert proc.stdout is not None
+            out = (await proc.stdout.read()).decode().strip().splitlines()
+            if proc.returncode != 0 or not out:
+                raise StreamguardError(f"soak load generator failed (exit {proc.returncode})")
+            client = json.loads(out[-1])
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -185,6 +190,12 @@ def format_soak(result: dict[str, Any], every_seconds: float = 60.0) -> str:
     from streamguard.bench.report import table
 
     o, c = result["options"], result["client"]
+    if "error" in c:
+        c = {
+            **dict.fromkeys(["calls_started", "calls_completed", "calls_cut", "error_count"], "?"),
+            **dict.fromkeys(["call_ended_events", "dropped_events"], "?"),
+            **c,
+        }
     rows, next_t = [], 0.0
     samples = result["samples"]
     for s in samples:
@@ -218,4 +229,5 @@ def format_soak(result: dict[str, Any], every_seconds: float = 60.0) -> str:
         f"{result['engine_lag_ms_mean_of_intervals']} ms mean of intervals, worst interval "
         f"{result['engine_lag_ms_worst_interval']} ms"
     )
-    return f"{head}\n{table_text}\n{tail}"
+    warning = f"\nWARNING: {c['error']}" if "error" in c else ""
+    return f"{head}\n{table_text}\n{tail}{warning}"
