@@ -340,10 +340,16 @@ class Settings(BaseSettings):
         return {name: getattr(self, name) for name in RELOADABLE_SECTIONS}
 
 
+def _printable(part: object) -> str:
+    text = str(part)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _format_error(exc: ValidationError, origin: str) -> str:
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    # Keys come from the file or the environment: never let one break the line.
+    loc = ".".join(_printable(p) for p in first["loc"]) or "(top level)"
     # Blame the environment variable when the bad value came from one (or a parent section's).
     parts = [str(p).upper() for p in first["loc"]]
     for n in range(len(parts), 0, -1):

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_soak_churns_calls_and_reports_memory_fds_drops_and_lag(capsys, fixtures_dir):
-    args = "bench soak --tiny --calls 3 --minutes 0.2 --call-seconds 3,4 --sample-seconds 1"
+    args = "bench soak --tiny --calls 3 --minutes 0.12 --call-seconds 2,3 --sample-seconds 1"
     speech = str(fixtures_dir / "speech_10s_8k.wav")
     code = main([*args.split(), "--file", speech, "--json", "--quiet"])
     assert code == 0
