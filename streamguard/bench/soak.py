@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -166,6 +167,11 @@ def summarize(samples: list[Sample], client: dict[str, Any], options: SoakOption
     base = next((s for s in samples if s.t >= warm_t), samples[0])
     last = samples[-1]
     lags = [s.lag_mean_ms for s in samples if s.lag_mean_ms == s.lag_mean_ms]
+    # A leak climbs; allocator pools jump when many calls end together and then stay flat.
+    # Medians of the first and last fifth after warm-up tell the two apart; end - start does not.
+    after = [s.rss_mib for s in samples if s.t >= base.t]
+    fifth = max(1, len(after) // 5)
+    early, late = statistics.median(after[:fifth]), statistics.median(after[-fifth:])
     return {
         "options": asdict(options),
         "client": client,
@@ -174,6 +180,9 @@ def summarize(samples: list[Sample], client: dict[str, Any], options: SoakOption
         "rss_end_mib": last.rss_mib,
         "rss_max_mib": max(s.rss_mib for s in samples),
         "rss_growth_percent": round(100.0 * (last.rss_mib - base.rss_mib) / base.rss_mib, 2),
+        "rss_early_median_mib": early,
+        "rss_late_median_mib": late,
+        "rss_median_growth_percent": round(100.0 * (late - early) / early, 2),
         "fds_start": base.fds,
         "fds_end": last.fds,
         "fds_max": max(s.fds for s in samples),
@@ -223,7 +232,10 @@ def format_soak(result: dict[str, Any], every_seconds: float = 60.0) -> str:
     tail = (
         f"RSS {result['rss_start_mib']:.1f} MiB after {result['warmup_seconds']:.0f} s warm-up "
         f"-> {result['rss_end_mib']:.1f} MiB at the end ({result['rss_growth_percent']:+.2f} %; "
-        f"max {result['rss_max_mib']:.1f}); fds {result['fds_start']} -> {result['fds_end']} "
+        f"max {result['rss_max_mib']:.1f}); median of the first fifth after warm-up "
+        f"{result['rss_early_median_mib']:.1f} MiB, of the last fifth "
+        f"{result['rss_late_median_mib']:.1f} MiB ({result['rss_median_growth_percent']:+.2f} %); "
+        f"fds {result['fds_start']} -> {result['fds_end']} "
         f"(max {result['fds_max']}); windows scored {result['windows_scored']}, dropped "
         f"{result['windows_dropped']}, failed {result['windows_failed']}; engine lag "
         f"{result['engine_lag_ms_mean_of_intervals']} ms mean of intervals, worst interval "
