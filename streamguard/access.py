@@ -5,8 +5,8 @@ The daemon's port has three surfaces, each guarded on its own (docs/operations.m
 
 * **ingest** (``/ingest``): the ingest token (``[auth] ingest_token``, else ``token``);
 * **twilio** (``/twilio``): a valid ``X-Twilio-Signature`` when ``[sources.twilio] auth_token``
-  is set, or the ingest token (Telnyx, which does not sign, can send it: ``stream_auth_token``
-  or ``?token=`` in its ``stream_url``);
+  is set, or the ingest token (Telnyx, which does not sign, sends it as ``?token=`` in its
+  ``stream_url``, or as a bearer ``stream_auth_token``);
 * **alerts** (``/alerts`` and ``/metrics``): the alerts token (``[auth] alerts_token``, else
   ``token``). ``/healthz`` stays open, but tells only its status to a request without it.
 
