@@ -2,11 +2,12 @@
 # Installs the Debian packages the test suite drives for real, if any is missing:
 #   ffmpeg (a real RTP sender), sox + espeak-ng (fixture audio), libportaudio2 (sounddevice),
 #   chromium + chromium-driver (the dashboard, in a real headless browser) + fonts-dejavu-core
-#   (so its screenshots have the same glyphs everywhere).
+#   (so its screenshots have the same glyphs everywhere), openssl (the TLS tests make their own
+#   certificate with it).
 # Uses apt-get as root, or through sudo when available; otherwise says what is missing and
 # carries on (the tests that need a missing tool skip or fail with its name).
 set -euo pipefail
-packages=(ffmpeg sox espeak-ng libportaudio2)
+packages=(ffmpeg sox espeak-ng libportaudio2 openssl)
 packages+=(chromium chromium-driver fonts-dejavu-core)  # the dashboard's browser test
 missing=()
 for pkg in "${packages[@]}"; do

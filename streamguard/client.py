@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from websockets.asyncio.client import connect
@@ -52,19 +53,26 @@ async def send_frames(
     realtime: bool = False,
     speed: float = 1.0,
     token: str | None = None,
+    headers: dict[str, str] | None = None,
+    ssl: Any = None,
     close_timeout: float = 30.0,
 ) -> FeedResult:
     """Send ``frames`` to ``url``; with ``realtime``, each at its call time (divided by speed).
 
     After the last frame, waits (up to ``close_timeout``) for the daemon to close the call so
-    the caller knows every frame was consumed.
+    the caller knows every frame was consumed. ``headers`` go on the handshake (e.g. what a
+    platform adds, like ``X-Twilio-Signature``); ``ssl`` is a client ``SSLContext`` for wss://
+    (default: the system's trust store, or ``$SSL_CERT_FILE``).
     """
-    headers = {"Authorization": f"Bearer {token}"} if token else None
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     started = time.monotonic()
     sent = 0
     last_at = 0.0
     try:
-        async with connect(url, additional_headers=headers, max_size=None) as ws:
+        ssl_arg = {"ssl": ssl} if ssl is not None else {}
+        async with connect(url, additional_headers=headers, max_size=None, **ssl_arg) as ws:
             try:
                 for send_at, frame in frames:
                     if realtime:
@@ -85,7 +93,15 @@ async def send_frames(
             code, reason = ws.close_code, ws.close_reason or ""
     except InvalidStatus as exc:
         status = exc.response.status_code
-        raise StreamguardError(f"{url}: the daemon refused the feed (HTTP {status})") from None
+        hint = {
+            401: ": no token sent (--token)",
+            403: ": wrong token (check --token)",
+            429: ": too many calls from this address",
+            503: ": the daemon is full or not ready",
+        }.get(status, "")
+        raise StreamguardError(
+            f"{url}: the daemon refused the feed (HTTP {status}){hint}"
+        ) from None
     except InvalidURI as exc:
         raise StreamguardError(f"not a WebSocket URL: {exc.uri}") from None
     except InvalidHandshake as exc:  # something answered, but not a WebSocket server

@@ -21,6 +21,7 @@ import contextvars
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,13 +54,91 @@ class ServerSettings(_Section):
     port: int = Field(8765, ge=0, le=65535)
     max_message_bytes: int = Field(1 << 20, ge=1024)
     max_connections: int = Field(1000, ge=1)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def secret_value(value: SecretStr | None, path: Path | None, what: str) -> str | None:
+    """A secret given in the config (``value``) or in a file (``path``: its first line, stripped;
+    what systemd's ``LoadCredential=`` provides). An unreadable or empty file is one
+    :class:`ConfigError` naming the key, never the secret."""
+    if path is None:
+        return value.get_secret_value() if value is not None else None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}_file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}_file {path} is not UTF-8 text") from None
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"{what}_file {path} is empty")
+    return lines[0].strip()
+
+
+def _one_of(value: SecretStr | None, path: Path | None, key: str) -> None:
+    if value is not None and path is not None:
+        raise ValueError(f"set {key} or {key}_file, not both")
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError(f"{key} is empty")
 
 
 class AuthSettings(_Section):
+    """Bearer tokens. ``token`` covers both surfaces; ``ingest_token`` (feeds) and
+    ``alerts_token`` (subscribers, /metrics) override it for theirs. Each may come from a file."""
+
     token: SecretStr | None = None  # SecretStr: never shown by repr() or in logs
+    token_file: Path | None = None
+    ingest_token: SecretStr | None = None
+    ingest_token_file: Path | None = None
+    alerts_token: SecretStr | None = None
+    alerts_token_file: Path | None = None
+    allow_unauthenticated: bool = False
+
+    @model_validator(mode="after")
+    def _sources(self) -> AuthSettings:
+        _one_of(self.token, self.token_file, "token")
+        _one_of(self.ingest_token, self.ingest_token_file, "ingest_token")
+        _one_of(self.alerts_token, self.alerts_token_file, "alerts_token")
+        return self
 
     def token_value(self) -> str | None:
-        return self.token.get_secret_value() if self.token is not None else None
+        """The shared token (``token`` or ``token_file``)."""
+        return secret_value(self.token, self.token_file, "auth.token")
+
+    def ingest_token_value(self) -> str | None:
+        """What feeds must present: ``ingest_token`` if set, else ``token``."""
+        own = secret_value(self.ingest_token, self.ingest_token_file, "auth.ingest_token")
+        return own if own is not None else self.token_value()
+
+    def alerts_token_value(self) -> str | None:
+        """What subscribers and scrapers must present: ``alerts_token`` if set, else ``token``."""
+        own = secret_value(self.alerts_token, self.alerts_token_file, "auth.alerts_token")
+        return own if own is not None else self.token_value()
+
+    @property
+    def ingest_protected(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.ingest_token, self.ingest_token_file, self.token, self.token_file)
+        )
+
+    @property
+    def alerts_protected(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.alerts_token, self.alerts_token_file, self.token, self.token_file)
+        )
 
 
 class ModelSettings(_Section):
@@ -94,24 +173,41 @@ class WebSocketSourceSettings(_Section):
 
 
 class TwilioSourceSettings(WebSocketSourceSettings):
+    """``auth_token`` + ``public_url``: require Twilio's ``X-Twilio-Signature`` on the handshake."""
+
     path: str = "/twilio"
+    auth_token: SecretStr | None = None
+    auth_token_file: Path | None = None
+    public_url: str | None = None
+
+    @model_validator(mode="after")
+    def _signature(self) -> TwilioSourceSettings:
+        _one_of(self.auth_token, self.auth_token_file, "auth_token")
+        has_token = self.auth_token is not None or self.auth_token_file is not None
+        if has_token and not self.public_url:
+            raise ValueError(
+                "auth_token needs public_url: the exact <Stream url> Twilio connects to"
+            )
+        if self.public_url is not None:
+            if not has_token:
+                raise ValueError("public_url is only used with auth_token (or auth_token_file)")
+            if not self.public_url.startswith(("wss://", "ws://")) or "?" in self.public_url:
+                raise ValueError(
+                    f"public_url must be a ws(s):// URL without a query string, "
+                    f"got {self.public_url[:60]!r}"
+                )
+        return self
+
+    @property
+    def signed(self) -> bool:
+        return self.public_url is not None
+
+    def auth_token_value(self) -> str | None:
+        return secret_value(self.auth_token, self.auth_token_file, "sources.twilio.auth_token")
 
 
 class IngestSourceSettings(WebSocketSourceSettings):
     path: str = "/ingest"
-
-
-def _secret_value(value: SecretStr | None, path: Path | None, what: str) -> str | None:
-    """A secret from the config (``value``) or from a file (``path``, first line, stripped)."""
-    if path is None:
-        return value.get_secret_value() if value is not None else None
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
-    if not text:
-        raise ConfigError(f"{what} file {path} is empty")
-    return text
 
 
 class AudioHookSourceSettings(WebSocketSourceSettings):
@@ -129,10 +225,8 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
 
     @model_validator(mode="after")
     def _credentials(self) -> AudioHookSourceSettings:
-        if self.api_key is not None and self.api_key_file is not None:
-            raise ValueError("set api_key or api_key_file, not both")
-        if self.client_secret is not None and self.client_secret_file is not None:
-            raise ValueError("set client_secret or client_secret_file, not both")
+        _one_of(self.api_key, self.api_key_file, "api_key")
+        _one_of(self.client_secret, self.client_secret_file, "client_secret")
         if self.enabled and self.api_key is None and self.api_key_file is None:
             raise ValueError("enabled without api_key (or api_key_file): Genesys sends one")
         if self.client_secret is not None:
@@ -142,13 +236,13 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
         return self
 
     def api_key_value(self) -> str | None:
-        return _secret_value(self.api_key, self.api_key_file, "sources.audiohook.api_key")
+        return secret_value(self.api_key, self.api_key_file, "sources.audiohook.api_key")
 
     def client_secret_bytes(self) -> bytes | None:
         """The HMAC key (the base64-decoded client secret), or None when none is configured."""
         from streamguard.sources.audiohook_auth import decode_client_secret
 
-        text = _secret_value(
+        text = secret_value(
             self.client_secret, self.client_secret_file, "sources.audiohook.client_secret"
         )
         if text is None:
@@ -209,6 +303,9 @@ class RtpSourceSettings(_Section):
     jitter_packets: int = Field(8, ge=0)
     rtcp: bool = True
     rtcp_port: int | None = Field(None, ge=0, le=65535)
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    max_packets_per_second: float = Field(200.0, gt=0)
+    max_ssrcs_per_sender: int = Field(4, ge=1)
     payload_types: dict[str, RtpPayloadType] = Field(
         default_factory=lambda: {"96": RtpPayloadType(encoding="pcm_s16be", rate=16000)}
     )
@@ -218,6 +315,11 @@ class RtpSourceSettings(_Section):
         for key in self.payload_types:
             if not key.isdigit() or not 0 <= int(key) <= 127:
                 raise ValueError(f"payload type keys must be 0..127, got {key!r}")
+        for network in self.allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"allow: not a network (CIDR) or address: {network!r}") from None
         return self
 
 
@@ -257,6 +359,10 @@ class LoggingSettings(_Section):
 class LimitsSettings(_Section):
     max_calls: int = Field(200, ge=1)
     max_call_seconds: float = Field(14400, gt=0)
+    max_calls_per_client: int = Field(0, ge=0)
+    max_messages_per_second: float = Field(1000.0, ge=0)
+    idle_timeout_seconds: float = Field(30.0, ge=0)
+    handshake_timeout_seconds: float = Field(10.0, gt=0)
 
 
 # The TOML dict for the Settings being built; a ContextVar (not a class attribute) so two loads
@@ -328,19 +434,17 @@ class Settings(BaseSettings):
         """The sections a SIGHUP applies (smoothing incl. thresholds, verdict, logging)."""
         return {name: getattr(self, name) for name in RELOADABLE_SECTIONS}
 
-    def protected_paths(self) -> frozenset[str]:
-        """Paths that require ``auth.token`` when one is set.
 
-        ``/twilio`` is not among them: Twilio cannot send an Authorization header or keep a
-        query string on a Media Stream URL; protect it at the network edge instead.
-        """
-        return frozenset({self.alerts.path, self.sources.ingest.path})
+def _printable(part: object) -> str:
+    text = str(part)
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _format_error(exc: ValidationError, origin: str) -> str:
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    # Keys come from the file or the environment: never let one break the line.
+    loc = ".".join(_printable(p) for p in first["loc"]) or "(top level)"
     # Blame the environment variable when the bad value came from one (or a parent section's).
     parts = [str(p).upper() for p in first["loc"]]
     for n in range(len(parts), 0, -1):
@@ -355,7 +459,8 @@ def _format_error(exc: ValidationError, origin: str) -> str:
             msg += f" ({REMOVED_KEYS[loc]})"
     detail = ""
     secret = any(
-        str(p) in ("token", "auth", "api_key", "client_secret", "audiohook") for p in first["loc"]
+        str(p) in ("auth", "api_key", "audiohook") or "token" in str(p) or "secret" in str(p)
+        for p in first["loc"]
     )
     if "input" in first and first["type"] != "extra_forbidden" and not secret:
         shown = repr(first["input"])
@@ -375,6 +480,8 @@ def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
 
 
 def load_config(
@@ -385,6 +492,7 @@ def load_config(
     ``path=None`` means no file (defaults + env). A given path that is missing, unreadable or
     not TOML, and any invalid or unknown key, raises :class:`ConfigError` with one line.
     """
+    _check_environment(os.environ)
     data: dict[str, Any] = {}
     origin = "config"
     if path is not None:
@@ -398,6 +506,28 @@ def load_config(
         raise ConfigError(_format_error(exc, origin)) from None
     finally:
         _TOML_DATA.reset(token)
+
+
+ENV_PREFIX = "STREAMGUARD_"
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``STREAMGUARD_<SECTION>...`` variables naming no section.
+
+    pydantic-settings reads only the names it expects, so ``STREAMGUARD_SEVRER__PORT=9000``
+    would be ignored in silence while ``STREAMGUARD_SERVER__PORTT`` stops the daemon; both are
+    the same typo and both are one line now.
+    """
+    sections = set(Settings.model_fields)
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                f"environment {name}: unknown section {section!r} "
+                f"(sections: {', '.join(sorted(sections))})"
+            )
 
 
 def apply_reload(current: Settings, new: Settings) -> tuple[Settings, list[str]]:

@@ -12,7 +12,13 @@ Signals:
   the same file; other changes are logged as needing a restart.
 
 The watchdog (``WatchdogSec=``) is pinged only while the scoring engine's worker heartbeat is
-fresh, so a wedged inference thread gets the service restarted instead of hanging silently.
+fresh, so a wedged inference thread gets the service restarted instead of hanging silently. A
+drain is not a stall: once stopping (``STOPPING=1``, after which systemd's ``TimeoutStopSec``
+bounds the stop, not the watchdog) the watchdog task is gone.
+
+The edge (docs/operations.md, "Authentication" and "Limits and close codes"): listening beyond
+loopback with a surface unprotected refuses to start; tokens and the Twilio signature are checked
+at the handshake (:mod:`streamguard.access`); ``[server] tls_cert``/``tls_key`` serve wss/https.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from typing import Any
 import structlog
 from websockets.asyncio.server import Server, serve
 
+from streamguard.access import AccessPolicy, exposure_problem, is_loopback
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.server import (
+    HandshakeGuard,
     Health,
     WebSocketRouter,
     alerts_handler,
@@ -41,7 +49,7 @@ from streamguard.alerts.server import (
 )
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
-from streamguard.dashboard import STATUS_PATH, dashboard_routes, dashboard_url
+from streamguard.dashboard import dashboard_routes, dashboard_url
 from streamguard.errors import StreamguardError
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
@@ -50,7 +58,7 @@ from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
-from streamguard.sources.websocket import feed_handler
+from streamguard.sources.websocket import FeedLimits, feed_handler
 
 log = structlog.get_logger(__name__)
 
@@ -101,12 +109,15 @@ class Daemon:
         self.bus: AlertBus | None = None
         self.registry: CallRegistry | None = None
         self.server: Server | None = None
+        self.access: AccessPolicy | None = None
+        self._handshakes: HandshakeGuard | None = None
         self.rtp = None
         self.audiosocket = None
         self.microphone = None
         self._mic_task: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
+        self._ssl = None
         self._stopped = False
         self._switch_interval: float | None = None
 
@@ -131,6 +142,16 @@ class Daemon:
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        # Before the model (seconds to load): an exposed surface or an unreadable secret file
+        # is one line, at once.
+        if problem := exposure_problem(s):
+            raise StreamguardError(problem)
+        self.access = AccessPolicy.from_settings(s)
+        if s.server.tls:
+            from streamguard.tls import server_context
+
+            assert s.server.tls_cert is not None and s.server.tls_key is not None
+            self._ssl = server_context(s.server.tls_cert, s.server.tls_key)
         self._tune_process()
         self.notifier.status("loading model")
         if self.detector is None:
@@ -213,6 +234,8 @@ class Daemon:
             audiosocket_port=self.audiosocket_port,
             audiohook_path=s.sources.audiohook.path if s.sources.audiohook.enabled else None,
             dashboard=dashboard_url(s.server.host, self.port),
+            tls=s.server.tls,
+            auth=sorted(path for path, g in self.access.guards.items() if not g.open) or None,
         )
 
     def _tune_process(self) -> None:
@@ -232,7 +255,11 @@ class Daemon:
 
     async def _start_server(self) -> None:
         s = self.settings
-        assert self.bus is not None and self.registry is not None
+        assert self.bus is not None and self.registry is not None and self.access is not None
+        limits = FeedLimits(
+            max_messages_per_second=s.limits.max_messages_per_second,
+            idle_timeout_seconds=s.limits.idle_timeout_seconds,
+        )
         routes = {s.alerts.path: alerts_handler(self.bus, max_queue=s.alerts.subscriber_queue)}
         if s.sources.twilio.enabled:
             routes[s.sources.twilio.path] = feed_handler(
@@ -240,10 +267,15 @@ class Daemon:
                 lambda _request: MediaStreamProtocol(),
                 self.registry,
                 metrics=self.metrics,
+                limits=limits,
             )
         if s.sources.ingest.enabled:
             routes[s.sources.ingest.path] = feed_handler(
-                "native", lambda _request: IngestProtocol(), self.registry, metrics=self.metrics
+                "native",
+                lambda _request: IngestProtocol(),
+                self.registry,
+                metrics=self.metrics,
+                limits=limits,
             )
         handshake_checks = {}
         if s.sources.audiohook.enabled:
@@ -251,23 +283,25 @@ class Daemon:
 
             path = s.sources.audiohook.path
             routes[path], handshake_checks[path] = audiohook_route(
-                s.sources.audiohook, self.registry, metrics=self.metrics
+                s.sources.audiohook, self.registry, metrics=self.metrics, limits=limits
             )
-        self.router = WebSocketRouter(routes)
+        call_paths = set(routes) - {s.alerts.path}
+        self.router = WebSocketRouter(routes, call_paths=call_paths)
         process_request = make_process_request(
             self.router,
             http_routes={
-                "/healthz": healthz_route(self.health),
+                "/healthz": healthz_route(self.health, details=self.access.may_see_details),
                 "/metrics": metrics_route(self.metrics),
                 **dashboard_routes(self.status),
             },
-            token=s.auth.token_value(),
-            # The dashboard's data needs the same token as the events it comes from.
-            protected_paths=s.protected_paths() | {STATUS_PATH},
+            access=self.access,
             same_origin_paths={s.alerts.path},
             max_connections=s.server.max_connections,
+            max_calls_per_client=s.limits.max_calls_per_client,
             handshake_checks=handshake_checks,
+            metrics=self.metrics,
         )
+        self._handshakes = HandshakeGuard(self.metrics)
         try:
             self.server = await serve(
                 self.router,
@@ -278,9 +312,19 @@ class Daemon:
                 # Audio barely compresses; permessage-deflate would only cost CPU per frame.
                 compression=None,
                 select_subprotocol=select_subprotocol,
+                open_timeout=s.limits.handshake_timeout_seconds,
+                create_connection=self._handshakes,  # type: ignore[arg-type]
+                ssl=self._ssl,
             )
         except OSError as exc:  # port taken, address not ours, host unknown: one clear line
             raise bind_error("HTTP/WebSocket", s.server.host, s.server.port, exc) from None
+        if not s.server.tls and not is_loopback(s.server.host):
+            log.warning(
+                "plaintext_beyond_loopback",
+                host=s.server.host,
+                hint="tokens cross the network in clear: set [server] tls_cert/tls_key or "
+                "put a TLS-terminating proxy in front",
+            )
 
     def _start_mic(self) -> None:
         from streamguard.calls import CallFeed
@@ -386,8 +430,10 @@ class Daemon:
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval() or 5.0
         assert self.engine is not None
-        while True:
+        while not self._stopped:
             await asyncio.sleep(interval)
+            if self._stopped:  # draining: the engine winds down on purpose, not a stall
+                return
             # The worker wakes at least once a second; a much older heartbeat means it is stuck.
             if self.engine.heartbeat_age() < max(2.0 * interval, 3.0):
                 self.notifier.watchdog()
@@ -428,11 +474,15 @@ class Daemon:
         # so the CLI's one error line is all the operator sees.
         served = self.ready
         self.notifier.stopping()
+        for task in self._tasks:  # the watchdog: a drain is not an engine stall
+            task.cancel()
         if served:
             log.info("draining", open_calls=len(self.registry.sessions) if self.registry else 0)
         self._stop.set()
         if self.server is not None:
             self.server.server.close()  # stop listening; open feeds keep going until drained
+        if self._handshakes is not None:
+            self._handshakes.abort_opening()  # half-open handshakes would hold the close
         if self.rtp is not None:
             self.rtp.close()
         if self.audiosocket is not None:

@@ -132,6 +132,39 @@ class Metrics:
         self.mic_overflows_total = Counter(
             "mic_overflows_total", "Microphone input overflows", namespace=ns, registry=r
         )
+        # the edge: refusals and limits (docs/operations.md, "Limits and close codes")
+        self.requests_refused_total = Counter(
+            "requests_refused_total",
+            "HTTP requests and WebSocket handshakes refused before any call existed, by surface "
+            "(ingest, twilio, alerts, metrics) and reason (auth, signature, capacity, per_client)",
+            ["surface", "reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.handshake_timeouts_total = Counter(
+            "handshake_timeouts_total",
+            "Connections closed because their opening handshake (TLS + HTTP upgrade) did not "
+            "finish within [limits] handshake_timeout_seconds",
+            namespace=ns,
+            registry=r,
+        )
+        self.feed_throttled_seconds_total = Counter(
+            "feed_throttled_seconds_total",
+            "Seconds feed connections were held back for sending more than "
+            "[limits] max_messages_per_second",
+            ["source"],
+            namespace=ns,
+            registry=r,
+        )
+        self.rtp_packets_refused_total = Counter(
+            "rtp_packets_refused_total",
+            "RTP datagrams dropped before parsing, by reason (not_allowed: sender outside "
+            "[sources.rtp] allow; rate: sender over max_packets_per_second; ssrcs: a new SSRC "
+            "beyond max_ssrcs_per_sender)",
+            ["reason"],
+            namespace=ns,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """Prometheus text exposition of this daemon's registry."""

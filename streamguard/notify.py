@@ -68,9 +68,16 @@ class Notifier:
         if addr.startswith("@"):
             addr = "\0" + addr[1:]
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Non-blocking: the caller is the event loop, and a datagram socket whose reader
+            # lags (its queue holds ~10 datagrams) would otherwise freeze every call.
+            with socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            ) as sock:
                 sock.connect(addr)
                 sock.sendall(message.encode("utf-8"))
+        except BlockingIOError:
+            log.warning("sd_notify dropped: the service manager is not reading", message=message)
+            return False
         except OSError as exc:
             log.warning("sd_notify failed", address=self.address, error=str(exc))
             return False

@@ -67,14 +67,17 @@ def tiny_model_dir(tiny_detector, tiny_model_params, tmp_path_factory) -> Path:
     return directory
 
 
-def misbehaving_detector(inner, *, mode: str, loud: float = 0.7, name: str = "broken"):
+def misbehaving_detector(
+    inner, *, mode: str, loud: float = 0.7, name: str = "broken", release=None
+):
     """A real detector broken the way real models break, on windows whose peak exceeds ``loud``.
 
     ``mode``: ``"nan"`` (an fp16 overflow or a bad fine-tune: NaN scores), ``"raise"`` (a
-    kernel failure: the forward pass raises) or ``"oom"`` (any batch larger than 2 raises
-    CUDA's out-of-memory error, whatever the input). The probe windows the daemon checks at
-    start-up (silence and quiet noise) stay below ``loud``, so such a model starts; serve it
-    eager (``torchscript=False``): a trace would bake the data-dependent branch away.
+    kernel failure: the forward pass raises), ``"oom"`` (any batch larger than 2 raises
+    CUDA's out-of-memory error, whatever the input) or ``"hang"`` (a wedged kernel: the forward
+    pass blocks until the ``release`` threading.Event is set). The probe windows the daemon
+    checks at start-up (silence and quiet noise) stay below ``loud``, so such a model starts;
+    serve it eager (``torchscript=False``): a trace would bake the data-dependent branch away.
     """
     import torch
 
@@ -92,6 +95,8 @@ def misbehaving_detector(inner, *, mode: str, loud: float = 0.7, name: str = "br
                 return torch.where(hit, torch.full_like(out, float("nan")), out)
             if mode == "raise" and bool(hit.any()):
                 raise RuntimeError("simulated kernel failure")
+            if mode == "hang" and bool(hit.any()):
+                release.wait()
             if mode == "oom" and x.shape[0] > 2:
                 raise torch.cuda.OutOfMemoryError("simulated: CUDA out of memory")
             return out

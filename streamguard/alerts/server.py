@@ -1,8 +1,9 @@
 """The daemon's one HTTP/WebSocket port: routing, auth, ``/healthz``, ``/metrics``, ``/alerts``.
 
 websockets (17.x asyncio API) serves everything on one port. Plain HTTP GETs (``/healthz``,
-``/metrics``, 401s, 404s, 503s) are answered in ``process_request`` before any WebSocket
-handshake; WebSocket connections are dispatched on their path by :class:`WebSocketRouter`.
+``/metrics``, 401/403s, 404s, 429s, 503s) are answered in ``process_request`` before any
+WebSocket handshake; WebSocket connections are dispatched on their path by
+:class:`WebSocketRouter`. Who may use which path is :mod:`streamguard.access`'s decision.
 
 Daemon wiring::
 
@@ -16,8 +17,7 @@ Daemon wiring::
     process_request = make_process_request(
         router,
         http_routes={"/healthz": healthz_route(get_health), "/metrics": metrics_route(metrics)},
-        token=cfg.auth.token_value(),
-        protected_paths=cfg.protected_paths(),
+        access=AccessPolicy.from_settings(cfg),
         max_connections=cfg.server.max_connections,
     )
     async with serve(router, cfg.server.host, cfg.server.port,
@@ -51,6 +51,7 @@ from streamguard.alerts.bus import AlertBus, SubscriptionFilter, parse_types
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
+    from streamguard.access import AccessPolicy
     from streamguard.metrics import Metrics
 
 log = structlog.get_logger("streamguard.server")
@@ -124,12 +125,19 @@ class Health:
         return {**d, **extra}
 
 
-def healthz_route(health: Callable[[], Health]) -> HttpRoute:
-    """``GET /healthz``: the callable's :class:`Health` as JSON."""
+def healthz_route(
+    health: Callable[[], Health], *, details: Callable[[Request], bool] | None = None
+) -> HttpRoute:
+    """``GET /healthz``: the callable's :class:`Health` as JSON.
+
+    ``details(request)`` False (auth on, no alerts token presented) -> only ``{"status": ...}``:
+    a probe needs no secret, and an anonymous caller learns nothing about the calls.
+    """
 
     def route(request: Request) -> Response:
         h = health()
-        return json_response(200 if h.status == "ready" else 503, h.to_dict())
+        body = h.to_dict() if details is None or details(request) else {"status": h.status}
+        return json_response(200 if h.status == "ready" else 503, body)
 
     return route
 
@@ -192,7 +200,7 @@ def token_matches(expected: str, given: str | None) -> bool:
     """Constant-time comparison (hmac.compare_digest) so timing reveals nothing."""
     if given is None:
         return False
-    return hmac.compare_digest(expected.encode(), given.encode())
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
 
 
 # ---------------------------------------------------------------- routing
@@ -202,15 +210,22 @@ class WebSocketRouter:
     """The ``serve()`` handler: dispatches WebSocket connections on the request path.
 
     Also counts open connections (``active``), which ``make_process_request`` uses to refuse
-    new ones with 503 beyond ``max_connections``.
+    new ones with 503 beyond ``max_connections``, and open calls per client address on
+    ``call_paths`` (the feeds), for ``max_calls_per_client``.
     """
 
-    def __init__(self, routes: Mapping[str, WsHandler]):
+    def __init__(self, routes: Mapping[str, WsHandler], *, call_paths: Collection[str] = ()):
         for path in routes:
             if not path.startswith("/"):
                 raise ValueError(f"route paths must start with '/', got {path!r}")
         self.routes = dict(routes)
+        self.call_paths = frozenset(call_paths)
         self.active = 0
+        self._calls_by_host: dict[str, int] = {}
+
+    def calls_from(self, host: str) -> int:
+        """Open connections on the call (feed) paths from ``host``."""
+        return self._calls_by_host.get(host, 0)
 
     @property
     def paths(self) -> frozenset[str]:
@@ -222,11 +237,20 @@ class WebSocketRouter:
         if handler is None:  # normally refused with 404 in process_request already
             await connection.close(CloseCode.POLICY_VIOLATION, f"unknown path {path[:100]}")
             return
+        host = _host(connection) if path in self.call_paths else None
         self.active += 1
+        if host is not None:
+            self._calls_by_host[host] = self._calls_by_host.get(host, 0) + 1
         try:
             await handler(connection)
         finally:
             self.active -= 1
+            if host is not None:
+                left = self._calls_by_host[host] - 1
+                if left:
+                    self._calls_by_host[host] = left
+                else:
+                    del self._calls_by_host[host]
 
 
 def make_process_request(
@@ -236,46 +260,87 @@ def make_process_request(
     token: str | None = None,
     protected_paths: Collection[str] = (),
     same_origin_paths: Collection[str] = (),
+    access: AccessPolicy | None = None,
     max_connections: int | None = None,
+    max_calls_per_client: int = 0,
     handshake_checks: Mapping[str, ProcessRequest] | None = None,
+    metrics: Metrics | None = None,
 ) -> ProcessRequest:
-    """Build ``process_request``: plain HTTP routes, 401 on protected paths, 404 elsewhere.
+    """Build ``process_request``: access rules, plain HTTP routes, 404, capacity limits.
 
-    Order: unknown path 404 -> auth 401 (``WWW-Authenticate: Bearer``) on ``protected_paths``,
-    HTTP or WebSocket alike -> HTTP routes (``/healthz``, ``/metrics`` and the dashboard's
-    static files are not protected, so probes and scrapers need no secret) -> cross-origin 403
-    on ``same_origin_paths`` -> the path's own ``handshake_checks`` entry (a feed that
-    authenticates its own way, e.g. AudioHook's API key and signature; it answers its refusal
-    or ``None``) -> capacity 503 -> ``None`` (carry on with the WebSocket handshake).
+    Order: access (``access``, or the shorthand ``token`` for ``protected_paths``: 401 when no
+    credential was presented, 403 when a wrong one was, the body saying no more; HTTP routes and
+    WebSocket paths alike) -> unknown path 404 -> HTTP routes (``/healthz``, the dashboard's
+    static files: public) -> cross-origin 403 on ``same_origin_paths`` -> the path's own
+    ``handshake_checks`` entry (a feed that authenticates its own way, e.g. AudioHook's API key
+    and signature; it answers its refusal or ``None``) -> capacity 503 (``max_connections``) ->
+    per-client 429 (``max_calls_per_client`` open calls from one address, 0 = no limit) ->
+    ``None`` (carry on with the WebSocket handshake). Every refusal but the 404 is logged once
+    and counted in ``streamguard_requests_refused_total{surface,reason}``.
 
     ``same_origin_paths``: a browser sends ``Origin`` with every WebSocket handshake, and no
     same-origin policy stops a page from any site opening ``ws://127.0.0.1:8765/alerts``. So a
     handshake whose ``Origin`` names another host than its ``Host`` header is refused there;
     clients that send no ``Origin`` (``watch``, feeds, scripts) are unaffected.
     """
+    from streamguard.access import AccessPolicy
+
     routes = dict(http_routes or {})
-    protected = frozenset(protected_paths)
     same_origin = frozenset(same_origin_paths)
     checks = dict(handshake_checks or {})
+    if access is None:
+        access = AccessPolicy.single_token(token, protected_paths)
+
+    def refuse(
+        connection: ServerConnection, path: str, status: int, reason: str, text: str, **headers
+    ) -> Response:
+        surface = access.surface(path) or path.strip("/").split("/")[0][:32] or "root"
+        if metrics is not None:
+            metrics.requests_refused_total.labels(surface=surface, reason=reason).inc()
+        log.warning(
+            "request_refused",
+            path=path[:100],
+            status=status,
+            reason=reason,
+            remote=_remote(connection),
+        )
+        return http_response(status, text, **headers)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request_path(request.path)
+        refusal = access.check(path, request)
+        if refusal is not None:
+            if refusal.status == 401:
+                return refuse(
+                    connection,
+                    path,
+                    401,
+                    refusal.reason,
+                    "unauthorized\n",
+                    WWW_Authenticate="Bearer",
+                )
+            return refuse(connection, path, 403, refusal.reason, "forbidden\n")
         route = routes.get(path)
         if route is None and path not in router.routes:
             return http_response(404, f"unknown path {path[:100]}\n")
-        if token and path in protected and not token_matches(token, request_token(request)):
-            log.warning("unauthorized", path=path, remote=_remote(connection))
-            return http_response(401, "missing or wrong token\n", WWW_Authenticate="Bearer")
         if route is not None:
             return route(request)
         if path in same_origin and not is_same_origin(request):
-            log.warning("cross_origin_refused", path=path, remote=_remote(connection))
-            return http_response(403, "cross-origin WebSocket refused\n")
+            return refuse(connection, path, 403, "origin", "cross-origin WebSocket refused\n")
         check = checks.get(path)
         if check is not None and (refusal := check(connection, request)) is not None:
             return refusal
         if max_connections is not None and router.active >= max_connections:
-            return http_response(503, "too many connections\n", Retry_After="5")
+            return refuse(
+                connection, path, 503, "capacity", "too many connections\n", Retry_After="5"
+            )
+        if (
+            max_calls_per_client
+            and path in router.call_paths
+            and router.calls_from(_host(connection)) >= max_calls_per_client
+        ):
+            text = "too many calls from this address\n"
+            return refuse(connection, path, 429, "per_client", text, Retry_After="5")
         return None
 
     return process_request
@@ -303,6 +368,56 @@ def is_same_origin(request: Request) -> bool:
     if ":" in parts.hostname:  # IPv6 literal: Host carries it in brackets
         netloc = f"[{parts.hostname}]" if port in (None, default) else f"[{parts.hostname}]:{port}"
     return host in (netloc, f"{netloc}:{default}")
+
+
+class HandshakeGuard:
+    """``serve(create_connection=guard)``: connections whose opening handshake is watched.
+
+    websockets aborts a connection whose opening handshake outlives ``open_timeout`` without a
+    word; this counts it (``streamguard_handshake_timeouts_total``) and logs one line with the
+    peer, so a client that never finishes its handshake is visible. :meth:`abort_opening` drops
+    the connections still in their handshake, so a shutdown never waits for them.
+    """
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        from websockets.asyncio.server import ServerConnection
+
+        guard = self
+        self.metrics = metrics
+        self.opening: set[ServerConnection] = set()
+
+        class Connection(ServerConnection):
+            async def handshake(self, *args: Any, **kwargs: Any) -> None:
+                guard.opening.add(self)
+                try:
+                    await super().handshake(*args, **kwargs)
+                except asyncio.CancelledError:
+                    if self.request is None:  # cancelled by open_timeout mid-request
+                        guard.timed_out(self)
+                    raise
+                finally:
+                    guard.opening.discard(self)
+
+        self.connection_class = Connection
+
+    def timed_out(self, connection: ServerConnection) -> None:
+        if self.metrics is not None:
+            self.metrics.handshake_timeouts_total.inc()
+        log.warning("handshake_timeout", remote=_remote(connection))
+
+    def abort_opening(self) -> None:
+        """Drop every connection still in its opening handshake (at shutdown)."""
+        for connection in list(self.opening):
+            if connection.request is None:
+                connection.transport.abort()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        return self.connection_class(*args, **kwargs)
+
+
+def _host(connection: ServerConnection) -> str:
+    addr = connection.remote_address
+    return str(addr[0]) if addr else "?"
 
 
 def _remote(connection: ServerConnection) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 HELP = "measure detector throughput (model) and live-call capacity of a daemon (daemon)"
 
-SUITES = ("model", "daemon", "all")
+SUITES = ("model", "daemon", "all", "soak")
 
 
 def _int_list(text: str) -> list[int]:
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SUITES,
         default="all",
         help="model = detector windows/s per batch size; daemon = a real daemon under N "
-        "concurrent real-time calls; all = both (default)",
+        "concurrent real-time calls; all = both (default); soak = a daemon under --calls "
+        "churning calls for --minutes, watching memory, file descriptors, drops and lag",
     )
     m = parser.add_argument_group("model choice (both suites)")
     m.add_argument(
@@ -126,6 +127,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--queue-size", type=int, default=256, help="engine queue bound (daemon default)"
     )
     d.add_argument("--hop", type=float, default=1.0, help="window hop in seconds")
+    k = parser.add_argument_group("soak suite (--calls: the first value, --file, --protocol)")
+    k.add_argument("--minutes", type=float, default=30.0, help="soak length (default: %(default)s)")
+    k.add_argument(
+        "--call-seconds",
+        default="20,60",
+        help="MIN,MAX length of each churning call, drawn uniformly (default: %(default)s)",
+    )
+    k.add_argument(
+        "--sample-seconds",
+        type=float,
+        default=10.0,
+        help="seconds between memory/fd samples (default: %(default)s)",
+    )
+    k.add_argument(
+        "--warmup-minutes",
+        type=float,
+        default=2.0,
+        help="growth is measured from here (at most a fifth of the soak; default: %(default)s)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
@@ -151,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--speed, --seconds and --hop must be > 0")
     if args.repeats < 1 or args.warmup < 0 or args.budget <= 0:
         raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --budget > 0")
-    if args.suite in ("daemon", "all"):
+    if args.suite in ("daemon", "all", "soak"):
         if args.file is not None and not args.file.is_file():
             raise ConfigError(f"--file {args.file}: no such file")
         args.file = args.file or default_call_file()
@@ -175,10 +195,59 @@ def run(args: argparse.Namespace) -> int:
         out["model"] = _model_suite(detector, description, args)
     if args.suite in ("daemon", "all"):
         out["daemon"] = _daemon_suite(detector, description, args)
+    if args.suite == "soak":
+        out["soak"] = _soak_suite(detector, description, args)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0
+
+
+def _call_seconds(text: str) -> tuple[float, float]:
+    from streamguard.errors import ConfigError
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--call-seconds: expected MIN,MAX seconds, got {text!r}") from None
+    if not 1.0 <= low <= high:
+        raise ConfigError("--call-seconds: need 1 <= MIN <= MAX")
+    return low, high
+
+
+def _soak_suite(detector, description: str, args: argparse.Namespace) -> dict:
+    import asyncio
+
+    from streamguard.bench.soak import SoakOptions, format_soak, run_soak
+    from streamguard.errors import ConfigError
+
+    if args.minutes <= 0 or args.sample_seconds <= 0 or args.warmup_minutes < 0:
+        raise ConfigError("--minutes and --sample-seconds must be > 0, --warmup-minutes >= 0")
+    low, high = _call_seconds(args.call_seconds)
+    options = SoakOptions(
+        file=str(args.file),
+        calls=args.calls[0],
+        minutes=args.minutes,
+        protocol=args.protocol,
+        min_call_seconds=low,
+        max_call_seconds=high,
+        sample_seconds=args.sample_seconds,
+        warmup_minutes=args.warmup_minutes,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+    )
+    total = max(1, int(args.minutes * 60 / args.sample_seconds))
+    with _progress(total, "soak samples", args.quiet) as bar:
+
+        def update(sample) -> None:
+            bar.update(1)
+            bar.set_postfix(rss=f"{sample.rss_mib:.0f}MiB", fds=sample.fds, calls=sample.calls_open)
+
+        result = asyncio.run(run_soak(detector, options, progress=update))
+    result["model"] = description
+    if not args.json:
+        print(f"\n== soak ==\nmodel: {description}\n" + format_soak(result), flush=True)
+    return result
 
 
 def _compile(detector) -> None:

@@ -39,7 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --realtime: playback speed factor (default: %(default)s)",
     )
     parser.add_argument("--call-id", help="call id to use (default: a random one)")
-    parser.add_argument("--token", help="bearer token, when the daemon has [auth] token set")
+    parser.add_argument(
+        "--token",
+        help="bearer token, when the daemon sets [auth] ingest_token or token (default: "
+        "$STREAMGUARD_AUTH__INGEST_TOKEN, else $STREAMGUARD_AUTH__TOKEN)",
+    )
 
 
 def with_path(url: str, protocol: str) -> str:
@@ -62,6 +66,7 @@ def with_path(url: str, protocol: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
     from streamguard.client import send_frames
     from streamguard.sources.file import read_audio
@@ -77,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"streamguard: error: {args.file}: {exc}", file=sys.stderr)
         return 2
+    token = (
+        args.token
+        or os.environ.get("STREAMGUARD_AUTH__INGEST_TOKEN")
+        or os.environ.get("STREAMGUARD_AUTH__TOKEN")
+    )
     result = asyncio.run(
-        send_frames(url, frames, realtime=args.realtime, speed=args.speed, token=args.token)
+        send_frames(url, frames, realtime=args.realtime, speed=args.speed, token=token)
     )
     print(
         f"sent {result.frames} frames ({channels.shape[1] / rate:.2f} s of audio, "

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print raw JSON event lines")
     parser.add_argument(
         "--token",
-        help="bearer token if the daemon sets [auth] token (default: $STREAMGUARD_AUTH__TOKEN)",
+        help="bearer token if the daemon sets [auth] alerts_token or token (default: "
+        "$STREAMGUARD_AUTH__ALERTS_TOKEN, else $STREAMGUARD_AUTH__TOKEN)",
     )
 
 
@@ -135,7 +136,9 @@ async def watch(
         connection = await connect(url, additional_headers=headers, open_timeout=10)
     except InvalidStatus as exc:
         code = exc.response.status_code
-        hint = " (check --token)" if code == 401 else ""
+        hint = {401: " (no token sent: --token)", 403: " (wrong token: check --token)"}.get(
+            code, ""
+        )
         raise StreamguardError(f"{url}: server refused: HTTP {code}{hint}") from None
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         raise StreamguardError(f"cannot connect to {url}: {exc}") from None
@@ -168,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     url = subscription_url(args.url, call_id=args.call_id, types=args.types, since=args.since)
-    token = args.token or os.environ.get("STREAMGUARD_AUTH__TOKEN")
+    token = (
+        args.token
+        or os.environ.get("STREAMGUARD_AUTH__ALERTS_TOKEN")
+        or os.environ.get("STREAMGUARD_AUTH__TOKEN")
+    )
     try:
         return asyncio.run(watch(url, token=token, as_json=args.json))
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ import structlog
 from streamguard.alerts.server import ProcessRequest, WsHandler, http_response, request_path
 from streamguard.sources.audiohook import AudioHookProtocol
 from streamguard.sources.audiohook_auth import Handshake, HandshakeVerifier
-from streamguard.sources.websocket import feed_handler
+from streamguard.sources.websocket import FeedLimits, feed_handler
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
@@ -68,7 +68,11 @@ def handshake_check(
 
 
 def audiohook_route(
-    settings: AudioHookSourceSettings, registry: CallRegistry, *, metrics: Any = None
+    settings: AudioHookSourceSettings,
+    registry: CallRegistry,
+    *,
+    metrics: Any = None,
+    limits: FeedLimits | None = None,
 ) -> tuple[WsHandler, ProcessRequest]:
     """The handler and the handshake check for ``settings.path`` (reads the credentials now,
     so a missing secret file stops the daemon at start-up with one line)."""
@@ -89,5 +93,5 @@ def audiohook_route(
             include_ani=settings.include_ani,
         )
 
-    handler = feed_handler(SOURCE, core_for, registry, metrics=metrics)
+    handler = feed_handler(SOURCE, core_for, registry, metrics=metrics, limits=limits)
     return handler, handshake_check(verifier, metrics=metrics)

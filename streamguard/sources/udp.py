@@ -16,6 +16,7 @@ import contextlib
 import structlog
 
 from streamguard.calls import CallLimitReached, CallRegistry, CallSession
+from streamguard.sources.admission import Admission, RtpAdmission, rtp_ssrc
 from streamguard.sources.base import CallStart
 from streamguard.sources.rtp import CallEvent, RtpDemux
 
@@ -27,8 +28,16 @@ POLL_SECONDS = 0.05
 class RtpEndpoint(asyncio.DatagramProtocol):
     """Receives RTP on one port and feeds the demux; owns nothing but the socket."""
 
-    def __init__(self, demux: RtpDemux, registry: CallRegistry, *, metrics=None) -> None:
+    def __init__(
+        self,
+        demux: RtpDemux,
+        registry: CallRegistry,
+        *,
+        metrics=None,
+        admission: RtpAdmission | None = None,
+    ) -> None:
         self.demux = demux
+        self.admission = admission
         self.registry = registry
         self.metrics = metrics
         self.sessions: dict[str, CallSession] = {}
@@ -49,7 +58,26 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._poller = asyncio.create_task(self._poll(), name="rtp-poll")
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
-        self._route(self.demux.push(data, addr, self._loop.time()))
+        now = self._loop.time()
+        if self.admission is not None:
+            verdict = self.admission.admit(addr, rtp_ssrc(data), now)
+            if verdict.reason is not None:
+                self._refused(addr, data, verdict)
+                return
+        self._route(self.demux.push(data, addr, now))
+
+    def _refused(self, addr, data: bytes, verdict: Admission) -> None:
+        """Count a datagram the admission rules dropped; log a sender's first one per reason."""
+        if self.metrics is not None:
+            self.metrics.rtp_packets_refused_total.labels(reason=verdict.reason).inc()
+        if verdict.report:
+            ssrc = rtp_ssrc(data)
+            log.warning(
+                "rtp_refused",
+                reason=verdict.reason,
+                sender=f"{addr[0]}:{addr[1]}",
+                ssrc=None if ssrc is None else f"{ssrc:08x}",
+            )
 
     def error_received(self, exc: Exception) -> None:
         log.warning("rtp_socket_error", error=str(exc))
@@ -131,6 +159,11 @@ class RtcpEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
         rtp = self.rtp
+        # A BYE ends a call: only senders the RTP allow-list admits may send one.
+        if rtp.admission is not None and not rtp.admission.allowed(str(addr[0])):
+            if rtp.metrics is not None:
+                rtp.metrics.rtp_packets_refused_total.labels(reason="not_allowed").inc()
+            return
         rtp._route(rtp.demux.push_rtcp(data, addr, rtp._loop.time()))
 
     def error_received(self, exc: Exception) -> None:
@@ -146,8 +179,14 @@ async def start_rtp(settings, registry: CallRegistry, *, metrics=None) -> RtpEnd
     pt_map = {int(pt): (t.encoding, t.rate) for pt, t in settings.payload_types.items()}
     demux = RtpDemux(pt_map, settings.idle_timeout_seconds, jitter_packets=settings.jitter_packets)
     loop = asyncio.get_running_loop()
+    admission = RtpAdmission(
+        settings.allow,
+        max_packets_per_second=settings.max_packets_per_second,
+        max_ssrcs_per_sender=settings.max_ssrcs_per_sender,
+        ssrc_idle_seconds=settings.idle_timeout_seconds,
+    )
     _, endpoint = await loop.create_datagram_endpoint(
-        lambda: RtpEndpoint(demux, registry, metrics=metrics),
+        lambda: RtpEndpoint(demux, registry, metrics=metrics, admission=admission),
         local_addr=(settings.host, settings.port),
     )
     if settings.rtcp:
@@ -162,5 +201,11 @@ async def start_rtp(settings, registry: CallRegistry, *, metrics=None) -> RtpEnd
         except OSError as exc:
             endpoint.close()
             raise OSError(exc.errno, f"RTCP port {port}: {exc.strerror or exc}") from None
-    log.info("rtp_listening", host=settings.host, port=endpoint.port, rtcp_port=endpoint.rtcp_port)
+    log.info(
+        "rtp_listening",
+        host=settings.host,
+        port=endpoint.port,
+        rtcp_port=endpoint.rtcp_port,
+        allow=settings.allow,
+    )
     return endpoint

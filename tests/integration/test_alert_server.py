@@ -369,7 +369,8 @@ def test_token_auth_refuses_missing_and_wrong_accepts_right():
         return results
 
     r = run(main())
-    assert r["none"] == r["wrong"] == r["wrong-query"] == r["ingest-none"] == 401
+    assert r["none"] == r["ingest-none"] == 401  # nothing presented
+    assert r["wrong"] == r["wrong-query"] == 403  # a wrong token presented
     assert (r["header"], r["query"], r["ingest"]) == (1, 2, "hello")
     assert r["healthz"] == 200  # probes need no secret
     assert r["http"] == (401, "Bearer")
@@ -402,7 +403,7 @@ def test_a_browser_carries_its_token_in_the_subprotocol_and_tail_replays_recent_
             return wrong, chosen, replayed
 
     wrong, chosen, replayed = run(main())
-    assert wrong == 401
+    assert wrong == 403
     assert chosen == "streamguard.v1"  # the bearer entry is never echoed back
     assert replayed == [4, 5]
 
@@ -478,7 +479,7 @@ def test_watch_cli_errors_are_one_line_and_exit_2(capsys):
             return await asyncio.to_thread(main, ["watch", d.url(), "--types", "alert"])
 
     assert run(refused()) == 2
-    assert "HTTP 401 (check --token)" in capsys.readouterr().err
+    assert "HTTP 401 (no token sent: --token)" in capsys.readouterr().err
 
 
 def test_watch_ctrl_c_exits_0():

@@ -152,11 +152,6 @@ def test_reload_takes_only_reloadable_sections():
     assert set(current.reloadable()) == set(RELOADABLE_SECTIONS)
 
 
-def test_protected_paths_follow_configured_paths():
-    s = Settings(alerts={"path": "/a"}, sources={"ingest": {"path": "/in"}})
-    assert s.protected_paths() == {"/a", "/in"}
-
-
 def test_a_removed_key_says_why(tmp_path):
     with pytest.raises(ConfigError, match=r"track\.window_seconds: unknown key \(removed: .*model"):
         load_config(write(tmp_path, "[track]\nwindow_seconds = 4.0\n"))
@@ -226,7 +221,7 @@ def test_audiohook_credentials_from_files_and_environment(tmp_path, monkeypatch)
     assert cfg.api_key_value() == "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"
     assert cfg.client_secret_bytes() == b"MySuperSecretKeyTellNo-1!2@3#4$5"
     key.unlink()
-    with pytest.raises(ConfigError, match=r"cannot read sources\.audiohook\.api_key file"):
+    with pytest.raises(ConfigError, match=r"cannot read sources\.audiohook\.api_key_file"):
         cfg.api_key_value()
     monkeypatch.setenv("STREAMGUARD_SOURCES__AUDIOHOOK__ENABLED", "true")
     monkeypatch.setenv("STREAMGUARD_SOURCES__AUDIOHOOK__API_KEY", "from-env")
@@ -250,3 +245,56 @@ def test_audiosocket_beyond_loopback_needs_an_allow_list():
     with pytest.raises(ConfigError, match="not an IP address"):
         load_config(None, {"sources": sources})
     assert load_config(None, {"sources": {"audiosocket": {"enabled": True}}}).sources.audiosocket
+
+
+def test_guarded_paths_follow_configured_paths():
+    from streamguard.access import AccessPolicy
+
+    s = Settings(
+        alerts={"path": "/a"}, sources={"ingest": {"path": "/in"}, "twilio": {"path": "/tw"}}
+    )
+    assert set(AccessPolicy.from_settings(s).guards) == {
+        "/a",
+        "/in",
+        "/tw",
+        "/metrics",
+        "/api/status",
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["STREAMGUARD_SEVRER__PORT", "STREAMGUARD_BOGUS", "streamguard_authh__token"]
+)
+def test_an_environment_variable_naming_no_section_is_an_error(monkeypatch, name):
+    monkeypatch.setenv(name, "1")
+    with pytest.raises(ConfigError) as info:
+        load_config(None)
+    message = str(info.value)
+    assert message.startswith(f"environment {name}: unknown section") and "\n" not in message
+
+
+def test_unknown_key_in_a_known_section_from_the_environment_is_an_error_too(monkeypatch):
+    monkeypatch.setenv("STREAMGUARD_SERVER__PORTT", "1")
+    with pytest.raises(ConfigError, match=r"environment STREAMGUARD_SERVER__PORTT: server\.portt"):
+        load_config(None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"server": {"tls_cert": "/c.pem"}}, "tls_cert and tls_key go together"),
+        ({"sources": {"rtp": {"allow": ["10.0.0.0/33"]}}}, "not a network"),
+        ({"sources": {"rtp": {"max_ssrcs_per_sender": 0}}}, "max_ssrcs_per_sender"),
+        ({"limits": {"handshake_timeout_seconds": 0}}, "handshake_timeout_seconds"),
+    ],
+)
+def test_edge_settings_are_checked(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(None, overrides)
+
+
+def test_twilio_auth_token_is_never_echoed(tmp_path):
+    path = write(tmp_path, "[sources.twilio]\nauth_token = 12345678\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "12345678" not in str(info.value)

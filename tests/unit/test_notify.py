@@ -87,3 +87,13 @@ def test_unreachable_socket_is_not_fatal(tmp_path):
 )
 def test_watchdog_interval_is_half_of_watchdog_usec(env, expected):
     assert Notifier.from_env(env).watchdog_interval() == expected
+
+
+def test_a_reader_that_lags_never_blocks_the_sender(tmp_path):
+    """The daemon notifies from its event loop: a full socket queue must drop, not block."""
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        n = Notifier(path, watchdog_usec=1_000_000)
+        sent = [n.watchdog() for _ in range(500)]  # nobody reads
+    assert sent[0] is True and sent[-1] is False
