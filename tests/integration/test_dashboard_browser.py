@@ -277,7 +277,8 @@ async def test_with_a_token_the_page_asks_once_and_never_leaks_it(
 
     rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
     call_id = "CA-dashboard-token"
-    await send_frames(f"ws://{base}/twilio", twilio_frames(mono, rate, call_sid=call_id))
+    feed = twilio_frames(mono, rate, call_sid=call_id)
+    await send_frames(f"ws://{base}/twilio", feed, token=TOKEN)  # the feeds need it too
     row = await browser.wait_for(ENDED, call_id, what="the call, with the token")
     assert row["verdict"] == "fake"
 

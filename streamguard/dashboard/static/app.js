@@ -116,7 +116,8 @@ async function fetchStatus() {
     cache: "no-store",
     credentials: "omit",
   });
-  if (response.status === 401) return null;
+  // 401: no token sent; 403: a wrong one. Either way the page asks for it.
+  if (response.status === 401 || response.status === 403) return null;
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
   return response.json();
 }
