@@ -93,6 +93,10 @@ def feed_handler(
                     if not throttled:
                         log.warning("feed_throttled", call_id=core.call_id, rate=rate)
                     throttled += wait
+                    if metrics is not None:  # counted as it happens, so /metrics shows it live
+                        metrics.feed_throttled_seconds_total.labels(source=_source(feed, kind)).inc(
+                            wait
+                        )
                     await asyncio.sleep(wait)
                 if isinstance(message, str):
                     events = core.receive_text(message)
@@ -128,10 +132,6 @@ def feed_handler(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            if throttled and metrics is not None:
-                metrics.feed_throttled_seconds_total.labels(source=_source(feed, kind)).inc(
-                    throttled
-                )
             # Whatever happened to the socket, the call ends here, exactly once.
             feed.route(core.close())
             feed.end("closed")

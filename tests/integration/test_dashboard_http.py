@@ -117,7 +117,7 @@ async def test_status_needs_the_alerts_token_and_the_page_does_not(make_daemon):
     status, headers, _ = await aget(daemon.port, "/api/status")
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
     wrong = {"Authorization": "Bearer nope"}
-    assert (await aget(daemon.port, "/api/status", wrong))[0] == 401
+    assert (await aget(daemon.port, "/api/status", wrong))[0] == 403  # wrong, not missing
     right = {"Authorization": f"Bearer {TOKEN}"}
     status, _, body = await aget(daemon.port, "/api/status", right)
     assert status == 200 and json.loads(body)["model"]["name"] == "tiny"
