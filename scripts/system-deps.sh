@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real, if any is missing:
-#   ffmpeg (a real RTP sender), sox + espeak-ng (fixture audio), libportaudio2 (sounddevice).
+#   ffmpeg (a real RTP sender), sox + espeak-ng (fixture audio), libportaudio2 (sounddevice),
+#   redis-server (the fleet event backend, started by the tests on a free port).
 # Uses apt-get as root, or through sudo when available; otherwise says what is missing and
 # carries on (the tests that need a missing tool skip or fail with its name).
 set -euo pipefail
-packages=(ffmpeg sox espeak-ng libportaudio2)
+packages=(ffmpeg sox espeak-ng libportaudio2 redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

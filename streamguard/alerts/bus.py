@@ -112,6 +112,7 @@ class Subscription:
     #: reader reads on until it has passed the bus's ``last_seq``, then calls :meth:`go_live`).
     catching_up: bool = False
     resync: bool = False
+    live_only: bool = False  # subscribed without since/tail: wants what happens from now on
     after: int = 0  # events with seq <= after were delivered by the replay: never again
     _queue: deque[EventBase] = field(default_factory=deque)
     _gap: _Gap | None = None
@@ -342,8 +343,20 @@ class AlertBus:
             self._metrics.subscriber_disconnects_total.labels(reason="slow").inc()
 
     def set_last_seq(self, seq: int) -> None:
-        """Start numbering after ``seq`` (the log's last seq when the daemon starts)."""
-        self._seq = max(self._seq, seq)
+        """Continue after ``seq``: the log's last seq when the daemon starts, or the stream's
+        end found late (Redis unreachable at start). Events up to ``seq`` are in the log but
+        were never delivered here, so subscribers that asked for a replay read them from the
+        log (they resync); live-only subscribers just start after them."""
+        if seq <= self._seq:
+            return
+        self._seq = seq
+        for sub in list(self._subs):
+            if sub.live_only and not sub.catching_up:
+                sub.after = max(sub.after, seq)
+            else:
+                sub.catching_up = sub.resync = True
+                if sub.on_ready is not None:
+                    sub.on_ready()
 
     def _make_dropped(
         self, count: int, first_seq: int, last_seq: int, reason: str = "slow"

@@ -67,6 +67,7 @@ async def follow(
                 cursor = oldest - 1
         else:
             cursor = bus.last_seq
+            sub.live_only = True
         while not sub.closed:
             while cursor < bus.last_seq:  # catch up from the log
                 page = await backend.read(cursor, flt, PAGE)

@@ -85,3 +85,13 @@ class Subscriber:
     async def wait_call_ended(self, count: int = 1, timeout: float = 30.0) -> list[dict]:
         await self.wait_for(lambda ev: sum(e["type"] == "call_ended" for e in ev) >= count, timeout)
         return self.of_type("call_ended")
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port, stopped after the test."""
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
