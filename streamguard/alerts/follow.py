@@ -75,9 +75,8 @@ async def follow(
                     if event.seq > cursor:
                         cursor = event.seq
                         yield event
-                if page.scanned_to <= cursor and not page.events:
-                    if page.scanned_to < bus.last_seq:
-                        await asyncio.sleep(0.005)  # the backend lags the bus: rare, brief
+                if not page.events and cursor >= page.scanned_to < bus.last_seq:
+                    await asyncio.sleep(0.005)  # the backend lags the bus: rare, brief
                 cursor = max(cursor, page.scanned_to)
             sub.go_live(cursor)
             while not sub.catching_up and not sub.closed:

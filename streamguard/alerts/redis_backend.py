@@ -58,6 +58,16 @@ redis.call('SET', KEYS[2], last + n)
 return last + n
 """
 
+#: KEYS[1] the lease; ARGV[1] the holder, ARGV[2] its time to live in ms. 1 if held.
+LEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
 BATCH = 500
 RETRY_SECONDS = 1.0
 BLOCK_MS = 1000
@@ -329,7 +339,7 @@ class RedisBackend:
                 break
             if upto is None:
                 upto = seq_of(entries[0][0])
-            for entry_id, fields in entries:
+            for _id, fields in entries:
                 event = parse_event(fields[b"event"])
                 if flt.matches(event):
                     picked.append(event)
@@ -352,6 +362,15 @@ class RedisBackend:
 
     async def set_cursor(self, name: str, seq: int) -> None:
         await self.redis.hset(self.cursor_key, name, seq)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew a fleet-wide lease (one node delivers to each webhook endpoint)."""
+        if self._lease_script is None:
+            self._lease_script = self.redis.register_script(LEASE_LUA)
+        key = f"{self.stream}:lease:{name}"
+        return bool(await self._lease_script(keys=[key], args=[holder, int(ttl * 1000)]))
+
+    _lease_script: Any = None
 
     async def add_dead_letter(self, endpoint: str, seq: int, attempts: int, error: str) -> None:
         await self._in_store(lambda s: s.add_dead_letter(endpoint, seq, attempts, error))

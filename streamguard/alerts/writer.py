@@ -70,7 +70,6 @@ class GroupCommitWriter:
         self._metrics = metrics
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="event-log-writer", daemon=True)
-        self._submitted: dict[int, float] = {}
         self.failing = False  # the last commit failed (health: degraded)
 
     def start(self) -> None:
