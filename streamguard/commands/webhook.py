@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             secret = args.secret_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read --secret-file {args.secret_file}: {exc.strerror}")
+            raise ConfigError(
+                f"cannot read --secret-file {args.secret_file}: {exc.strerror}"
+            ) from None
     else:
         secret = os.environ.get("STREAMGUARD_WEBHOOK_SECRET", "").strip()
     if not secret:

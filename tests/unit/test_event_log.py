@@ -4,6 +4,7 @@ open calls, commit-before-delivery, the replay/live seam, and ``streamguard even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 
@@ -138,10 +139,8 @@ def test_one_writer_per_file_and_read_only_readers(tmp_path):
 def test_signature_header_parser_raises_only_its_own_error(text):
     from streamguard.webhooks.signing import SignatureError, parse_header
 
-    try:
+    with contextlib.suppress(SignatureError):  # anything else fails the test
         parse_header(text)
-    except SignatureError:
-        pass
 
 
 def test_sign_and_verify_round_trip_and_refusals():
