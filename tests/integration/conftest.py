@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from streamguard.config import load_config
 from streamguard.daemon import Daemon
@@ -69,8 +70,9 @@ class Subscriber:
     async def _run(self) -> None:
         async with connect(self.url) as ws:
             self._ready.set()
-            async for message in ws:
-                self.events.append(json.loads(message))
+            with contextlib.suppress(ConnectionClosed):  # the daemon died (kill -9 tests)
+                async for message in ws:
+                    self.events.append(json.loads(message))
 
     def of_type(self, type_: str) -> list[dict]:
         return [e for e in self.events if e["type"] == type_]

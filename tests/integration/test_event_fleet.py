@@ -160,3 +160,71 @@ async def test_a_node_started_while_redis_is_down_catches_up(redis_server, tmp_p
         redis_server.start()
         got = await collect(follow(b.bus, b.backend, since=0), 2)
     assert [(e.seq, e.call_id) for e in got] == [(1, "X"), (2, "B")]
+
+
+async def test_two_daemons_one_fleet_a_subscriber_on_either_sees_both_calls(
+    make_daemon, redis_server, tmp_path, fixtures_dir
+):
+    from streamguard.client import send_frames
+    from streamguard.sources.file import read_audio
+    from streamguard.sources.senders import native_frames
+
+    from .conftest import Subscriber
+
+    def fleet(name):
+        return {"backend": "redis", "redis_url": redis_server.url, "path": str(tmp_path / name)}
+
+    a = await make_daemon(events=fleet("a.db"))
+    b = await make_daemon(events=fleet("b.db"))
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    mono = mono[:, : 6 * rate]
+    async with (
+        Subscriber(f"ws://127.0.0.1:{a.port}/alerts") as on_a,
+        Subscriber(f"ws://127.0.0.1:{b.port}/alerts?types=call_ended") as on_b,
+    ):
+        await asyncio.gather(
+            send_frames(f"ws://127.0.0.1:{a.port}/ingest", native_frames(mono, rate, call_id="A")),
+            send_frames(f"ws://127.0.0.1:{b.port}/ingest", native_frames(mono, rate, call_id="B")),
+        )
+        await on_a.wait_call_ended(2)
+        await on_b.wait_call_ended(2)
+    seqs = [e["seq"] for e in on_a.events]
+    assert seqs == list(range(1, len(seqs) + 1))  # one fleet-wide numbering, no gap
+    assert {e["call_id"] for e in on_a.of_type("call_started")} == {"A", "B"}
+    assert [e["seq"] for e in on_b.events] == [e["seq"] for e in on_a.of_type("call_ended")]
+    health = b.health().to_dict()
+    assert health["status"] == "ready" and health["events"]["backend"] == "redis"
+
+
+async def test_healthz_and_metrics_say_degraded_while_redis_is_down(
+    make_daemon, redis_server, tmp_path
+):
+    import urllib.request
+
+    daemon = await make_daemon(
+        events={"backend": "redis", "redis_url": redis_server.url, "path": str(tmp_path / "a.db")}
+    )
+    redis_server.stop()
+    daemon.bus.publish(CallStarted(call_id="X", track=None, source="native"))
+    for _ in range(200):
+        if daemon.health().status == "degraded":
+            break
+        await asyncio.sleep(0.05)
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+
+    status, body = await asyncio.to_thread(get, "/healthz")
+    _, metrics = await asyncio.to_thread(get, "/metrics")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "degraded"
+    assert health["events"]["degraded"] is True and health["events"]["spooled"] == 1
+    assert "streamguard_events_backend_up 0.0" in metrics
+    assert "streamguard_events_spooled 1.0" in metrics
+    redis_server.start()
+    for _ in range(200):
+        if daemon.health().status == "ready" and daemon.bus.last_seq == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert daemon.health().status == "ready" and daemon.bus.last_seq == 1
