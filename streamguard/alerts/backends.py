@@ -154,7 +154,8 @@ class SqliteBackend:
             loop=asyncio.get_running_loop(),
             on_committed=bus.deliver,
             interval=s.commit_interval_ms / 1000,
-            max_events=s.commit_max_events,
+            # A commit is delivered to subscribers in one go: it must fit in their queues.
+            max_events=max(1, min(s.commit_max_events, bus.max_queue // 2)),
             retain_seconds=s.retain_hours * 3600,
             max_bytes=int(s.max_mb * 1024 * 1024),
             metrics=self._metrics,

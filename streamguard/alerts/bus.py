@@ -30,6 +30,7 @@ any gap). A durable store (Redis Streams, for multi-node fan-in) would sit behin
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
@@ -50,12 +51,20 @@ if TYPE_CHECKING:
     from streamguard.metrics import Metrics
 
 log = structlog.get_logger("streamguard.alerts")
+# The stdlib logger structlog writes through: asked first, so a score (hundreds a second on a
+# busy daemon, logged at debug) costs no dict and no structlog call when debug is off.
+_stdlog = logging.getLogger("streamguard.alerts")
+_LEVEL_NUMBERS = {"debug": logging.DEBUG, "info": logging.INFO}
 
 _PUBLISHABLE = frozenset(m for name, m in EVENT_MODELS.items() if name != "dropped")
 
 # Log level per event type: scores are one per hop per track (hundreds a second on a busy
 # daemon), so they go to debug; an alert being raised is what an operator must see.
 _LOG_LEVELS = {"score": "debug", "dropped": "debug"}
+
+
+#: ``sink(draft, ts, model)``: where publish hands events when a log is attached.
+Sink = Callable[[EventBase, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -206,11 +215,12 @@ class AlertBus:
         self._seq = 0
         self._history: deque[EventBase] = deque(maxlen=max(history, 0))
         self._subs: list[Subscription] = []
-        self._sink: Callable[[EventBase], None] | None = None
+        self._sink: Sink | None = None
 
-    def attach_log(self, sink: Callable[[EventBase], None]) -> None:
-        """From now on :meth:`publish` hands unnumbered events to ``sink`` (the durable log's
-        writer), which numbers and commits them and then calls :meth:`deliver`."""
+    def attach_log(self, sink: Sink) -> None:
+        """From now on :meth:`publish` hands events to ``sink(draft, ts, model)`` (the durable
+        log's writer), which stamps, numbers and commits them, then calls :meth:`deliver`.
+        The copy and the serialisation happen there, off the loop's hot path."""
         self._sink = sink
 
     @property
@@ -250,15 +260,18 @@ class AlertBus:
         kind = draft.type
         if self._metrics is not None:
             self._metrics.events_published_total.labels(type=kind).inc()
+        level = _LOG_LEVELS.get(kind, "info")
+        logged = _stdlog.isEnabledFor(_LEVEL_NUMBERS[level])
         if self._sink is not None:
-            event = draft.unnumbered(ts=ts, model=self.model_name)
-            fields = event.to_dict()
-            del fields["seq"]  # the log numbers it; subscribers see the seq
-            getattr(log, _LOG_LEVELS.get(kind, "info"))(kind, **fields)
-            self._sink(event)
+            if logged:
+                fields = draft.to_dict()
+                del fields["seq"]  # the log numbers it; subscribers see the seq
+                getattr(log, level)(kind, **{**fields, "ts": ts, "model": self.model_name})
+            self._sink(draft, ts, self.model_name)
             return None
         event = draft.stamped(seq=self._seq + 1, ts=ts, model=self.model_name)
-        getattr(log, _LOG_LEVELS.get(kind, "info"))(kind, **event.to_dict())
+        if logged:
+            getattr(log, level)(kind, **event.to_dict())
         self.deliver([event])
         return event
 

@@ -146,13 +146,20 @@ class RedisBackend:
             await asyncio.sleep(0.01)
         await self._spool(self._take_outbox())  # out of time: keep them on disk
 
+    _closing = False
+
     async def close(self) -> None:
         await self.flush()
-        for task in self._tasks:
+        # Let the tasks finish on their own: cancelling redis-py in the middle of a blocking
+        # XREAD can leave the cancellation hanging. The reader returns within BLOCK_MS.
+        self._closing = True
+        self._wake.set()
+        _, late = await asyncio.wait(self._tasks, timeout=BLOCK_MS / 1000 + 2)
+        for task in late:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(task, 2)
         for client in (self.redis, self._reader_redis):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -164,8 +171,8 @@ class RedisBackend:
     # -- writing --------------------------------------------------------------------------------
     _sending = False
 
-    def _submit(self, event: EventBase) -> None:
-        self._outbox.append((event, time.perf_counter()))
+    def _submit(self, draft: EventBase, ts: str, model: str) -> None:
+        self._outbox.append((draft.unnumbered(ts=ts, model=model), time.perf_counter()))
         self._wake.set()
 
     def _take_outbox(self) -> list[tuple[EventBase, float]]:
@@ -176,6 +183,8 @@ class RedisBackend:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return
             self._sending = True
             try:
                 ok = await self._send_once()
@@ -292,7 +301,7 @@ class RedisBackend:
 
     async def _read_loop(self) -> None:
         assert self.bus is not None
-        while True:
+        while not self._closing:
             try:
                 if self._start_after is None:
                     self._start_after = await self._stream_end()
@@ -304,6 +313,8 @@ class RedisBackend:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._closing:
+                    return
                 self._degraded(exc)
                 self._wake.set()  # let the sender try (and drain the spool) when back
                 await asyncio.sleep(RETRY_SECONDS)

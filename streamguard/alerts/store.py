@@ -221,17 +221,31 @@ class EventStore:
         row = self.db.execute("SELECT min(seq) FROM events").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def append(self, drafts: Sequence[EventBase], *, now: float | None = None) -> list[EventBase]:
-        """Number ``drafts`` (unnumbered, in order) and commit them in ONE transaction.
+    def append(
+        self,
+        drafts: Sequence[EventBase],
+        *,
+        stamps: Sequence[tuple[str, str]] | None = None,
+        now: float | None = None,
+    ) -> list[EventBase]:
+        """Number ``drafts`` (in order) and commit them in ONE transaction.
 
-        Returns the numbered events (their JSON spliced, not re-made). If the commit fails
+        ``drafts`` are unnumbered events, stamped already (``ts``, ``model``), or, with
+        ``stamps``, producers' drafts and their ``(ts, model)`` (the writer's path: one copy,
+        one serialisation per event). Returns the numbered events. If the commit fails
         nothing is numbered: the same drafts can be appended again.
         """
         if not drafts:
             return []
         at = time.time() if now is None else now
         first = self._last_seq + 1
-        events = [with_seq(d, first + i) for i, d in enumerate(drafts)]
+        if stamps is None:
+            events = [with_seq(d, first + i) for i, d in enumerate(drafts)]
+        else:
+            events = [
+                d.stamped(seq=first + i, ts=ts, model=model)
+                for i, (d, (ts, model)) in enumerate(zip(drafts, stamps, strict=True))
+            ]
         rows = [(e.seq, at, e.type, e.call_id, e.to_json()) for e in events]
         try:
             with self.db:

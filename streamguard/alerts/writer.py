@@ -75,9 +75,9 @@ class GroupCommitWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, event: EventBase) -> None:
-        """Queue one unnumbered event (never blocks)."""
-        self._queue.put((event, time.perf_counter()))
+    def submit(self, draft: EventBase, ts: str, model: str) -> None:
+        """Queue one event to stamp, number and commit (never blocks): the bus's sink."""
+        self._queue.put((draft, ts, model, time.perf_counter()))
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed and delivered."""
@@ -130,6 +130,7 @@ class GroupCommitWriter:
 
     def _commit(self, items: list[object]) -> bool:
         drafts: list[EventBase] = []
+        stamps: list[tuple[str, str]] = []
         started: list[float] = []
         flushes: list[_Flush] = []
         stop = False
@@ -139,12 +140,13 @@ class GroupCommitWriter:
             elif isinstance(item, _Flush):
                 flushes.append(item)
             else:
-                event, t0 = item  # type: ignore[misc]
-                drafts.append(event)
+                draft, ts, model, t0 = item  # type: ignore[misc]
+                drafts.append(draft)
+                stamps.append((ts, model))
                 started.append(t0)
         while drafts:
             try:
-                events = self.store.append(drafts)
+                events = self.store.append(drafts, stamps=stamps)
             except EventLogError as exc:
                 if not self.failing:
                     log.error("event_log_commit_failed", error=str(exc), pending=len(drafts))

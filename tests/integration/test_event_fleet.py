@@ -61,8 +61,6 @@ async def collect(agen, n, timeout=15):
     try:
         await asyncio.wait_for(run(), timeout)
     except TimeoutError:
-        for task in asyncio.all_tasks():
-            task.print_stack(limit=3)
         raise AssertionError(f"only {[e.seq for e in got]} within {timeout} s") from None
     return got
 

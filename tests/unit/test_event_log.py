@@ -214,7 +214,9 @@ async def test_replay_then_live_has_no_gap_and_no_duplicate_while_publishing(tmp
                     await asyncio.sleep(0)
 
         async def read():
-            async for event in follow(node.bus, node.backend, since=0, max_queue=64):
+            # a queue that holds what the writer delivers at once: this test is about the
+            # seam, not about a slow reader's dropped notices
+            async for event in follow(node.bus, node.backend, since=0, max_queue=5000):
                 got.append(event)
                 if event.seq >= 3000:
                     return
