@@ -21,11 +21,12 @@ Thread model: ``publish``/``subscribe``/``drain`` run on the event-loop thread o
 engine hands results back to the loop before publishing). The ``on_ready`` hook is where the
 async edge (alerts/server.py) sets an ``asyncio.Event``.
 
-Durability hook: the bus keeps a bounded ring of the last ``history`` events, and
-``subscribe(..., since=seq)`` replays what the ring still holds (with a ``dropped`` notice for
-any gap). A durable store (Redis Streams, for multi-node fan-in) would sit behind
-:meth:`AlertBus.publish` as another sink and answer ``since`` from its own log; the event
-``seq`` is already the cursor it needs.
+Durability: in the daemon a backend (alerts/backends.py: the SQLite log, or a fleet's Redis
+Stream) is attached with :meth:`AlertBus.attach_log`. ``publish`` then only hands the event
+over; the backend numbers and commits it and calls :meth:`AlertBus.deliver`, so no subscriber
+ever sees an event the log does not hold. ``/alerts`` replays (``since``, ``tail``) are read
+from the backend and joined to the live queue without a gap (alerts/follow.py). Without a
+backend the bus numbers events itself and its in-memory ring answers ``since``/``tail``.
 """
 
 from __future__ import annotations

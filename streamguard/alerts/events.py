@@ -263,7 +263,10 @@ class CallEnded(EventBase):
 
     type: Literal["call_ended"] = "call_ended"
     summary: CallSummary
-    reason: str = Field(description="why: stop, hangup, closed, idle, limit, shutdown, error...")
+    reason: str = Field(
+        description="why: stop, hangup, closed, idle, limit, shutdown, error, crash (ended by "
+        "the restarted daemon: the previous run died with the call open)..."
+    )
     tracks: dict[str, CallSummary] = Field(default_factory=dict, description="per-track summary")
 
 

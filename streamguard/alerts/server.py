@@ -355,6 +355,9 @@ async def _send_all(connection: ServerConnection, events: AsyncIterator[EventBas
             await connection.send(event.to_json())
     except ConnectionClosed:
         pass
+    except Exception as exc:  # the backend failed a replay read (Redis unreachable...)
+        log.error("subscriber_replay_failed", remote=_remote(connection), error=str(exc)[:200])
+        await connection.close(CloseCode.TRY_AGAIN_LATER, "event log unavailable; retry")
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 

@@ -226,3 +226,61 @@ async def test_healthz_and_metrics_say_degraded_while_redis_is_down(
             break
         await asyncio.sleep(0.05)
     assert daemon.health().status == "ready" and daemon.bus.last_seq == 1
+
+
+async def test_events_command_reads_the_stream_and_one_node_delivers_each_webhook(
+    redis_server, tmp_path, capsys
+):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from streamguard.cli import main as cli_main
+    from streamguard.config import WebhookSettings
+    from streamguard.webhooks.delivery import WebhookDeliverer
+
+    keys: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            keys.append(self.headers["Idempotency-Key"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = WebhookSettings(url=f"http://127.0.0.1:{receiver.server_address[1]}/h", secret="s")
+    try:
+        async with (
+            Node(redis_server.url, tmp_path, "a") as a,
+            Node(redis_server.url, tmp_path, "b") as b,
+        ):
+            tasks = [
+                asyncio.create_task(WebhookDeliverer(hook, n.bus, n.backend).run()) for n in (a, b)
+            ]
+            await asyncio.sleep(0.5)  # both started; one holds the lease
+            for i in range(10):
+                (a if i % 2 else b).score("C", i)
+            for _ in range(300):
+                if len(keys) >= 10:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # a second deliverer would have sent duplicates by now
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    assert keys == [str(n) for n in range(1, 11)]  # each event once, in fleet order
+
+    args = ["events", "--backend", "redis", "--redis-url", redis_server.url]
+    capsys.readouterr()  # forget the log lines so far
+    assert await asyncio.to_thread(cli_main, [*args, "--json", "--since", "7"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [8, 9, 10]
+    assert await asyncio.to_thread(cli_main, [*args, "--tail", "2"]) == 0
+    assert capsys.readouterr().out.count("score") == 2
