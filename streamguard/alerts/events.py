@@ -341,9 +341,10 @@ def split_at_seq(event: EventBase) -> tuple[str, str]:
     return text[:at], text[at + 1 :]
 
 
-def with_seq(event: EventBase, seq: int) -> EventBase:
-    """The unnumbered ``event`` numbered ``seq``, its JSON spliced rather than re-made."""
-    head, tail = split_at_seq(event)
+def with_seq(event: EventBase, seq: int, split: tuple[str, str] | None = None) -> EventBase:
+    """The unnumbered ``event`` numbered ``seq``, its JSON spliced rather than re-made
+    (``split``: its :func:`split_at_seq`, when the caller has it already)."""
+    head, tail = split or split_at_seq(event)
     numbered = event.model_copy(update={"seq": seq})
     numbered._json = f"{head}{seq}{tail}"
     return numbered

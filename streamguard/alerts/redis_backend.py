@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from streamguard.alerts.bus import AlertBus, SubscriptionFilter
-from streamguard.alerts.events import CallStarted, EventBase, parse_event, split_at_seq
+from streamguard.alerts.events import (
+    CallStarted,
+    EventBase,
+    parse_event,
+    split_at_seq,
+    with_seq,
+)
 from streamguard.alerts.store import EventStore, Page, WriterLock
 
 if TYPE_CHECKING:
@@ -98,6 +104,7 @@ class RedisBackend:
         self._reader_redis: Any = None
         self._script: Any = None
         self._outbox: list[tuple[EventBase, float]] = []
+        self._own: dict[int, EventBase] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.up = False
@@ -213,10 +220,16 @@ class RedisBackend:
 
     async def _append(self, drafts: list[EventBase]) -> int:
         args: list[Any] = [self.settings.redis_maxlen]
-        for draft in drafts:
-            args.extend(split_at_seq(draft))
+        splits = [split_at_seq(draft) for draft in drafts]
+        for split in splits:
+            args.extend(split)
         last = int(await self._script(keys=[self.stream, self.counter_key], args=args))
         self._appended_upto = max(self._appended_upto, last)
+        # Our own events, numbered here: the reader takes these instead of parsing them back
+        # (validating JSON is the dearest step of a fleet node's read path).
+        first = last - len(drafts) + 1
+        for i, (draft, split) in enumerate(zip(drafts, splits, strict=True)):
+            self._own[first + i] = with_seq(draft, first + i, split)
         return last
 
     async def _drain_spool(self) -> bool:
@@ -323,7 +336,14 @@ class RedisBackend:
                 self._set_up(True)
                 self._wake.set()
             for _stream, entries in reply or ():
-                events = [parse_event(fields[b"event"]) for _id, fields in entries]
+                own = self._own
+                events = [
+                    own.pop(seq_of(entry_id), None) or parse_event(fields[b"event"])
+                    for entry_id, fields in entries
+                ]
+                if own and len(own) > 10 * BATCH:  # read before we numbered them: forget
+                    for seq in [q for q in own if q <= self.bus.last_seq]:
+                        del own[seq]
                 if events:
                     self.bus.deliver(events)
                     if self._metrics is not None:
