@@ -98,6 +98,7 @@ async def test_two_nodes_share_one_gap_free_stream_and_each_serves_all(redis_ser
     assert json.loads(raw[0][1][b"event"])["seq"] == 1
 
 
+@pytest.mark.slow
 async def test_outage_spools_on_disk_then_drains_in_order(redis_server, tmp_path):
     async with Node(redis_server.url, tmp_path, "a") as a:
         listener = follow(a.bus, a.backend)
@@ -128,6 +129,7 @@ async def test_outage_spools_on_disk_then_drains_in_order(redis_server, tmp_path
     assert [e.start for e in got] == list(range(30))
 
 
+@pytest.mark.slow
 async def test_spool_bound_counts_what_it_loses(redis_server, tmp_path):
     async with Node(redis_server.url, tmp_path, "a", spool_max_events=5) as a:
         redis_server.stop()
@@ -145,6 +147,7 @@ async def test_spool_bound_counts_what_it_loses(redis_server, tmp_path):
     assert [e.start for e in got] == [0, 1, 2, 3, 4]  # the first five, in order
 
 
+@pytest.mark.slow
 async def test_a_node_started_while_redis_is_down_catches_up(redis_server, tmp_path):
     async with Node(redis_server.url, tmp_path, "a") as a:
         a.bus.publish(CallStarted(call_id="X", track=None, source="native"))
