@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 #: How long a drain waits for subscribers to receive the last events before closing them.
 FLUSH_SECONDS = 2.0
+#: How long a drain waits for the event log to commit the last events (a failing disk).
+FLUSH_LOG_SECONDS = 10.0
 #: The GIL switch interval while a daemon runs (see Daemon._tune_process).
 SWITCH_INTERVAL = 0.0005
 
@@ -410,8 +412,11 @@ class Daemon:
             await self.registry.drain("shutdown")
         if self.engine is not None:
             await self.engine.stop()
-        if self.backend is not None:
-            await self.backend.flush()  # every call_ended committed and delivered
+        if self.backend is not None:  # every call_ended committed and delivered
+            try:
+                await asyncio.wait_for(self.backend.flush(), FLUSH_LOG_SECONDS)
+            except TimeoutError:
+                log.error("event_log_flush_timed_out", seconds=FLUSH_LOG_SECONDS)
         if self.bus is not None:
             await self._flush_subscribers()
         if self.server is not None:

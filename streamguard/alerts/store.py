@@ -170,6 +170,7 @@ class EventStore:
         readonly: bool = False,
         synchronous: Synchronous = "normal",
         create: bool = True,
+        busy_timeout_ms: int = 5000,
     ):
         self.path = Path(path)
         self.readonly = readonly
@@ -182,7 +183,7 @@ class EventStore:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(self.path, check_same_thread=False)
-            self.db.execute("PRAGMA busy_timeout = 5000")
+            self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if not readonly:
                 self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before any table exists
                 mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -87,8 +87,17 @@ class GroupCommitWriter:
         self._queue.put(_Flush(future))
         await future
 
-    async def close(self) -> None:
-        await self.flush()
+    async def close(self, timeout: float = 10.0) -> None:
+        """Flush, stop the thread, close the file. A log that cannot commit (disk full) is
+        given ``timeout`` seconds, then abandoned with one error line: a shutdown never hangs
+        on it (the events it could not write are lost, and said so)."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            log.error(
+                "event_log_not_flushed", pending=self._queue.qsize(), path=str(self.store.path)
+            )
+            return
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self.store.close()

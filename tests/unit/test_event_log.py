@@ -284,3 +284,35 @@ def test_events_command_reads_filters_and_reports_expiry(tmp_path, capsys):
     assert cli_main(["events", "--path", str(tmp_path / "none.db")]) == 2
     assert "no event log" in capsys.readouterr().err
     assert cli_main([*base, "--types", "bogus"]) == 2
+
+
+async def test_a_failing_commit_is_retried_in_order_and_nothing_is_delivered_before(tmp_path):
+    """A real SQLite failure: another connection holds the write lock, so commits fail
+    ("database is locked") until it lets go; the writer says so, retries, keeps the order."""
+    from streamguard.alerts.writer import GroupCommitWriter
+
+    path = tmp_path / "events.db"
+    metrics = Metrics()
+    bus = AlertBus("m", metrics=metrics)
+    store = EventStore(path, busy_timeout_ms=50)
+    writer = GroupCommitWriter(
+        store, loop=asyncio.get_running_loop(), on_committed=bus.deliver, metrics=metrics
+    )
+    writer.start()
+    bus.attach_log(writer.submit)
+    sub = bus.subscribe()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for i in range(3):
+        bus.publish(Score(call_id="A", track="0", source="native", start=i, end=i + 4,
+                          p_fake=0.5, smoothed=0.5))  # fmt: skip
+    for _ in range(200):
+        if writer.failing:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.failing and list(sub.drain()) == []  # nothing seen that is not on disk
+    assert metrics.registry.get_sample_value("streamguard_events_log_errors_total") >= 1
+    blocker.execute("ROLLBACK")
+    await asyncio.wait_for(writer.flush(), 10)
+    assert [e.start for e in sub.drain()] == [0, 1, 2] and not writer.failing
+    await writer.close()
