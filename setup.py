@@ -17,8 +17,9 @@ packages += [
     if "__pycache__" not in name
 ]
 
+# Package data (the corpus lists included) is in pyproject.toml: a package_data argument here
+# is ignored once pyproject.toml has a [tool.setuptools.package-data] table.
 setup(
     packages=packages,
     package_dir={TRAINING: "training"},
-    package_data={TRAINING + ".corpus": ["*.csv", "*.md"]},
 )

@@ -18,6 +18,7 @@ Reload: only :data:`RELOADABLE_SECTIONS` change on SIGHUP (see :func:`apply_relo
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -30,9 +31,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.errors import ConfigError
+from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 RELOADABLE_SECTIONS = ("smoothing", "verdict", "logging")
 """Sections a SIGHUP re-reads and applies to running and new tracks; all else needs a restart."""
+
+
+#: Keys earlier releases accepted, and why they are gone (said with the "unknown key" error).
+REMOVED_KEYS = {
+    "track.window_seconds": "removed: the window length is the model's own, see "
+    "`streamguard model info`",
+}
 
 
 class _Section(BaseModel):
@@ -92,9 +101,103 @@ class IngestSourceSettings(WebSocketSourceSettings):
     path: str = "/ingest"
 
 
+def _secret_value(value: SecretStr | None, path: Path | None, what: str) -> str | None:
+    """A secret from the config (``value``) or from a file (``path``, first line, stripped)."""
+    if path is None:
+        return value.get_secret_value() if value is not None else None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    if not text:
+        raise ConfigError(f"{what} file {path} is empty")
+    return text
+
+
+class AudioHookSourceSettings(WebSocketSourceSettings):
+    """Genesys Cloud AudioHook Monitor (docs/sources.md). Off unless configured: it needs the
+    API key (and, for signed requests, the client secret) of the Genesys integration."""
+
+    enabled: bool = False
+    path: str = "/audiohook"
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    include_ani: bool = False
+    max_signature_age_seconds: float = Field(10.0, gt=3.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AudioHookSourceSettings:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set api_key or api_key_file, not both")
+        if self.client_secret is not None and self.client_secret_file is not None:
+            raise ValueError("set client_secret or client_secret_file, not both")
+        if self.enabled and self.api_key is None and self.api_key_file is None:
+            raise ValueError("enabled without api_key (or api_key_file): Genesys sends one")
+        if self.client_secret is not None:
+            from streamguard.sources.audiohook_auth import decode_client_secret
+
+            decode_client_secret(self.client_secret.get_secret_value())
+        return self
+
+    def api_key_value(self) -> str | None:
+        return _secret_value(self.api_key, self.api_key_file, "sources.audiohook.api_key")
+
+    def client_secret_bytes(self) -> bytes | None:
+        """The HMAC key (the base64-decoded client secret), or None when none is configured."""
+        from streamguard.sources.audiohook_auth import decode_client_secret
+
+        text = _secret_value(
+            self.client_secret, self.client_secret_file, "sources.audiohook.client_secret"
+        )
+        if text is None:
+            return None
+        try:
+            return decode_client_secret(text)
+        except ValueError as exc:
+            raise ConfigError(f"sources.audiohook.client_secret: {exc}") from None
+
+
+class AudioSocketSourceSettings(_Section):
+    """Asterisk AudioSocket over TCP: Asterisk connects to us, one connection per call.
+
+    The protocol has no authentication, so listening beyond loopback requires ``allow``: the
+    addresses (or CIDR networks) of the Asterisk servers; other peers are closed at once.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=0, le=65535)
+    allow: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _peers(self) -> AudioSocketSourceSettings:
+        for entry in self.allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"allow: {entry!r} is not an IP address or network") from None
+        if self.enabled and not _is_loopback(self.host) and not self.allow:
+            raise ValueError(
+                "AudioSocket has no authentication: listening beyond loopback needs allow = "
+                "[the Asterisk servers' addresses]"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class RtpPayloadType(_Section):
     encoding: Literal["pcmu", "pcma", "pcm_s16be", "pcm_s16le"]
-    rate: int = Field(ge=8000, le=48000)
+    rate: int = Field(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)  # what every source core accepts
     channels: Literal[1] = Field(1, description="RTP audio is read as mono; stereo L16 is refused")
 
 
@@ -104,6 +207,8 @@ class RtpSourceSettings(_Section):
     port: int = Field(5004, ge=0, le=65535)
     idle_timeout_seconds: float = Field(5.0, gt=0)
     jitter_packets: int = Field(8, ge=0)
+    rtcp: bool = True
+    rtcp_port: int | None = Field(None, ge=0, le=65535)
     payload_types: dict[str, RtpPayloadType] = Field(
         default_factory=lambda: {"96": RtpPayloadType(encoding="pcm_s16be", rate=16000)}
     )
@@ -119,7 +224,7 @@ class RtpSourceSettings(_Section):
 class MicSourceSettings(_Section):
     enabled: bool = False
     device: str | int | None = None
-    sample_rate: int = Field(16000, ge=8000)
+    sample_rate: int = Field(16000, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
     channels: int = Field(1, ge=1)
     block_ms: int = Field(30, ge=5, le=1000)
 
@@ -129,6 +234,8 @@ class SourcesSettings(_Section):
     ingest: IngestSourceSettings = Field(default_factory=IngestSourceSettings)
     rtp: RtpSourceSettings = Field(default_factory=RtpSourceSettings)
     mic: MicSourceSettings = Field(default_factory=MicSourceSettings)
+    audiohook: AudioHookSourceSettings = Field(default_factory=AudioHookSourceSettings)
+    audiosocket: AudioSocketSourceSettings = Field(default_factory=AudioSocketSourceSettings)
 
 
 class AlertsSettings(_Section):
@@ -286,11 +393,15 @@ class Settings(BaseSettings):
             "alerts.path": self.alerts.path,
             "sources.twilio.path": self.sources.twilio.path,
             "sources.ingest.path": self.sources.ingest.path,
+            "sources.audiohook.path": self.sources.audiohook.path,
         }
         seen: dict[str, str] = {"/healthz": "(built-in)", "/metrics": "(built-in)"}
+        seen.update(dict.fromkeys(("/", "/api/status"), "the dashboard"))
         for key, path in paths.items():
             if path in seen:
                 raise ValueError(f"{key} {path!r} is already used by {seen[path]}")
+            if path.startswith("/dashboard/"):
+                raise ValueError(f"{key} {path!r}: /dashboard/ holds the dashboard's files")
             seen[path] = key
         return self
 
@@ -321,8 +432,13 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+        if loc in REMOVED_KEYS:
+            msg += f" ({REMOVED_KEYS[loc]})"
     detail = ""
-    secret = any(str(p) in ("token", "auth", "secret", "webhooks") for p in first["loc"])
+    secret = any(
+        str(p) in ("token", "auth", "api_key", "client_secret", "audiohook", "secret", "webhooks")
+        for p in first["loc"]
+    )
     if "input" in first and first["type"] != "extra_forbidden" and not secret:
         shown = repr(first["input"])
         detail = f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"

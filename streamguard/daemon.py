@@ -44,6 +44,7 @@ from streamguard.alerts.server import (
 )
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
+from streamguard.dashboard import STATUS_PATH, dashboard_routes, dashboard_url
 from streamguard.errors import StreamguardError
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
@@ -108,6 +109,7 @@ class Daemon:
         self.registry: CallRegistry | None = None
         self.server: Server | None = None
         self.rtp = None
+        self.audiosocket = None
         self.microphone = None
         self._mic_task: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
@@ -125,6 +127,14 @@ class Daemon:
     def rtp_port(self) -> int | None:
         return None if self.rtp is None else self.rtp.port
 
+    @property
+    def rtcp_port(self) -> int | None:
+        return None if self.rtp is None else self.rtp.rtcp_port
+
+    @property
+    def audiosocket_port(self) -> int | None:
+        return None if self.audiosocket is None else self.audiosocket.port
+
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
@@ -140,6 +150,11 @@ class Daemon:
             await asyncio.to_thread(self.detector.use_torchscript)
         await asyncio.to_thread(probe_detector, self.detector)
         info = self.detector.info
+        if s.track.min_speech_seconds > info.window_seconds:
+            raise StreamguardError(
+                f"[track] min_speech_seconds ({s.track.min_speech_seconds:g}) is longer than "
+                f"the model's {info.window_seconds:g} s window: no window could ever be scored"
+            )
         log.info(
             "model_loaded",
             torchscript=self.detector.torchscript,
@@ -186,12 +201,31 @@ class Daemon:
             except OSError as exc:
                 rtp = s.sources.rtp
                 raise bind_error("RTP (UDP)", rtp.host, rtp.port, exc) from None
+        if s.sources.audiosocket.enabled:
+            from streamguard.sources.tcp import start_audiosocket
+
+            try:
+                self.audiosocket = await start_audiosocket(
+                    s.sources.audiosocket, self.registry, metrics=self.metrics
+                )
+            except OSError as exc:
+                tcp = s.sources.audiosocket
+                raise bind_error("AudioSocket (TCP)", tcp.host, tcp.port, exc) from None
         if s.sources.mic.enabled:
             self._start_mic()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self.ready = True
         self.notifier.ready(self._status_line())
-        log.info("ready", host=s.server.host, port=self.port, rtp_port=self.rtp_port)
+        log.info(
+            "ready",
+            host=s.server.host,
+            port=self.port,
+            rtp_port=self.rtp_port,
+            rtcp_port=self.rtcp_port,
+            audiosocket_port=self.audiosocket_port,
+            audiohook_path=s.sources.audiohook.path if s.sources.audiohook.enabled else None,
+            dashboard=dashboard_url(s.server.host, self.port),
+        )
 
     def _tune_process(self) -> None:
         """Inference shares the process with the event loop.
@@ -222,11 +256,22 @@ class Daemon:
         }
         if s.sources.twilio.enabled:
             routes[s.sources.twilio.path] = feed_handler(
-                "twilio", MediaStreamProtocol, self.registry, metrics=self.metrics
+                "twilio",
+                lambda _request: MediaStreamProtocol(),
+                self.registry,
+                metrics=self.metrics,
             )
         if s.sources.ingest.enabled:
             routes[s.sources.ingest.path] = feed_handler(
-                "native", IngestProtocol, self.registry, metrics=self.metrics
+                "native", lambda _request: IngestProtocol(), self.registry, metrics=self.metrics
+            )
+        handshake_checks = {}
+        if s.sources.audiohook.enabled:
+            from streamguard.sources.audiohook_ws import audiohook_route
+
+            path = s.sources.audiohook.path
+            routes[path], handshake_checks[path] = audiohook_route(
+                s.sources.audiohook, self.registry, metrics=self.metrics
             )
         self.router = WebSocketRouter(routes)
         process_request = make_process_request(
@@ -234,10 +279,14 @@ class Daemon:
             http_routes={
                 "/healthz": healthz_route(self.health),
                 "/metrics": metrics_route(self.metrics),
+                **dashboard_routes(self.status),
             },
             token=s.auth.token_value(),
-            protected_paths=s.protected_paths(),
+            # The dashboard's data needs the same token as the events it comes from.
+            protected_paths=s.protected_paths() | {STATUS_PATH},
+            same_origin_paths={s.alerts.path},
             max_connections=s.server.max_connections,
+            handshake_checks=handshake_checks,
         )
         try:
             self.server = await serve(
@@ -343,6 +392,45 @@ class Daemon:
             extra=extra,
         )
 
+    def status(self) -> dict[str, Any]:
+        """What the dashboard shows beside the events (``GET /api/status``, token-protected).
+
+        Read on every request, so thresholds changed by SIGHUP show at once. ``last_seq`` lets
+        a page that reconnects tell a restarted daemon (seqs began again) from a network blip.
+        """
+        from streamguard import __version__
+        from streamguard.alerts.events import format_ts
+
+        s = self.settings
+        info = self.detector.info if self.detector else None
+        on, off = s.smoothing.thresholds(info.threshold) if info else (None, None)
+        return {
+            "version": __version__,
+            "time": format_ts(time.time()),  # the daemon's clock: uptime -> when it started
+            "model": None
+            if info is None
+            else {
+                "name": info.name,
+                "architecture": info.architecture,
+                "threshold": info.threshold,
+                "window_seconds": info.window_seconds,
+                "sample_rate": info.sample_rate,
+            },
+            "smoothing": {
+                "mode": s.smoothing.mode,
+                "on_threshold": on,
+                "off_threshold": off,
+                "raise_after": s.smoothing.raise_after,
+                "clear_after": s.smoothing.clear_after,
+            },
+            "hop_seconds": s.track.hop_seconds,
+            "min_verdict_speech_seconds": s.verdict.min_speech_seconds,
+            "alerts_path": s.alerts.path,
+            "history": s.alerts.history,
+            "last_seq": self.bus.last_seq if self.bus else 0,
+            "health": self.health().to_dict(),
+        }
+
     def _status_line(self) -> str:
         calls = len(self.registry.sessions) if self.registry else 0
         stats = self.engine.stats if self.engine else None
@@ -405,11 +493,16 @@ class Daemon:
             self.server.server.close()  # stop listening; open feeds keep going until drained
         if self.rtp is not None:
             self.rtp.close()
+        if self.audiosocket is not None:
+            self.audiosocket.close()
         if self.microphone is not None and self._mic_task is not None:
             self.microphone.stop("shutdown")
             await self._mic_task
         if self.registry is not None:
             await self.registry.drain("shutdown")
+        if self.audiosocket is not None:
+            self.audiosocket.close_connections()
+            await self.audiosocket.wait_closed()
         if self.engine is not None:
             await self.engine.stop()
         if self.backend is not None:  # every call_ended committed and delivered

@@ -2,8 +2,9 @@
 
 Why these: the daemon hears calls, so the detector must not mistake a phone line's band limit,
 G.711 quantisation, level changes, background noise or a lost packet for "synthetic". Each op
-fires independently with its probability from :class:`streamguard.training.config.AugmentConfig`, in the
-order a call would apply them (talker -> room -> channel -> network):
+fires independently with its probability from
+:class:`streamguard.training.config.AugmentConfig`, in the order a call would apply them
+(talker -> room -> channel -> network):
 speed -> gain -> noise -> telephone band + 8 kHz G.711 round trip -> packet-loss gaps.
 
 Every random draw comes from the ``torch.Generator`` passed in, so the same seed gives the same

@@ -4,7 +4,7 @@ Every reader returns a :class:`ReadResult`: the good rows as :class:`Example` (w
 subset, speaker, attack and condition for per-subset metrics) and the bad rows as
 :class:`Problem` (file:line and why), so one broken row never stops a run and is never silent.
 
-Formats (documented in README-training.md):
+Formats (documented in docs/training.md, "Data formats"):
 
 * **manifest** CSV ``path,label[,subset][,speaker]`` (optional header; by name it may also carry
   ``attack``, ``condition``, ``source``). Labels ``0``/``1`` or words (see :data:`LABEL_WORDS`);

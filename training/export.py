@@ -177,7 +177,12 @@ def export_trained(
 ) -> Path:
     """Calibrate on validation, evaluate val/test, and write model dir + eval reports."""
     from streamguard.model import Detector, ModelInfo, count_parameters
-    from streamguard.training.evaluate import evaluate_scores, format_table, score_examples, write_report
+    from streamguard.training.evaluate import (
+        evaluate_scores,
+        format_table,
+        score_examples,
+        write_report,
+    )
 
     out_dir = Path(config.run.out_dir)
     export_dir = Path(config.export.dir or out_dir / "model")

@@ -1,4 +1,4 @@
-"""The one schema for every event streamguard publishes (DESIGN.md, "Events").
+"""The one schema for every event streamguard publishes (README, "Events").
 
 Every event is a frozen pydantic model with the common fields ``type``, ``seq``, ``ts``,
 ``call_id``, ``track``, ``source`` and ``model``, plus the fields of its type. Producers build
@@ -30,16 +30,23 @@ from pydantic import (
     field_validator,
 )
 
-Source: TypeAlias = Literal["twilio", "telnyx", "native", "l16", "rtp", "mic", "file"]
-"""Where a call's audio came from (DESIGN.md)."""
+Source: TypeAlias = Literal[
+    "twilio", "telnyx", "native", "l16", "rtp", "mic", "file", "audiohook", "audiosocket"
+]
+"""Where a call's audio came from (README, "Events")."""
 
 EventType: TypeAlias = Literal["call_started", "score", "alert", "call_ended", "dropped"]
 DroppedReason: TypeAlias = Literal["slow", "retention"]
 Verdict: TypeAlias = Literal["fake", "real", "inconclusive"]
 AlertState: TypeAlias = Literal["raised", "cleared"]
+EndReason: TypeAlias = Literal[
+    "stop", "hangup", "closed", "idle", "bye", "limit", "shutdown", "error", "crash"
+]
+"""Why a call ended (README "Events", ``call_ended``); a source with a new reason adds it here."""
 
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
 SOURCES: frozenset[str] = frozenset(Source.__args__)  # type: ignore[attr-defined]
+END_REASONS: frozenset[str] = frozenset(EndReason.__args__)  # type: ignore[attr-defined]
 
 PROB_DECIMALS = 4  # p_fake, smoothed, thresholds: 1e-4 is far below any model's resolution
 TIME_DECIMALS = 3  # seconds: millisecond resolution (one audio sample is 62.5 us at 16 kHz)
@@ -263,10 +270,7 @@ class CallEnded(EventBase):
 
     type: Literal["call_ended"] = "call_ended"
     summary: CallSummary
-    reason: str = Field(
-        description="why: stop, hangup, closed, idle, limit, shutdown, error, crash (ended by "
-        "the restarted daemon: the previous run died with the call open)..."
-    )
+    reason: EndReason = Field(description="why the call ended (README: call_ended reasons)")
     tracks: dict[str, CallSummary] = Field(default_factory=dict, description="per-track summary")
 
 

@@ -239,32 +239,74 @@ def make_process_request(
     http_routes: Mapping[str, HttpRoute] | None = None,
     token: str | None = None,
     protected_paths: Collection[str] = (),
+    same_origin_paths: Collection[str] = (),
     max_connections: int | None = None,
+    handshake_checks: Mapping[str, ProcessRequest] | None = None,
 ) -> ProcessRequest:
     """Build ``process_request``: plain HTTP routes, 401 on protected paths, 404 elsewhere.
 
-    Order: HTTP routes (``/healthz``, ``/metrics``: never authenticated, so probes and scrapers
-    need no secret) -> unknown path 404 -> auth 401 (``WWW-Authenticate: Bearer``) -> capacity
-    503 -> ``None`` (carry on with the WebSocket handshake).
+    Order: unknown path 404 -> auth 401 (``WWW-Authenticate: Bearer``) on ``protected_paths``,
+    HTTP or WebSocket alike -> HTTP routes (``/healthz``, ``/metrics`` and the dashboard's
+    static files are not protected, so probes and scrapers need no secret) -> cross-origin 403
+    on ``same_origin_paths`` -> the path's own ``handshake_checks`` entry (a feed that
+    authenticates its own way, e.g. AudioHook's API key and signature; it answers its refusal
+    or ``None``) -> capacity 503 -> ``None`` (carry on with the WebSocket handshake).
+
+    ``same_origin_paths``: a browser sends ``Origin`` with every WebSocket handshake, and no
+    same-origin policy stops a page from any site opening ``ws://127.0.0.1:8765/alerts``. So a
+    handshake whose ``Origin`` names another host than its ``Host`` header is refused there;
+    clients that send no ``Origin`` (``watch``, feeds, scripts) are unaffected.
     """
     routes = dict(http_routes or {})
     protected = frozenset(protected_paths)
+    same_origin = frozenset(same_origin_paths)
+    checks = dict(handshake_checks or {})
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request_path(request.path)
         route = routes.get(path)
-        if route is not None:
-            return route(request)
-        if path not in router.routes:
+        if route is None and path not in router.routes:
             return http_response(404, f"unknown path {path[:100]}\n")
         if token and path in protected and not token_matches(token, request_token(request)):
             log.warning("unauthorized", path=path, remote=_remote(connection))
             return http_response(401, "missing or wrong token\n", WWW_Authenticate="Bearer")
+        if route is not None:
+            return route(request)
+        if path in same_origin and not is_same_origin(request):
+            log.warning("cross_origin_refused", path=path, remote=_remote(connection))
+            return http_response(403, "cross-origin WebSocket refused\n")
+        check = checks.get(path)
+        if check is not None and (refusal := check(connection, request)) is not None:
+            return refusal
         if max_connections is not None and router.active >= max_connections:
             return http_response(503, "too many connections\n", Retry_After="5")
         return None
 
     return process_request
+
+
+def is_same_origin(request: Request) -> bool:
+    """True unless the request carries an ``Origin`` whose host[:port] differs from ``Host``.
+
+    Behind a reverse proxy, pass the browser's ``Host`` through (nginx:
+    ``proxy_set_header Host $host;``) or the dashboard's own page is refused too.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    host = (request.headers.get("Host") or "").strip().lower()
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # "null" (a sandboxed frame, a file:// page) or garbage
+    default = 443 if parts.scheme == "https" else 80
+    netloc = parts.hostname if port in (None, default) else f"{parts.hostname}:{port}"
+    if ":" in parts.hostname:  # IPv6 literal: Host carries it in brackets
+        netloc = f"[{parts.hostname}]" if port in (None, default) else f"[{parts.hostname}]:{port}"
+    return host in (netloc, f"{netloc}:{default}")
 
 
 def _remote(connection: ServerConnection) -> str:

@@ -17,19 +17,24 @@ from streamguard.audio.ringbuffer import RingBuffer
 from streamguard.audio.vad import SpeechGate
 from streamguard.audio.windows import SAMPLE_RATE, Window, Windower
 
-__all__ = ["TrackPipeline", "TrackSettings"]
+__all__ = ["DEFAULT_WINDOW_SECONDS", "TrackPipeline", "TrackSettings"]
 
 _SLICE_SECONDS = 0.5
 
 
+#: The window length when none is given: the published models' 4 s.
+DEFAULT_WINDOW_SECONDS = 4.0
+
+
 class TrackSettings(BaseModel):
-    """Per-track audio settings (the ``[track]`` table of the daemon config; scan flags)."""
+    """Per-track audio settings (the ``[track]`` table of the daemon config; scan flags).
+
+    The window length is not here: it belongs to the model (``ModelInfo.window_seconds``,
+    ``streamguard model info``), and the pipeline is given it.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    window_seconds: float = Field(
-        4.0, gt=0, description="Window length; the model's own window overrides it."
-    )
     hop_seconds: float = Field(1.0, gt=0, description="A window is cut every hop of call time.")
     min_speech_seconds: float = Field(
         0.5, ge=0, description="A window needs at least this much VAD speech to be scored."
@@ -41,27 +46,27 @@ class TrackSettings(BaseModel):
     ring_seconds: float = Field(
         10.0,
         gt=0,
-        description="Audio kept per track (0.32 MB per 10 s); must exceed window + 1 s; raised "
-        "automatically for a model with a longer window.",
+        description="Audio kept per track (float32 at 16 kHz: 64 KB per second, 0.64 MB per "
+        "10 s); raised automatically to the model's window + 2 hops + 1 s when shorter.",
     )
 
     @model_validator(mode="after")
     def _check(self) -> TrackSettings:
         if self.vad_frame_ms not in (10, 20, 30):
             raise ValueError(f"vad_frame_ms must be 10, 20 or 30, got {self.vad_frame_ms}")
-        if self.min_speech_seconds > self.window_seconds:
-            raise ValueError("min_speech_seconds cannot exceed window_seconds")
-        if self.ring_seconds < self.window_seconds + 1.0:
-            raise ValueError("ring_seconds must be at least window_seconds + 1")
         return self
+
+    def ring_seconds_for(self, window_seconds: float) -> float:
+        """The ring length a track with this window gets: never too short to cut a window."""
+        return max(self.ring_seconds, window_seconds + 2 * self.hop_seconds + 1.0)
 
 
 class TrackPipeline:
     """Per-track audio chain: ``push`` samples at ``input_rate``, get windows to score.
 
-    ``window_seconds`` (the loaded model's window) overrides ``settings.window_seconds``.
-    Counters: ``samples_in`` (at the input rate), ``duration_seconds`` (call time pushed),
-    ``speech_seconds``, ``windows_emitted``, ``windows_skipped``.
+    ``window_seconds`` is the model's window. Counters: ``samples_in`` (at the input rate),
+    ``duration_seconds`` (call time pushed), ``speech_seconds``, ``windows_emitted``,
+    ``windows_skipped``.
     """
 
     def __init__(
@@ -69,21 +74,23 @@ class TrackPipeline:
         input_rate: int,
         settings: TrackSettings | None = None,
         *,
-        window_seconds: float | None = None,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
     ) -> None:
         settings = settings or TrackSettings()
-        if window_seconds is not None and window_seconds != settings.window_seconds:
-            # The model decides the window; keep the ring long enough for it.
-            ring = max(settings.ring_seconds, window_seconds + 2 * settings.hop_seconds + 1.0)
-            settings = TrackSettings.model_validate(
-                {**settings.model_dump(), "window_seconds": window_seconds, "ring_seconds": ring}
+        if not window_seconds > 0:
+            raise ValueError(f"window_seconds must be > 0, got {window_seconds}")
+        if settings.min_speech_seconds > window_seconds:
+            raise ValueError(
+                f"min_speech_seconds ({settings.min_speech_seconds:g}) cannot exceed the "
+                f"{window_seconds:g} s window"
             )
         self.settings = settings
+        self.window_seconds = float(window_seconds)
         self.input_rate = int(input_rate)
-        self.window_samples = round(settings.window_seconds * SAMPLE_RATE)
+        self.window_samples = round(window_seconds * SAMPLE_RATE)
         self.hop_samples = max(1, round(settings.hop_seconds * SAMPLE_RATE))
         self.resampler = StreamResampler(self.input_rate, SAMPLE_RATE)
-        self.ring = RingBuffer(round(settings.ring_seconds * SAMPLE_RATE))
+        self.ring = RingBuffer(round(settings.ring_seconds_for(window_seconds) * SAMPLE_RATE))
         self.gate = SpeechGate(SAMPLE_RATE, settings.vad_frame_ms, settings.vad_aggressiveness)
         self.windower = Windower(
             self.ring,

@@ -1,6 +1,6 @@
 """Cut a track into the model's windows, every hop of call time, where there is speech.
 
-The rule (also in the README, "Windows"):
+The rule (also in docs/scan.md, "Windows"):
 
 * **Regular windows.** Window *k* covers samples ``[k*hop, k*hop + window)`` of the track (16 kHz
   call time). It is considered as soon as that whole range is in the ring buffer *and* decided

@@ -82,6 +82,7 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     from streamguard.commands.feed import DEFAULT_PATHS
     from streamguard.commands.watch import format_event
     from streamguard.daemon import Daemon
+    from streamguard.dashboard import dashboard_url
     from streamguard.sources.senders import frames_for
 
     out = sys.stdout
@@ -96,9 +97,13 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     host = settings.server.host
     base = f"ws://{host}:{daemon.port}"
     info = daemon.detector.info
-    print(f"streamguard daemon ready on {base}  (feeds: /twilio /ingest, alerts: /alerts", file=out)
+    alerts = settings.alerts.path
+    print(
+        f"streamguard daemon ready on {base}  (feeds: /twilio /ingest, alerts: {alerts})", file=out
+    )
+    print(f"  dashboard: {dashboard_url(host, daemon.port)}", file=out)
     if daemon.rtp_port is not None:
-        print(f"  RTP on udp://{settings.sources.rtp.host}:{daemon.rtp_port})", file=out)
+        print(f"  RTP on udp://{settings.sources.rtp.host}:{daemon.rtp_port}", file=out)
     print(
         f"model: {info.name} ({info.architecture}), threshold {info.threshold:.3f}, "
         f"window {info.window_seconds:g} s, device {daemon.detector.device}",
@@ -142,6 +147,7 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
                 f"\ndemo call done. The daemon keeps running: stream your own call with\n"
                 f"  streamguard feed FILE --url {base} --realtime\n"
                 f"watch with  streamguard watch {base}{settings.alerts.path}\n"
+                f"or open     {dashboard_url(host, daemon.port)}\n"
                 "Ctrl-C stops it.",
                 file=out,
                 flush=True,

@@ -88,23 +88,18 @@ def _settings(args: argparse.Namespace, window_seconds: float) -> TrackSettings:
     from streamguard.audio.track import TrackSettings
     from streamguard.errors import StreamguardError
 
-    try:
-        return TrackSettings(
-            window_seconds=window_seconds,
-            hop_seconds=args.hop,
-            min_speech_seconds=args.min_speech,
-            ring_seconds=max(10.0, window_seconds + 2.0),
+    if args.min_speech is not None and args.min_speech > window_seconds:
+        raise StreamguardError(
+            f"--min-speech {args.min_speech:g} s is longer than the model's "
+            f"{window_seconds:g} s window"
         )
+    try:
+        return TrackSettings(hop_seconds=args.hop, min_speech_seconds=args.min_speech)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err.get("loc", ()))
         flag = _FLAGS.get(field)
-        if flag is None:  # a cross-field rule: name the flags it is about, not the model's
-            if args.min_speech > window_seconds:
-                raise StreamguardError(
-                    f"--min-speech {args.min_speech:g} s is longer than the model's "
-                    f"{window_seconds:g} s window"
-                ) from None
+        if flag is None:
             raise StreamguardError(f"invalid option: {err['msg']}") from None
         raise StreamguardError(f"{flag}: {err['msg'].lower()} (got {err.get('input')})") from None
 
@@ -156,7 +151,7 @@ def scan_file(
     with open_audio(path) as reader:
         names = ["mix"] if mix else [str(c) for c in range(reader.channels)]
         pipes = [
-            TrackPipeline(reader.sample_rate, settings, window_seconds=settings.window_seconds)
+            TrackPipeline(reader.sample_rate, settings, window_seconds=detector.info.window_seconds)
             for _ in names
         ]
         tracks = [TrackReport(track=name) for name in names]

@@ -1,4 +1,4 @@
-"""The detector contract every part of streamguard relies on (see DESIGN.md, "Detector").
+"""The detector contract every part of streamguard relies on (docs/models.md, "Architectures").
 
 ``scores = detector(waveforms)``: float32 waveforms ``[B, window_samples]`` at ``sample_rate``
 in, P(fake) ``[B]`` out. A :class:`Detector` wraps one architecture's ``torch.nn.Module``

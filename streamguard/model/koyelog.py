@@ -1,6 +1,6 @@
 """``koyelog-resnet``: the network actually published as ``koyelog/deepfake-voice-detector-sota``.
 
-See ``reference/seed-checkpoint.md``: log-mel front end -> ResNet-style 2-D CNN -> BiGRU ->
+docs/models.md, "Architectures": log-mel front end -> ResNet-style 2-D CNN -> BiGRU ->
 self-attention -> mean over time -> MLP -> one logit. Attribute names are the published
 state-dict names (``conv1``, ``bn1``, ``layer1..3``, ``gru``, ``attention``, ``classifier.0..8``),
 so the real ``pytorch_model.pth`` loads with ``strict=True``.

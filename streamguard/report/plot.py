@@ -19,7 +19,7 @@ _VERDICT_COLOURS = {"fake": "#c0392b", "real": "#1e8449", "inconclusive": "#616a
 
 
 def plot_path_for(plot: str, audio_file: str, n_files: int, used: set[Path]) -> Path:
-    """Where the PNG for ``audio_file`` goes (the rule is in the README, "scan --plot").
+    """Where the PNG for ``audio_file`` goes (the rule is in docs/scan.md, "`--plot PATH`").
 
     * ``plot`` is an existing directory or ends with a path separator: ``DIR/<stem>.png``;
     * one file scanned: ``plot`` itself;

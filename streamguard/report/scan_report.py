@@ -1,6 +1,6 @@
 """What ``streamguard scan`` found in one file: data classes, the JSON line, the text table.
 
-The JSON field names are a stable interface (documented in the README, "scan --json"); add
+The JSON field names are a stable interface (documented in docs/scan.md, "`--json` fields"); add
 fields, never rename or remove them.
 """
 

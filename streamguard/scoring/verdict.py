@@ -1,6 +1,6 @@
 """One verdict per track, shared by ``streamguard scan`` and the daemon's ``call_ended`` event.
 
-The rule (also in the README, "Verdict"):
+The rule (also in the README, "Verdicts"):
 
 1. **inconclusive** when no window was scored, or when the track held less than
    ``min_speech_seconds`` (default 2 s) of VAD speech: too little voice to judge.
@@ -8,9 +8,9 @@ The rule (also in the README, "Verdict"):
 3. else **real**.
 
 Why the mean and not the max: one odd window (a cough, a codec glitch) should not brand a whole
-call as synthetic; the live daemon's smoothed alerts exist for "somewhere in this call". The
-caller passes the scores it wants judged: raw P(fake) for ``scan``, smoothed scores for the
-daemon.
+call as synthetic; the live daemon's smoothed alerts exist for "somewhere in this call". Both
+callers pass the raw window P(fake): ``scan`` per file track, the daemon per call track
+(``Smoother.summary``), so a recorded call and the live call get the same verdict.
 """
 
 from __future__ import annotations

@@ -4,15 +4,16 @@ A protocol core (Twilio/Telnyx, /ingest, RTP, microphone) turns feed input into 
 these events. The asyncio edge that owns the socket routes them:
 
 * :class:`CallStart` — a call began; create per-call state (``source`` is one of ``twilio``,
-  ``telnyx``, ``native``, ``l16``, ``rtp``, ``mic``).
+  ``telnyx``, ``native``, ``l16``, ``audiohook``, ``audiosocket``, ``rtp``, ``mic``).
 * :class:`TrackStart` — a track of that call began; create a ``TrackPipeline(sample_rate, ...)``.
 * :class:`Audio` — float32 mono samples at the track's ``sample_rate``; push them to the pipeline.
 * :class:`Gap` — audio that was lost (dropped packets, missing chunks): push ``n_samples`` of
   silence so that call time (samples seen) stays equal to wall time on the call.
 * :class:`Dtmf` — a key press the feed reported. Informational; edges may ignore it.
 * :class:`TrackEnd` — finish that track's pipeline (``finish()``).
-* :class:`CallEnd` — the call is over (``reason``: ``stop`` = the feed said so, ``closed`` = the
-  connection went away, ``idle`` = RTP went quiet, ``error`` = ended by a :class:`Reject`).
+* :class:`CallEnd` — the call is over (``reason``: ``stop`` = the feed said so, ``hangup`` = the
+  PBX said so (AudioSocket), ``closed`` = the connection went away, ``idle`` = RTP went quiet,
+  ``bye`` = an RTCP BYE, ``error`` = ended by a :class:`Reject`).
 * :class:`Reject` — the input is unacceptable: close the connection with WebSocket close
   ``code`` and ``reason``. A core that rejects mid-call has already emitted ``TrackEnd``/
   ``CallEnd("error")`` just before it, so the edge never needs to clean up on its own.
@@ -261,3 +262,8 @@ class OneCallCore:
     def finished(self) -> bool:
         """True after stop, Reject or close(): the edge should close the connection."""
         return self._call.finished
+
+    def data_to_send(self) -> list[str | bytes]:
+        """Frames the core wants written back to the feed, oldest first (most feeds are
+        one-way: none). The edge sends them before acting on ``finished`` or a Reject."""
+        return []

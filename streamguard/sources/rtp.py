@@ -14,7 +14,14 @@ packets held too long and ends idle streams); at shutdown ``demux.close()``. Eac
   ``{96: ("pcm_s16be", 16000)}`` for L16 (network byte order, RFC 3551). Mono only. A packet with a
   PT not in the map is dropped and counted (``telephone-event``, comfort noise, ...), but it still
   takes its place in sequence order, and the timestamp jump to the next audio packet is filled with
-  silence, so the track keeps call time. RTCP on the same port (PT 72..76) is counted and ignored.
+  silence, so the track keeps call time.
+* RTCP (:mod:`~streamguard.sources.rtcp`), on its own port (``push_rtcp``) or multiplexed on the
+  RTP port: a BYE ends the call of each of its SSRCs from that host (``CallEnd("bye")``, the
+  jitter buffer flushed first) as soon as :data:`BYE_GRACE_SECONDS` pass without a packet,
+  instead of ``idle_timeout``. The grace exists because RTCP comes on another socket: RTP sent
+  just before the BYE may still be queued behind it. RTP arriving for that SSRC after its call
+  ended on a BYE is ignored for ``idle_timeout`` instead of opening a new call. Reports are
+  parsed and counted.
 * Sequence numbers follow RFC 3550 appendix A.1: extended sequence numbers across wraps,
   MAX_DROPOUT 3000, MAX_MISORDER 100, a sender restart accepted after two sequential packets of a
   big jump. Probation is MIN_SEQUENTIAL = 2, but the probation packets are held, not discarded:
@@ -46,6 +53,7 @@ from streamguard.sources.base import (
     rate_problem,
 )
 from streamguard.sources.reorder import ReorderBuffer, ReorderStats
+from streamguard.sources.rtcp import Goodbye, RtcpError, is_rtcp, parse_rtcp
 
 __all__ = [
     "DEFAULT_PT_MAP",
@@ -66,6 +74,8 @@ MAX_DROPOUT: Final = 3000
 MAX_MISORDER: Final = 100
 MIN_SEQUENTIAL: Final = 2
 _RESTART: Final = -1  # _extend's answer for a confirmed sender restart (never a real ext seq)
+#: After a BYE, the call ends once its SSRC has been silent this long (seconds).
+BYE_GRACE_SECONDS: Final = 0.25
 _RTCP_PTS: Final = range(72, 77)  # SR, RR, SDES, BYE, APP seen through the RTP header layout
 
 #: Static payload types every receiver knows (RFC 3551); configuration adds dynamic ones.
@@ -386,7 +396,10 @@ class CallEvent(NamedTuple):
 class RtpDemuxStats:
     datagrams: int = 0
     malformed: int = 0  # not RTP (parse_rtp raised)
-    rtcp: int = 0  # RTCP multiplexed on the RTP port: ignored
+    rtcp: int = 0  # RTCP datagrams (own port or multiplexed on the RTP port)
+    rtcp_malformed: int = 0  # RTCP datagrams parse_rtcp refused
+    byes: int = 0  # calls ended by an RTCP BYE
+    after_bye: int = 0  # RTP datagrams of an SSRC that had said BYE: ignored
     unknown_pt: int = 0  # first packets of an SSRC with a PT not in the map: no call opened
     refused_streams: int = 0  # datagrams of new SSRCs beyond max_streams
     calls_started: int = 0
@@ -400,6 +413,7 @@ class _Entry:
     metadata: dict
     last_seen: float
     announced: bool = False
+    bye_at: float | None = None  # when an RTCP BYE named this SSRC
 
 
 class RtpDemux:
@@ -433,6 +447,8 @@ class RtpDemux:
         }
         self._entries: dict[tuple[str, int, int], _Entry] = {}
         self._generations: dict[tuple[str, int, int], int] = {}  # calls per key, bounded LRU
+        self._said_bye: dict[tuple[str, int], float] = {}  # (host, ssrc) -> ignore RTP until
+        self._early_bye: dict[tuple[str, int], float] = {}  # BYE before any RTP was handled
 
     @property
     def streams(self) -> dict[str, RtpStream]:
@@ -442,33 +458,79 @@ class RtpDemux:
     def push(self, datagram: bytes, addr: tuple, now: float) -> list[CallEvent]:
         """One datagram from ``addr`` (``(host, port, ...)`` as asyncio gives it) at ``now``."""
         self.stats.datagrams += 1
+        if is_rtcp(datagram):
+            return self.push_rtcp(datagram, addr, now)
         try:
             packet = parse_rtp(datagram)
         except RtpError:
             self.stats.malformed += 1
             return []
-        if packet.payload_type in _RTCP_PTS:
+        if packet.payload_type in _RTCP_PTS:  # RTCP types we do not know (e.g. 205/206 feedback)
             self.stats.rtcp += 1
             return []
         host, port = str(addr[0]), int(addr[1])
         key = (host, port, packet.ssrc)
         entry = self._entries.get(key)
+        if entry is None and self._said_bye.get((host, packet.ssrc), -1.0) >= now:
+            self.stats.after_bye += 1
+            return []
         if entry is None:
             entry = self._open(key, packet, now)
             if entry is None:
                 return []
+            bye_at = self._early_bye.pop((host, packet.ssrc), None)
+            if bye_at is not None and now - bye_at <= self.idle_timeout:
+                entry.bye_at = bye_at
         entry.last_seen = now
         events = entry.stream.push(packet, now)
         return self._wrap(entry, events)
 
+    def push_rtcp(self, datagram: bytes, addr: tuple, now: float) -> list[CallEvent]:
+        """One RTCP datagram from ``addr``: a BYE ends its SSRCs' calls from that host.
+
+        RTCP comes from the sender's RTP port + 1, so a BYE is matched on host and SSRC.
+        """
+        self.stats.rtcp += 1
+        try:
+            packets = parse_rtcp(datagram)
+        except RtcpError:
+            self.stats.rtcp_malformed += 1
+            return []
+        host = str(addr[0])
+        for packet in packets:
+            if not isinstance(packet, Goodbye):
+                continue
+            for ssrc in packet.ssrcs:
+                entries = [e for k, e in self._entries.items() if k[0] == host and k[2] == ssrc]
+                for entry in entries:
+                    entry.bye_at = now
+                if not entries:
+                    self._early_bye[(host, ssrc)] = now
+        while len(self._early_bye) > _MAX_GENERATIONS:
+            del self._early_bye[next(iter(self._early_bye))]
+        return self._end_said_bye(now)
+
     def poll(self, now: float) -> list[CallEvent]:
         """Release packets held too long; end calls idle longer than ``idle_timeout``."""
-        out: list[CallEvent] = []
+        out: list[CallEvent] = self._end_said_bye(now)
         for key, entry in list(self._entries.items()):
             if now - entry.last_seen > self.idle_timeout:
                 out += self._end(key, "idle")
             else:
                 out += self._wrap(entry, entry.stream.poll(now))
+        return out
+
+    def _end_said_bye(self, now: float) -> list[CallEvent]:
+        """End the calls whose SSRC said BYE and has been silent for the grace period."""
+        out: list[CallEvent] = []
+        for key, entry in list(self._entries.items()):
+            if entry.bye_at is not None and now - entry.last_seen >= BYE_GRACE_SECONDS:
+                ended = self._end(key, "bye")
+                self.stats.byes += bool(ended)
+                self._said_bye[(key[0], key[2])] = now + self.idle_timeout
+                out += ended
+        while len(self._said_bye) > _MAX_GENERATIONS:
+            del self._said_bye[next(iter(self._said_bye))]
         return out
 
     def close(self) -> list[CallEvent]:

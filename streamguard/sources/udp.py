@@ -1,4 +1,5 @@
-"""The asyncio edge of the RTP source: one UDP socket, the :class:`RtpDemux` core, a poll timer.
+"""The asyncio edge of the RTP source: UDP sockets (RTP, and RTCP on port + 1), the
+:class:`RtpDemux` core, a poll timer.
 
 Each datagram goes to ``demux.push(data, addr, now)``; a timer calls ``demux.poll(now)`` so a
 hole in the jitter buffer is given up after ``max_delay`` and an idle sender's call ends. Events
@@ -33,6 +34,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.sessions: dict[str, CallSession] = {}
         self.refused: set[str] = set()
         self.transport: asyncio.DatagramTransport | None = None
+        self.rtcp: RtcpEndpoint | None = None
         self._loop = asyncio.get_running_loop()
         self._poller: asyncio.Task | None = None
         self._counted: dict[str, tuple[int, int, int]] = {}  # per call: lost, dup, late
@@ -96,9 +98,15 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         """Stop receiving and end every RTP call (their buffered audio is still scored)."""
         if self._poller is not None:
             self._poller.cancel()
+        if self.rtcp is not None:
+            self.rtcp.close()
         self._route(self.demux.close())
         if self.transport is not None:
             self.transport.close()
+
+    @property
+    def rtcp_port(self) -> int | None:
+        return None if self.rtcp is None else self.rtcp.port
 
     async def wait_closed(self) -> None:
         if self._poller is not None:
@@ -106,8 +114,35 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 await self._poller
 
 
+class RtcpEndpoint(asyncio.DatagramProtocol):
+    """Receives RTCP for the RTP endpoint's demux (a BYE ends its SSRC's call at once)."""
+
+    def __init__(self, rtp: RtpEndpoint) -> None:
+        self.rtp = rtp
+        self.transport: asyncio.DatagramTransport | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[1]
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        rtp = self.rtp
+        rtp._route(rtp.demux.push_rtcp(data, addr, rtp._loop.time()))
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("rtcp_socket_error", error=str(exc))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 async def start_rtp(settings, registry: CallRegistry, *, metrics=None) -> RtpEndpoint:
-    """Bind the RTP port from ``[sources.rtp]`` and start receiving."""
+    """Bind the RTP port from ``[sources.rtp]`` (and its RTCP port) and start receiving."""
     pt_map = {int(pt): (t.encoding, t.rate) for pt, t in settings.payload_types.items()}
     demux = RtpDemux(pt_map, settings.idle_timeout_seconds, jitter_packets=settings.jitter_packets)
     loop = asyncio.get_running_loop()
@@ -115,5 +150,17 @@ async def start_rtp(settings, registry: CallRegistry, *, metrics=None) -> RtpEnd
         lambda: RtpEndpoint(demux, registry, metrics=metrics),
         local_addr=(settings.host, settings.port),
     )
-    log.info("rtp_listening", host=settings.host, port=endpoint.port)
+    if settings.rtcp:
+        # RFC 3550: RTCP on the RTP port + 1; a free port when the RTP port itself was.
+        port = settings.rtcp_port
+        if port is None:
+            port = endpoint.port + 1 if settings.port else 0
+        try:
+            _, endpoint.rtcp = await loop.create_datagram_endpoint(
+                lambda: RtcpEndpoint(endpoint), local_addr=(settings.host, port)
+            )
+        except OSError as exc:
+            endpoint.close()
+            raise OSError(exc.errno, f"RTCP port {port}: {exc.strerror or exc}") from None
+    log.info("rtp_listening", host=settings.host, port=endpoint.port, rtcp_port=endpoint.rtcp_port)
     return endpoint

@@ -1,10 +1,11 @@
-"""The asyncio edge of the WebSocket feeds (``/twilio``, ``/ingest``).
+"""The asyncio edge of the WebSocket feeds (``/twilio``, ``/ingest``, ``/audiohook``).
 
-The protocol cores (:mod:`~streamguard.sources.twilio`, :mod:`~streamguard.sources.native`) do
-all the parsing; this module only moves frames from the socket into a core and the core's
-events into a :class:`~streamguard.calls.CallSession`, and closes the socket when the core
-rejects the feed, the call hits its length limit, or the daemon is full. One connection is one
-call; a failure here never touches another connection.
+The protocol cores (:mod:`~streamguard.sources.twilio`, :mod:`~streamguard.sources.native`,
+:mod:`~streamguard.sources.audiohook`) do all the parsing; this module only moves frames from the
+socket into a core, the core's events into a :class:`~streamguard.calls.CallSession` and the
+core's replies (``data_to_send``, AudioHook only) back to the socket, and closes the socket when
+the core rejects the feed, the call hits its length limit, or the daemon is full. One connection
+is one call; a failure here never touches another connection.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from streamguard.sources.base import SourceEvent
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
+    from websockets.http11 import Request
 
 
 class FeedCore(Protocol):
-    """What a WebSocket protocol core offers (both cores implement it)."""
+    """What a WebSocket protocol core offers (every core implements it)."""
 
     @property
     def finished(self) -> bool: ...
+
+    def data_to_send(self) -> list[str | bytes]: ...
 
     def receive_text(self, text: str) -> list[SourceEvent]: ...
 
@@ -37,15 +41,16 @@ class FeedCore(Protocol):
 
 def feed_handler(
     kind: str,
-    core_factory: Callable[[], FeedCore],
+    core_factory: Callable[[Request], FeedCore],
     registry: CallRegistry,
     *,
     metrics=None,
 ):
-    """A ``WebSocketRouter`` handler that runs one call per connection through ``core``."""
+    """A ``WebSocketRouter`` handler that runs one call per connection through a core made by
+    ``core_factory(request)`` (the upgrade request: AudioHook takes its session from it)."""
 
     async def handler(connection: ServerConnection) -> None:
-        core = core_factory()
+        core = core_factory(connection.request)
         feed = CallFeed(kind, registry, metrics=metrics)
         try:
             async for message in connection:
@@ -58,6 +63,12 @@ def feed_handler(
                     close = (CloseCode.POLICY_VIOLATION, "call length limit reached")
                     feed.end("limit")
                     feed.route(core.close())
+                # The core's replies go out before the socket closes (an AudioHook 'closed' or
+                # 'disconnect'), unless the daemon itself refused the call.
+                replies = core.data_to_send()
+                if close is None or core.finished:
+                    for reply in replies:
+                        await connection.send(reply)
                 if close is not None:
                     await connection.close(*close)
                     break

@@ -178,3 +178,60 @@ async def test_audio_sent_to_the_alerts_endpoint_is_refused_with_a_reason(make_d
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_code == 1008 and "feeds go to /twilio or /ingest" in ws.close_reason
+
+
+@pytest.mark.parametrize("subprotocol", ["audio.jambonz.org", "audio.drachtio.org"])
+async def test_fork_subprotocols_are_echoed_so_jambonz_and_mod_audio_fork_connect(
+    make_daemon, fixtures_dir, subprotocol
+):
+    """jambonz `listen` and mod_audio_fork ask for their subprotocol; their clients drop a
+    handshake that does not echo it. Others (Twilio, subscribers) ask for none and get none."""
+    daemon = await make_daemon()
+    rate, stereo = read_audio(fixtures_dir / "speech_stereo_16k.wav")
+    base = f"ws://127.0.0.1:{daemon.port}"
+    async with Subscriber(f"{base}/alerts") as sub:
+        async with connect(f"{base}/ingest", subprotocols=[subprotocol]) as ws:
+            assert ws.subprotocol == subprotocol
+            for _, frame in l16_frames(stereo, rate, call_id="fork-1"):
+                await ws.send(frame)
+        (ended,) = await sub.wait_call_ended()
+    assert ended["call_id"] == "fork-1" and set(ended["tracks"]) == {"0", "1"}
+    async with connect(f"{base}/ingest", subprotocols=["something.else"]) as ws:
+        assert ws.subprotocol is None
+
+
+async def test_jambonz_listen_stereo_fork_as_siprec_delivers_it(make_daemon, fixtures_dir):
+    """The SIPREC path of docs/sources.md: jambonz (as SIPREC server) forks both streams with
+    `listen` (mixType stereo): subprotocol audio.jambonz.org, a first JSON frame with the call
+    attributes plus sampleRate and mixType, then interleaved 16-bit little-endian PCM."""
+    daemon = await make_daemon()
+    rate, stereo = read_audio(fixtures_dir / "speech_stereo_16k.wav")
+    first = {
+        "callSid": "aad0115d-ec21-40db-aa02-31b7b01540c5",
+        "direction": "inbound",
+        "from": "+15083084809",
+        "to": "+15083728363",
+        "callId": "fc5f8190-718a-123b-e6ba-023fd61c5256",
+        "sipStatus": 200,
+        "callStatus": "in-progress",
+        "accountSid": "4bfe85c1-96bb-4af7-ac83-68fe7ebd562d",
+        "applicationSid": "3badbf0f-e778-44bb-a89a-dc2ca31f2f9c",
+        "sampleRate": rate,
+        "mixType": "stereo",
+    }
+    pcm = np.clip(stereo.T, -1, 1 - 2**-15) * 32768
+    raw = pcm.astype("<i2").tobytes()  # interleaved: channel 0, channel 1, channel 0, ...
+    base = f"ws://127.0.0.1:{daemon.port}"
+    async with Subscriber(f"{base}/alerts") as sub:
+        async with connect(f"{base}/ingest", subprotocols=["audio.jambonz.org"]) as ws:
+            assert ws.subprotocol == "audio.jambonz.org"
+            await ws.send(json.dumps(first))
+            for i in range(0, len(raw), 1280):  # 20 ms of 16 kHz stereo
+                await ws.send(raw[i : i + 1280])
+        (ended,) = await sub.wait_call_ended()
+    (started,) = sub.of_type("call_started")
+    assert started["call_id"] == first["callSid"] and started["source"] == "l16"
+    assert started["metadata"]["direction"] == "inbound"
+    assert {e["track"] for e in sub.of_type("score")} == {"0", "1"}
+    assert ended["reason"] == "closed"
+    assert ended["summary"]["duration"] == pytest.approx(stereo.shape[1] / rate, abs=0.05)

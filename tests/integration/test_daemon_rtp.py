@@ -17,7 +17,9 @@ pytestmark = [
 ]
 
 
-async def ffmpeg_rtp(path, port: int, *extra: str, realtime: bool = False) -> None:
+async def ffmpeg_rtp(
+    path, port: int, *extra: str, realtime: bool = False, rtcp_port: int | None = None
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         "ffmpeg",
         "-hide_banner",
@@ -34,7 +36,7 @@ async def ffmpeg_rtp(path, port: int, *extra: str, realtime: bool = False) -> No
         *extra,
         "-f",
         "rtp",
-        f"rtp://127.0.0.1:{port}",
+        f"rtp://127.0.0.1:{port}" + (f"?rtcpport={rtcp_port}" if rtcp_port else ""),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -80,3 +82,30 @@ async def test_ffmpeg_realtime_rtp(make_daemon, fixtures_dir):
         )
         (ended,) = await sub.wait_call_ended(timeout=20)
     assert ended["summary"]["windows_scored"] >= 5
+
+
+async def test_ffmpeg_rtcp_bye_ends_the_call_at_once(make_daemon, fixtures_dir):
+    """ffmpeg sends RTCP (sender reports) from its RTP port + 1, and a BYE at the end of the
+    stream only when asked (-rtpflags send_bye). With a 30 s idle timeout, a call that ends
+    within the test's 20 s can only have ended on the BYE."""
+    daemon = await make_daemon(
+        sources={
+            "rtp": {"enabled": True, "host": "127.0.0.1", "port": 0, "idle_timeout_seconds": 30}
+        }
+    )
+    assert daemon.rtcp_port is not None and daemon.rtcp_port != daemon.rtp_port
+    async with Subscriber(f"ws://127.0.0.1:{daemon.port}/alerts") as sub:
+        await ffmpeg_rtp(
+            fixtures_dir / "speech_10s_8k.wav",
+            daemon.rtp_port,
+            "-acodec",
+            "pcm_mulaw",
+            "-rtpflags",
+            "send_bye",
+            rtcp_port=daemon.rtcp_port,
+        )
+        (ended,) = await sub.wait_call_ended(timeout=20)
+    assert ended["reason"] == "bye"
+    assert ended["summary"]["duration"] == pytest.approx(10.0, abs=0.1)
+    assert daemon.rtp is not None and daemon.rtp.demux.stats.byes == 1
+    assert daemon.rtp.demux.stats.rtcp >= 2  # the first sender report, then SR + BYE

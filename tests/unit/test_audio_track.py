@@ -83,11 +83,18 @@ def test_push_silence_is_a_gap_in_call_time(fixtures_dir):
     assert all(w.start >= 2.0 for w in out)
 
 
-def test_model_window_overrides_settings():
+def test_the_window_is_the_models():
     pipe = TrackPipeline(16_000, TrackSettings(), window_seconds=2.0)
     assert pipe.window_samples == 32_000
     windows = _run(pipe, np.zeros(16_000 * 3, np.float32))
     assert windows == [] and pipe.windows_skipped == 2  # [0,2] and [1,3]
+
+
+def test_the_ring_grows_for_a_long_window_and_min_speech_must_fit_it():
+    pipe = TrackPipeline(16_000, TrackSettings(ring_seconds=5.0), window_seconds=8.0)
+    assert pipe.ring.capacity == 16_000 * 11  # window + 2 hops + 1 s
+    with pytest.raises(ValueError, match="cannot exceed the 2 s window"):
+        TrackPipeline(16_000, TrackSettings(min_speech_seconds=3.0), window_seconds=2.0)
 
 
 def test_a_whole_long_push_never_overwrites_unread_audio():
@@ -110,10 +117,11 @@ def test_push_after_finish_raises():
     "bad",
     [
         {"hop_seconds": 0},
-        {"min_speech_seconds": 5.0},
+        {"min_speech_seconds": -1.0},
         {"vad_aggressiveness": 4},
         {"vad_frame_ms": 25},
-        {"ring_seconds": 4.5},
+        {"ring_seconds": 0},
+        {"window_seconds": 4.0},  # the model's, not a setting
         {"unknown_key": 1},
     ],
 )
@@ -124,5 +132,5 @@ def test_settings_validation(bad):
 
 def test_settings_defaults():
     s = TrackSettings()
-    assert (s.window_seconds, s.hop_seconds, s.min_speech_seconds) == (4.0, 1.0, 0.5)
+    assert (s.hop_seconds, s.min_speech_seconds) == (1.0, 0.5)
     assert (s.vad_aggressiveness, s.vad_frame_ms, s.ring_seconds) == (2, 30, 10.0)

@@ -44,7 +44,7 @@ def test_shipped_config_mentions_every_key():
         if value is None:
             name = key.rsplit(".", 1)[-1]
             assert re.search(rf"^# {name} = ", text, re.M), f"{key} missing (commented)"
-        elif value == []:  # an array of tables, shown commented: every key of one entry
+        elif value == [] and key not in in_file:  # an array of tables, shown commented
             assert re.search(rf"^# \[\[{key}\]\]$", text, re.M), f"[[{key}]] missing"
         else:
             assert key in in_file, f"{key} missing"
@@ -157,6 +157,101 @@ def test_reload_takes_only_reloadable_sections():
 def test_protected_paths_follow_configured_paths():
     s = Settings(alerts={"path": "/a"}, sources={"ingest": {"path": "/in"}})
     assert s.protected_paths() == {"/a", "/in"}
+
+
+def test_a_removed_key_says_why(tmp_path):
+    with pytest.raises(ConfigError, match=r"track\.window_seconds: unknown key \(removed: .*model"):
+        load_config(write(tmp_path, "[track]\nwindow_seconds = 4.0\n"))
+
+
+async def test_daemon_refuses_min_speech_longer_than_the_models_window(tiny_detector):
+    from streamguard.daemon import Daemon
+    from streamguard.errors import StreamguardError
+
+    settings = load_config(
+        None,
+        {
+            "server": {"port": 0},
+            "sources": {"rtp": {"enabled": False}},
+            "track": {"min_speech_seconds": 5.0},
+        },
+    )
+    daemon = Daemon(settings, detector=tiny_detector)
+    try:
+        with pytest.raises(StreamguardError, match="longer than the model's 4 s window"):
+            await daemon.start()
+    finally:
+        await daemon.stop()
+
+
+def test_configured_rates_are_the_ones_every_source_accepts():
+    """docs/sources.md "Limits": 8000-64000 Hz, RTP payload types and the microphone too."""
+    from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+
+    assert (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE) == (8000, 64000)
+    pt = {"encoding": "pcm_s16be"}
+    for rate, ok in [(8000, True), (48000, True), (64000, True), (7999, False), (64001, False)]:
+        rtp = {"sources": {"rtp": {"payload_types": {"97": {**pt, "rate": rate}}}}}
+        mic = {"sources": {"mic": {"sample_rate": rate}}}
+        for overrides in (rtp, mic):
+            if ok:
+                load_config(None, overrides)
+            else:
+                with pytest.raises(ConfigError, match="rate"):
+                    load_config(None, overrides)
+
+
+# ---------------------------------------------------------------- [sources.audiohook]
+
+_SECRET = "TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU="
+
+
+def test_audiohook_needs_a_key_when_enabled_and_never_echoes_secrets(tmp_path):
+    with pytest.raises(ConfigError, match=r"sources\.audiohook: .*api_key"):
+        load_config(write(tmp_path, "[sources.audiohook]\nenabled = true\n"))
+    text = "[sources.audiohook]\nenabled = true\napi_key = 'k'\nclient_secret = 'not base64!'\n"
+    with pytest.raises(ConfigError, match="base64") as info:
+        load_config(write(tmp_path, text))
+    assert "not base64!" not in str(info.value)
+    text = "[sources.audiohook]\napi_key = 'k'\napi_key_file = '/x'\n"
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(write(tmp_path, text))
+
+
+def test_audiohook_credentials_from_files_and_environment(tmp_path, monkeypatch):
+    key, secret = tmp_path / "key", tmp_path / "secret"
+    key.write_text("SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh\n")
+    secret.write_text(_SECRET + "\n")
+    text = f"[sources.audiohook]\nenabled = true\napi_key_file = '{key}'\n"
+    text += f"client_secret_file = '{secret}'\n"
+    cfg = load_config(write(tmp_path, text)).sources.audiohook
+    assert cfg.api_key_value() == "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh"
+    assert cfg.client_secret_bytes() == b"MySuperSecretKeyTellNo-1!2@3#4$5"
+    key.unlink()
+    with pytest.raises(ConfigError, match=r"cannot read sources\.audiohook\.api_key file"):
+        cfg.api_key_value()
+    monkeypatch.setenv("STREAMGUARD_SOURCES__AUDIOHOOK__ENABLED", "true")
+    monkeypatch.setenv("STREAMGUARD_SOURCES__AUDIOHOOK__API_KEY", "from-env")
+    cfg = load_config(None).sources.audiohook
+    assert cfg.enabled and cfg.api_key_value() == "from-env" and cfg.client_secret_bytes() is None
+    assert "from-env" not in repr(cfg)
+
+
+def test_audiohook_path_must_not_clash():
+    with pytest.raises(ConfigError, match="already used"):
+        load_config(None, {"sources": {"audiohook": {"path": "/ingest"}}})
+
+
+def test_audiosocket_beyond_loopback_needs_an_allow_list():
+    sources = {"audiosocket": {"enabled": True, "host": "0.0.0.0"}}
+    with pytest.raises(ConfigError, match="no authentication"):
+        load_config(None, {"sources": sources})
+    sources["audiosocket"]["allow"] = ["10.0.0.5", "10.1.0.0/24"]
+    assert load_config(None, {"sources": sources}).sources.audiosocket.allow[1] == "10.1.0.0/24"
+    sources["audiosocket"]["allow"] = ["asterisk.example"]
+    with pytest.raises(ConfigError, match="not an IP address"):
+        load_config(None, {"sources": sources})
+    assert load_config(None, {"sources": {"audiosocket": {"enabled": True}}}).sources.audiosocket
 
 
 def test_shipped_config_shows_every_webhook_key():

@@ -1,7 +1,8 @@
 """Loading koyelog-format ``.pth`` checkpoints: strict, and never running pickle code.
 
-The reference network below is re-declared from reference/seed-checkpoint.md on purpose (it does
-not import streamguard's): a checkpoint written by *it* must load into ours strictly.
+The reference network below is re-declared from the published checkpoint's layer table (the
+project's design notes, outside this repository) on purpose (it does not import streamguard's):
+a checkpoint written by *it* must load into ours strictly.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from streamguard.training import metrics
 from streamguard.training.export import calibrate
 

@@ -1,0 +1,139 @@
+"""The live dashboard at ``/``: a static page shipped in the package, and the JSON it reads.
+
+The page (``static/``: HTML, one ES module per concern, CSS; no build step, nothing fetched
+from elsewhere) holds no data, so it is served without a token like ``/healthz``. Everything it
+shows comes from two authenticated endpoints of the same daemon:
+
+- ``/alerts`` (WebSocket): the event stream. The page opens it with the subprotocols
+  ``streamguard.v1`` and ``streamguard.bearer.<base64url(token)>``, so the token never lands in
+  a URL or an access log; ``?tail=N`` after a (re)load, ``?since=SEQ`` after a reconnect.
+- :data:`STATUS_PATH` (HTTP GET, ``Authorization: Bearer``): the model, its thresholds, the
+  smoothing rule and the daemon's health, polled every few seconds. It is also how the page
+  learns that a token is needed: a browser cannot see the HTTP 401 that refuses a WebSocket.
+
+Static files are looked up in a table built once from the package (request paths never touch
+the file system, so there is nothing to traverse) and answered with their content type, an
+``ETag`` (``304`` on ``If-None-Match``), ``Cache-Control: no-cache`` (always revalidated, so an
+upgrade is picked up at once) and a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from streamguard.alerts.server import HttpRoute, json_response
+
+#: The JSON endpoint the page reads besides ``/alerts`` (protected like ``/alerts``).
+STATUS_PATH = "/api/status"
+#: Where the page's assets live; ``/`` itself serves ``index.html``.
+ASSET_PREFIX = "/dashboard/"
+
+#: Everything the page may load, and where from: itself only. ``connect-src 'self'`` covers
+#: the same-origin ``ws://``/``wss://`` of ``/alerts`` (CSP level 3). No inline script or style.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def load_static() -> dict[str, StaticFile]:
+    """Request path -> file, for every file shipped in ``streamguard/dashboard/static``.
+
+    ``index.html`` is served at ``/``; every other file at ``/dashboard/<name>``. A file type
+    not in :data:`CONTENT_TYPES` is a packaging mistake and raises here, at start-up.
+    """
+    table: dict[str, StaticFile] = {}
+    root = resources.files(__package__).joinpath("static")
+    for item in sorted(root.iterdir(), key=lambda t: t.name):
+        if not item.is_file() or item.name.startswith("."):
+            continue
+        suffix = "." + item.name.rsplit(".", 1)[-1] if "." in item.name else ""
+        if suffix not in CONTENT_TYPES:
+            raise RuntimeError(f"dashboard file {item.name!r}: no content type for {suffix!r}")
+        body = item.read_bytes()
+        static = StaticFile(
+            body=body,
+            content_type=CONTENT_TYPES[suffix],
+            etag='"' + hashlib.sha256(body).hexdigest()[:20] + '"',
+        )
+        table["/" if item.name == "index.html" else ASSET_PREFIX + item.name] = static
+    if "/" not in table:
+        raise RuntimeError("dashboard: static/index.html is missing from the package")
+    return table
+
+
+def static_route(static: StaticFile) -> HttpRoute:
+    """``GET`` one static file, with revalidation (``ETag`` / ``304``) and security headers."""
+
+    def route(request: Request) -> Response:
+        if_none_match = request.headers.get("If-None-Match", "")
+        fresh = static.etag in (tag.strip() for tag in if_none_match.split(","))
+        status = 304 if fresh else 200
+        body = b"" if fresh else static.body
+        headers = Headers()
+        headers["Content-Type"] = static.content_type
+        headers["Content-Length"] = str(len(body))
+        headers["ETag"] = static.etag
+        headers["Cache-Control"] = "no-cache"
+        headers["Connection"] = "close"
+        for name, value in SECURITY_HEADERS.items():
+            headers[name] = value
+        return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+    return route
+
+
+def status_route(status: Callable[[], Mapping[str, Any]]) -> HttpRoute:
+    """``GET /api/status``: what the page shows beside the events (model, thresholds, health)."""
+
+    def route(request: Request) -> Response:
+        return json_response(200, status())
+
+    return route
+
+
+def dashboard_url(host: str, port: int) -> str:
+    """Where a browser on this machine finds the dashboard (a wildcard bind means loopback)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def dashboard_routes(status: Callable[[], Mapping[str, Any]]) -> dict[str, HttpRoute]:
+    """Every HTTP route of the dashboard: ``/``, ``/dashboard/*`` and :data:`STATUS_PATH`."""
+    routes = {path: static_route(static) for path, static in load_static().items()}
+    routes[STATUS_PATH] = status_route(status)
+    return routes
