@@ -3,12 +3,14 @@
 #   ffmpeg (a real RTP sender), sox + espeak-ng (fixture audio), libportaudio2 (sounddevice),
 #   chromium + chromium-driver (the dashboard, in a real headless browser) + fonts-dejavu-core
 #   (so its screenshots have the same glyphs everywhere), openssl (the TLS tests make their own
-#   certificate with it).
+#   certificate with it), redis-server (the fleet event backend, started by the tests on a free
+#   port).
 # Uses apt-get as root, or through sudo when available; otherwise says what is missing and
 # carries on (the tests that need a missing tool skip or fail with its name).
 set -euo pipefail
 packages=(ffmpeg sox espeak-ng libportaudio2 openssl)
 packages+=(chromium chromium-driver fonts-dejavu-core)  # the dashboard's browser test
+packages+=(redis-server)  # the Redis Streams fleet backend's tests
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

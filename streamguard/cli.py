@@ -20,6 +20,8 @@ COMMANDS = (
     "scan",
     "feed",
     "watch",
+    "events",
+    "webhook",
     "model",
     "train",
     "evaluate",

@@ -344,11 +344,90 @@ class AlertsSettings(_Section):
     path: str = "/alerts"
     subscriber_queue: int = Field(256, ge=1)
     history: int = Field(1000, ge=0)
+    # A subscriber that loses this many events in a row without reading is disconnected.
+    disconnect_after_lost: int = Field(4096, ge=1)
+    # Seconds a closing subscriber gets to answer the close handshake before it is cut off.
+    close_timeout_seconds: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")
     def _path(self) -> AlertsSettings:
         _check_path(self.path)
         return self
+
+
+class EventsSettings(_Section):
+    """The event log behind the alert bus (docs/operations.md, "Durability, resume, fleet")."""
+
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    path: str | None = None  # None: $STATE_DIRECTORY/events.db, else the per-user state dir
+    synchronous: Literal["normal", "full"] = "normal"
+    commit_interval_ms: float = Field(2.0, ge=0, le=1000)
+    commit_max_events: int = Field(1000, ge=1)
+    retain_hours: float = Field(168.0, gt=0)
+    max_mb: float = Field(1024.0, gt=0)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_stream: str = Field("streamguard:events", min_length=1)
+    redis_maxlen: int = Field(1_000_000, ge=1)
+    spool_max_events: int = Field(100_000, ge=0)
+
+    def resolved_path(self) -> Path:
+        from streamguard.alerts.store import default_path
+
+        return Path(self.path).expanduser() if self.path else default_path()
+
+
+class WebhookSettings(_Section):
+    """One ``[[webhooks]]`` endpoint: signed POSTs of matching events, at least once."""
+
+    url: str
+    name: str | None = None  # cursor and metrics label; default: the URL's host and path
+    secret: SecretStr | None = None
+    secret_file: str | None = None
+    types: list[str] | None = None  # None: every type
+    call_id: str | None = None
+    max_attempts: int = Field(10, ge=1)
+    backoff_seconds: float = Field(1.0, gt=0)
+    max_backoff_seconds: float = Field(300.0, gt=0)
+    timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
+        from urllib.parse import urlsplit
+
+        from streamguard.alerts.events import EVENT_TYPES
+
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"url must be http(s)://host/path, got {self.url!r}")
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("set exactly one of secret and secret_file")
+        unknown = sorted(set(self.types or ()) - EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event type(s): {', '.join(unknown)}")
+        return self
+
+    @property
+    def label(self) -> str:
+        from urllib.parse import urlsplit
+
+        if self.name:
+            return self.name
+        parts = urlsplit(self.url)
+        return f"{parts.netloc}{parts.path}"
+
+    def secret_value(self) -> str:
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        assert self.secret_file is not None
+        try:
+            value = Path(self.secret_file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"webhook {self.label}: cannot read secret_file {self.secret_file}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise ConfigError(f"webhook {self.label}: secret_file {self.secret_file} is empty")
+        return value
 
 
 class LoggingSettings(_Section):
@@ -400,6 +479,8 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -459,7 +540,9 @@ def _format_error(exc: ValidationError, origin: str) -> str:
             msg += f" ({REMOVED_KEYS[loc]})"
     detail = ""
     secret = any(
-        str(p) in ("auth", "api_key", "audiohook") or "token" in str(p) or "secret" in str(p)
+        str(p) in ("auth", "api_key", "audiohook", "webhooks")
+        or "token" in str(p)
+        or "secret" in str(p)
         for p in first["loc"]
     )
     if "input" in first and first["type"] != "extra_forbidden" and not secret:

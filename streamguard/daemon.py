@@ -36,12 +36,15 @@ import structlog
 from websockets.asyncio.server import Server, serve
 
 from streamguard.access import AccessPolicy, exposure_problem, is_loopback
+from streamguard.alerts.backends import EventBackend, make_backend
 from streamguard.alerts.bus import AlertBus
+from streamguard.alerts.events import CallEnded, combine_summaries
 from streamguard.alerts.server import (
     HandshakeGuard,
     Health,
     WebSocketRouter,
     alerts_handler,
+    close_subscribers,
     healthz_route,
     make_process_request,
     metrics_route,
@@ -64,6 +67,8 @@ log = structlog.get_logger(__name__)
 
 #: How long a drain waits for subscribers to receive the last events before closing them.
 FLUSH_SECONDS = 2.0
+#: How long a drain waits for the event log to commit the last events (a failing disk).
+FLUSH_LOG_SECONDS = 10.0
 #: The GIL switch interval while a daemon runs (see Daemon._tune_process).
 SWITCH_INTERVAL = 0.0005
 
@@ -107,6 +112,8 @@ class Daemon:
         self.ready = False
         self.engine: ScoringEngine | None = None
         self.bus: AlertBus | None = None
+        self.backend: EventBackend | None = None
+        self.webhooks: list[Any] = []
         self.registry: CallRegistry | None = None
         self.server: Server | None = None
         self.access: AccessPolicy | None = None
@@ -183,6 +190,10 @@ class Daemon:
             history=s.alerts.history,
             metrics=self.metrics,
         )
+        self.notifier.status("opening the event log")
+        self.backend = make_backend(s.events, metrics=self.metrics)
+        await self.backend.start(self.bus)
+        await self._recover_open_calls()
         self.engine = ScoringEngine(
             self.detector,
             max_batch=s.model.max_batch,
@@ -202,6 +213,7 @@ class Daemon:
             metrics=self.metrics,
         )
         await self._start_server()
+        self._start_webhooks()
         if s.sources.rtp.enabled:
             from streamguard.sources.udp import start_rtp
 
@@ -260,7 +272,15 @@ class Daemon:
             max_messages_per_second=s.limits.max_messages_per_second,
             idle_timeout_seconds=s.limits.idle_timeout_seconds,
         )
-        routes = {s.alerts.path: alerts_handler(self.bus, max_queue=s.alerts.subscriber_queue)}
+        routes = {
+            s.alerts.path: alerts_handler(
+                self.bus,
+                max_queue=s.alerts.subscriber_queue,
+                backend=self.backend,
+                disconnect_after_lost=s.alerts.disconnect_after_lost,
+                close_timeout=s.alerts.close_timeout_seconds,
+            )
+        }
         if s.sources.twilio.enabled:
             routes[s.sources.twilio.path] = feed_handler(
                 "twilio",
@@ -315,6 +335,8 @@ class Daemon:
                 open_timeout=s.limits.handshake_timeout_seconds,
                 create_connection=self._handshakes,  # type: ignore[arg-type]
                 ssl=self._ssl,
+                # A peer that never answers the close handshake is cut off after this.
+                close_timeout=s.alerts.close_timeout_seconds,
             )
         except OSError as exc:  # port taken, address not ours, host unknown: one clear line
             raise bind_error("HTTP/WebSocket", s.server.host, s.server.port, exc) from None
@@ -354,11 +376,45 @@ class Daemon:
 
         self._mic_task = asyncio.create_task(capture(), name="microphone")
 
+    async def _recover_open_calls(self) -> None:
+        """End the calls the log shows open: the previous run died (``kill -9``, power cut)
+        without its drain. Each gets a ``call_ended`` with reason ``crash`` (an empty,
+        inconclusive summary: the audio is gone), so no call stays open forever."""
+        assert self.backend is not None and self.bus is not None
+        for started in await self.backend.open_calls():
+            self.bus.publish(
+                CallEnded(
+                    call_id=started.call_id,
+                    track=None,
+                    source=started.source,
+                    summary=combine_summaries({}),
+                    reason="crash",
+                )
+            )
+            self.metrics.events_recovered_calls_total.inc()
+            log.warning("call_recovered_after_crash", call_id=started.call_id, seq=started.seq)
+
+    def _start_webhooks(self) -> None:
+        if not self.settings.webhooks:
+            return
+        from streamguard.webhooks.delivery import WebhookDeliverer
+
+        assert self.bus is not None and self.backend is not None
+        for endpoint in self.settings.webhooks:
+            deliverer = WebhookDeliverer(endpoint, self.bus, self.backend, metrics=self.metrics)
+            self.webhooks.append(deliverer)
+            self._tasks.append(
+                asyncio.create_task(deliverer.run(), name=f"webhook {endpoint.label}")
+            )
+
     # -- health & status ------------------------------------------------------------------------
     def health(self) -> Health:
         engine = self.engine
         status = "draining" if self._stopped else "ready" if self.ready else "starting"
         extra: dict[str, Any] = {}
+        events = self.backend.health() if self.backend is not None else {}
+        if status == "ready" and events.get("degraded"):
+            status = "degraded"
         if engine is not None:
             extra = {
                 "engine_heartbeat_age_seconds": round(engine.heartbeat_age(), 3),
@@ -369,6 +425,8 @@ class Daemon:
                 "engine_utilization": round(engine.stats.utilization, 3),
                 "device": str(self.detector.device) if self.detector else None,
             }
+        if events:
+            extra["events"] = events
         return Health(
             status=status,
             model=self.detector.info.name if self.detector else "",
@@ -497,9 +555,17 @@ class Daemon:
             await self.audiosocket.wait_closed()
         if self.engine is not None:
             await self.engine.stop()
+        if self.backend is not None:  # every call_ended committed and delivered
+            try:
+                await asyncio.wait_for(self.backend.flush(), FLUSH_LOG_SECONDS)
+            except TimeoutError:
+                log.error("event_log_flush_timed_out", seconds=FLUSH_LOG_SECONDS)
         if self.bus is not None:
             await self._flush_subscribers()
         if self.server is not None:
+            await close_subscribers(
+                list(self.server.connections), timeout=self.settings.alerts.close_timeout_seconds
+            )
             self.server.close(close_connections=True)
             await self.server.wait_closed()
         for task in self._tasks:
@@ -507,6 +573,8 @@ class Daemon:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.backend is not None:
+            await self.backend.close()
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
         if served:

@@ -116,6 +116,96 @@ class Metrics:
         self.subscribers = Gauge(
             "subscribers", "Connected /alerts subscribers", namespace=ns, registry=r
         )
+        self.subscriber_disconnects_total = Counter(
+            "subscriber_disconnects_total",
+            "/alerts subscribers disconnected by the daemon (reason: slow = kept losing events "
+            "without reading)",
+            ["reason"],
+            namespace=ns,
+            registry=r,
+        )
+        # event log (durability, fleet, webhooks)
+        self.events_committed_total = Counter(
+            "events_committed_total",
+            "Events committed to the event log (sqlite) or appended to the stream (redis)",
+            namespace=ns,
+            registry=r,
+        )
+        self.events_commit_seconds = Histogram(
+            "events_commit_seconds",
+            "Time from publish to the event being committed and delivered to subscribers",
+            namespace=ns,
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+        )
+        self.events_commit_batch = Histogram(
+            "events_commit_batch",
+            "Events per group commit",
+            namespace=ns,
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 64, 256, 1024),
+        )
+        self.events_last_seq = Gauge(
+            "events_last_seq", "Highest seq delivered by this node", namespace=ns, registry=r
+        )
+        self.events_log_errors_total = Counter(
+            "events_log_errors_total",
+            "Failed commits to the event log (retried) or appends to Redis (spooled)",
+            namespace=ns,
+            registry=r,
+        )
+        self.events_retention_deleted_total = Counter(
+            "events_retention_deleted_total",
+            "Events deleted from the log by retention (retain_hours, max_mb)",
+            namespace=ns,
+            registry=r,
+        )
+        self.events_backend_up = Gauge(
+            "events_backend_up",
+            "1 when the event backend takes events (redis reachable), 0 when degraded",
+            namespace=ns,
+            registry=r,
+        )
+        self.events_spooled = Gauge(
+            "events_spooled",
+            "Events spooled on local disk, waiting for Redis",
+            namespace=ns,
+            registry=r,
+        )
+        self.events_spool_lost_total = Counter(
+            "events_spool_lost_total",
+            "Events lost because the spool was full while Redis was unreachable",
+            ["type"],
+            namespace=ns,
+            registry=r,
+        )
+        self.events_recovered_calls_total = Counter(
+            "events_recovered_calls_total",
+            "Calls found open after a crash and ended with reason crash",
+            namespace=ns,
+            registry=r,
+        )
+        self.webhook_deliveries_total = Counter(
+            "webhook_deliveries_total",
+            "Webhook POST attempts by endpoint and outcome (ok, retry, dead)",
+            ["endpoint", "outcome"],
+            namespace=ns,
+            registry=r,
+        )
+        self.webhook_dead_letters_total = Counter(
+            "webhook_dead_letters_total",
+            "Events given up for an endpoint after its last attempt",
+            ["endpoint"],
+            namespace=ns,
+            registry=r,
+        )
+        self.webhook_lag_events = Gauge(
+            "webhook_lag_events",
+            "Events logged but not yet delivered to an endpoint (its cursor behind the log)",
+            ["endpoint"],
+            namespace=ns,
+            registry=r,
+        )
         # sources
         self.rtp_packets_lost_total = Counter(
             "rtp_packets_lost_total", "RTP packets never received", namespace=ns, registry=r

@@ -102,3 +102,10 @@ def misbehaving_detector(
             return out
 
     return Detector(Misbehaving(), inner.info.replace(name=name), device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _event_log_in_tmp(tmp_path_factory, monkeypatch):
+    """Every test (and every daemon process it starts) keeps its event log in its own
+    directory: the default path follows ``$STATE_DIRECTORY``, as under systemd."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))

@@ -21,20 +21,22 @@ Thread model: ``publish``/``subscribe``/``drain`` run on the event-loop thread o
 engine hands results back to the loop before publishing). The ``on_ready`` hook is where the
 async edge (alerts/server.py) sets an ``asyncio.Event``.
 
-Durability hook: the bus keeps a bounded ring of the last ``history`` events, and
-``subscribe(..., since=seq)`` replays what the ring still holds (with a ``dropped`` notice for
-any gap). A durable store (Redis Streams, for multi-node fan-in) would sit behind
-:meth:`AlertBus.publish` as another sink and answer ``since`` from its own log; the event
-``seq`` is already the cursor it needs.
+Durability: in the daemon a backend (alerts/backends.py: the SQLite log, or a fleet's Redis
+Stream) is attached with :meth:`AlertBus.attach_log`. ``publish`` then only hands the event
+over; the backend numbers and commits it and calls :meth:`AlertBus.deliver`, so no subscriber
+ever sees an event the log does not hold. ``/alerts`` replays (``since``, ``tail``) are read
+from the backend and joined to the live queue without a gap (alerts/follow.py). Without a
+backend the bus numbers events itself and its in-memory ring answers ``since``/``tail``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
@@ -50,12 +52,20 @@ if TYPE_CHECKING:
     from streamguard.metrics import Metrics
 
 log = structlog.get_logger("streamguard.alerts")
+# The stdlib logger structlog writes through: asked first, so a score (hundreds a second on a
+# busy daemon, logged at debug) costs no dict and no structlog call when debug is off.
+_stdlog = logging.getLogger("streamguard.alerts")
+_LEVEL_NUMBERS = {"debug": logging.DEBUG, "info": logging.INFO}
 
 _PUBLISHABLE = frozenset(m for name, m in EVENT_MODELS.items() if name != "dropped")
 
 # Log level per event type: scores are one per hop per track (hundreds a second on a busy
 # daemon), so they go to debug; an alert being raised is what an operator must see.
 _LOG_LEVELS = {"score": "debug", "dropped": "debug"}
+
+
+#: ``sink(draft, ts, model)``: where publish hands events when a log is attached.
+Sink = Callable[[EventBase, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,21 @@ class Subscription:
     on_ready: Callable[[], None] | None = None
     dropped_total: int = 0  # events this subscriber lost, over its lifetime
     closed: bool = False
+    #: What a full queue does: "drop" the oldest and tell the subscriber (``/alerts``), or
+    #: "resync": forget the queue and set :attr:`resync`, so the reader reads the missed
+    #: events back from the log (webhooks: nothing may be skipped).
+    overflow: Literal["drop", "resync"] = "drop"
+    #: Lost events in a row (never read in between) after which the subscriber is evicted:
+    #: :attr:`evicted` is set and ``on_evicted`` called once. ``None``: never.
+    evict_after: int | None = None
+    on_evicted: Callable[[], None] | None = None
+    evicted: bool = False
+    #: While True the reader is replaying from the log: live events are not queued (the
+    #: reader reads on until it has passed the bus's ``last_seq``, then calls :meth:`go_live`).
+    catching_up: bool = False
+    resync: bool = False
+    live_only: bool = False  # subscribed without since/tail: wants what happens from now on
+    after: int = 0  # events with seq <= after were delivered by the replay: never again
     _queue: deque[EventBase] = field(default_factory=deque)
     _gap: _Gap | None = None
 
@@ -109,13 +134,35 @@ class Subscription:
         else:
             self._gap.count += count
             self._gap.last_seq = last_seq
+        if (
+            self.evict_after is not None
+            and not self.evicted
+            and self._gap.count >= self.evict_after
+        ):
+            self.evicted = True
+            self._bus._count_eviction()
+            if self.on_evicted is not None:
+                self.on_evicted()
 
     def _offer(self, event: EventBase) -> None:
+        if self.catching_up or event.seq <= self.after:
+            return
         if len(self._queue) >= self.max_queue:
+            if self.overflow == "resync":
+                self._queue.clear()
+                self.catching_up = self.resync = True
+                return
             lost = self._queue.popleft()
             self._lose(1, lost.seq, lost.seq)
             self._bus._count_drop()
         self._queue.append(event)
+
+    def go_live(self, cursor: int) -> None:
+        """The replay has delivered everything up to ``cursor`` (>= the bus's ``last_seq``):
+        from now on live events are queued. Called in the same loop step as the check, so no
+        event is delivered in between: no gap and no duplicate at the seam."""
+        self.after = cursor
+        self.catching_up = self.resync = False
 
     def __len__(self) -> int:
         """Events ready to read (a pending ``dropped`` notice counts as one)."""
@@ -169,6 +216,13 @@ class AlertBus:
         self._seq = 0
         self._history: deque[EventBase] = deque(maxlen=max(history, 0))
         self._subs: list[Subscription] = []
+        self._sink: Sink | None = None
+
+    def attach_log(self, sink: Sink) -> None:
+        """From now on :meth:`publish` hands events to ``sink(draft, ts, model)`` (the durable
+        log's writer), which stamps, numbers and commits them, then calls :meth:`deliver`.
+        The copy and the serialisation happen there, off the loop's hot path."""
+        self._sink = sink
 
     @property
     def last_seq(self) -> int:
@@ -187,30 +241,53 @@ class AlertBus:
         """
         return sum(len(sub) for sub in self._subs)
 
-    def publish(self, draft: EventBase) -> EventBase:
-        """Number, time-stamp, log and fan out one event; returns the published event.
+    def publish(self, draft: EventBase) -> EventBase | None:
+        """Time-stamp, log and hand on one event.
 
         ``draft`` is a typed event built by its producer (its own fields already validated
-        there); the bus adds ``seq``, ``ts`` and ``model``. ``dropped`` notices are the bus's
-        own, per subscriber, and an event that was already published cannot be published again.
+        there); the bus adds ``ts`` and ``model``. ``dropped`` notices are the bus's own, per
+        subscriber, and an event that was already published cannot be published again.
+
+        With a durable log attached (the daemon) the event goes to the log, which assigns
+        ``seq`` when it commits and only then delivers it (:meth:`deliver`): publish returns
+        ``None`` and never waits. Without one (unit tests, in-process tools) the bus numbers
+        the event itself, delivers it at once and returns it. Producers never need the seq.
         """
         if isinstance(draft, Dropped) or type(draft) not in _PUBLISHABLE:
             raise ValueError(f"cannot publish event type {draft.type!r}")
         if draft.published:
             raise ValueError(f"event already published as seq {draft.seq}")
-        event = draft.stamped(seq=self._seq + 1, ts=format_ts(self._clock()), model=self.model_name)
-        kind = event.type
-        self._seq += 1
-        self._history.append(event)
-        getattr(log, _LOG_LEVELS.get(kind, "info"))(kind, **event.to_dict())
+        ts = format_ts(self._clock())
+        kind = draft.type
         if self._metrics is not None:
             self._metrics.events_published_total.labels(type=kind).inc()
-        for sub in list(self._subs):
-            if sub.filter.matches(event):
-                sub._offer(event)
-                if sub.on_ready is not None:
-                    sub.on_ready()
+        level = _LOG_LEVELS.get(kind, "info")
+        logged = _stdlog.isEnabledFor(_LEVEL_NUMBERS[level])
+        if self._sink is not None:
+            if logged:
+                fields = draft.to_dict()
+                del fields["seq"]  # the log numbers it; subscribers see the seq
+                getattr(log, level)(kind, **{**fields, "ts": ts, "model": self.model_name})
+            self._sink(draft, ts, self.model_name)
+            return None
+        event = draft.stamped(seq=self._seq + 1, ts=ts, model=self.model_name)
+        if logged:
+            getattr(log, level)(kind, **event.to_dict())
+        self.deliver([event])
         return event
+
+    def deliver(self, events: Collection[EventBase]) -> None:
+        """Fan committed, numbered events (in seq order) out to the subscribers."""
+        for event in events:
+            if event.seq <= self._seq:  # already delivered (a duplicate read): never twice
+                continue
+            self._seq = event.seq
+            self._history.append(event)
+            for sub in list(self._subs):
+                if sub.filter.matches(event):
+                    sub._offer(event)
+                    if sub.on_ready is not None:
+                        sub.on_ready()
 
     def subscribe(
         self,
@@ -220,6 +297,10 @@ class AlertBus:
         since: int | None = None,
         tail: int | None = None,
         on_ready: Callable[[], None] | None = None,
+        catching_up: bool = False,
+        overflow: Literal["drop", "resync"] = "drop",
+        evict_after: int | None = None,
+        on_evicted: Callable[[], None] | None = None,
     ) -> Subscription:
         """Add a subscriber. With ``since``, first replay matching events with ``seq > since``;
         with ``tail``, first replay the last ``tail`` matching events (what a dashboard wants
@@ -237,6 +318,10 @@ class AlertBus:
             max_queue=max_queue or self.max_queue,
             _bus=self,
             on_ready=on_ready,
+            catching_up=catching_up,
+            overflow=overflow,
+            evict_after=evict_after,
+            on_evicted=on_evicted,
         )
         if tail:
             matching = [e for e in self._history if sub.filter.matches(e)]
@@ -267,8 +352,31 @@ class AlertBus:
         if self._metrics is not None:
             self._metrics.subscriber_drops_total.inc()
 
-    def _make_dropped(self, count: int, first_seq: int, last_seq: int) -> Dropped:
+    def _count_eviction(self) -> None:
+        if self._metrics is not None:
+            self._metrics.subscriber_disconnects_total.labels(reason="slow").inc()
+
+    def set_last_seq(self, seq: int) -> None:
+        """Continue after ``seq``: the log's last seq when the daemon starts, or the stream's
+        end found late (Redis unreachable at start). Events up to ``seq`` are in the log but
+        were never delivered here, so subscribers that asked for a replay read them from the
+        log (they resync); live-only subscribers just start after them."""
+        if seq <= self._seq:
+            return
+        self._seq = seq
+        for sub in list(self._subs):
+            if sub.live_only and not sub.catching_up:
+                sub.after = max(sub.after, seq)
+            else:
+                sub.catching_up = sub.resync = True
+                if sub.on_ready is not None:
+                    sub.on_ready()
+
+    def _make_dropped(
+        self, count: int, first_seq: int, last_seq: int, reason: str = "slow"
+    ) -> Dropped:
         return Dropped(
+            reason=reason,  # type: ignore[arg-type]
             seq=last_seq,
             ts=format_ts(self._clock()),
             call_id=None,

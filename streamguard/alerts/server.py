@@ -35,7 +35,7 @@ import base64
 import hmac
 import http
 import json
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -47,11 +47,13 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from streamguard.alerts.bus import AlertBus, SubscriptionFilter, parse_types
+from streamguard.alerts.events import EventBase
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
     from streamguard.access import AccessPolicy
+    from streamguard.alerts.backends import EventBackend
     from streamguard.metrics import Metrics
 
 log = structlog.get_logger("streamguard.server")
@@ -105,13 +107,14 @@ def request_path(path: str) -> str:
 
 @dataclass(frozen=True)
 class Health:
-    """What ``/healthz`` reports. HTTP 200 only when ``status == "ready"``, else 503.
+    """What ``/healthz`` reports. HTTP 200 when ``status`` is ``ready`` or ``degraded`` (scoring
+    goes on; the event backend is unreachable and events are spooled), else 503.
 
     503 while starting or draining lets a load balancer or orchestrator stop routing new feeds
     to this node without a separate readiness endpoint.
     """
 
-    status: Literal["starting", "ready", "draining"]
+    status: Literal["starting", "ready", "degraded", "draining"]
     model: str
     uptime_seconds: float
     open_calls: int = 0
@@ -136,8 +139,10 @@ def healthz_route(
 
     def route(request: Request) -> Response:
         h = health()
+        # degraded (the event backend is unreachable, events spooled): still takes calls.
+        code = 200 if h.status in ("ready", "degraded") else 503
         body = h.to_dict() if details is None or details(request) else {"status": h.status}
-        return json_response(200 if h.status == "ready" else 503, body)
+        return json_response(code, body)
 
     return route
 
@@ -428,13 +433,36 @@ def _remote(connection: ServerConnection) -> str:
 # ---------------------------------------------------------------- /alerts
 
 
-def alerts_handler(bus: AlertBus, *, max_queue: int = 256) -> WsHandler:
-    """The ``/alerts`` handler: ``?call_id=ID&types=alert,call_ended&since=SEQ``.
+#: Close code for a subscriber disconnected because it kept losing events without reading
+#: (4000-4999: private use). The reason says how far behind it was and how to resume.
+CLOSE_SUBSCRIBER_TOO_SLOW = 4001
 
-    Each subscriber gets a bounded queue on the bus and one sender loop here. A bad query
-    (unknown parameter or type, non-integer since) closes with 1008 and the reason. Incoming
-    messages are read and ignored so pings and the close handshake keep flowing.
+
+def alerts_handler(
+    bus: AlertBus,
+    *,
+    max_queue: int = 256,
+    backend: EventBackend | None = None,
+    disconnect_after_lost: int | None = None,
+    close_timeout: float = 2.0,
+) -> WsHandler:
+    """The ``/alerts`` handler: ``?call_id=ID&types=alert,call_ended&since=SEQ`` (or ``tail=N``).
+
+    Replay comes from the backend's log, then live events from the bus, with no gap and no
+    duplicate at the seam (alerts/follow.py). Each subscriber gets a bounded queue on the bus
+    and one sender task here. A bad query (unknown parameter or type, non-integer since)
+    closes with 1008 and the reason. A subscriber that loses ``disconnect_after_lost`` events
+    in a row without reading is closed with :data:`CLOSE_SUBSCRIBER_TOO_SLOW` (cut off after
+    ``close_timeout`` if it does not answer the close either). Incoming messages are read and
+    ignored so pings and the close handshake keep flowing.
     """
+    from streamguard.alerts.backends import MemoryBackend
+    from streamguard.alerts.follow import follow
+
+    if backend is None:
+        memory = MemoryBackend()
+        memory.bus = bus
+        backend = memory
 
     async def handler(connection: ServerConnection) -> None:
         try:
@@ -442,10 +470,23 @@ def alerts_handler(bus: AlertBus, *, max_queue: int = 256) -> WsHandler:
         except ValueError as exc:
             await connection.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
             return
-        wake = asyncio.Event()
-        sub = bus.subscribe(filt, max_queue=max_queue, since=since, tail=tail, on_ready=wake.set)
-        if len(sub):
-            wake.set()
+        loop = asyncio.get_running_loop()
+        evicting: list[asyncio.Task] = []
+
+        def on_evicted() -> None:
+            evicting.append(loop.create_task(_evict(connection, close_timeout)))
+
+        events = follow(
+            bus,
+            backend,
+            filt,
+            since=since,
+            tail=tail,
+            max_queue=max_queue,
+            evict_after=disconnect_after_lost,
+            on_evicted=on_evicted,
+        )
+        sender = asyncio.create_task(_send_all(connection, events))
         reader = asyncio.create_task(_discard_incoming(connection))
         log.info(
             "subscriber connected",
@@ -456,25 +497,63 @@ def alerts_handler(bus: AlertBus, *, max_queue: int = 256) -> WsHandler:
             tail=tail,
         )
         try:
-            while not reader.done():
-                waiter = asyncio.create_task(wake.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if not waiter.done():
-                    waiter.cancel()
-                    break
-                wake.clear()
-                for event in sub.drain():
-                    await connection.send(event.to_json())
-        except ConnectionClosed:
-            pass
+            await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sub.close()
-            reader.cancel()
-            log.info(
-                "subscriber disconnected", remote=_remote(connection), dropped=sub.dropped_total
-            )
+            for task in (sender, reader):
+                task.cancel()
+            await asyncio.gather(sender, reader, *evicting, return_exceptions=True)
+            log.info("subscriber disconnected", remote=_remote(connection))
 
     return handler
+
+
+async def _send_all(connection: ServerConnection, events: AsyncIterator[EventBase]) -> None:
+    try:
+        async for event in events:
+            await connection.send(event.to_json())
+    except ConnectionClosed:
+        pass
+    except Exception as exc:  # the backend failed a replay read (Redis unreachable...)
+        log.error("subscriber_replay_failed", remote=_remote(connection), error=str(exc)[:200])
+        await connection.close(CloseCode.TRY_AGAIN_LATER, "event log unavailable; retry")
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _evict(connection: ServerConnection, close_timeout: float) -> None:
+    """Close a subscriber that stopped reading. Its socket buffers are full, so a close frame
+    may never leave: after ``close_timeout`` the TCP connection is simply cut."""
+    reason = "subscriber too slow: kept losing events; reconnect with ?since=<last seq>"
+    log.warning(
+        "subscriber_too_slow",
+        remote=_remote(connection),
+        code=CLOSE_SUBSCRIBER_TOO_SLOW,
+    )
+    try:
+        await asyncio.wait_for(connection.close(CLOSE_SUBSCRIBER_TOO_SLOW, reason), close_timeout)
+    except (TimeoutError, ConnectionClosed):
+        pass
+    finally:
+        if connection.transport is not None and not connection.transport.is_closing():
+            connection.transport.abort()
+
+
+async def close_subscribers(
+    connections: Collection[ServerConnection], *, timeout: float, code: int = 1001
+) -> None:
+    """Close connections at shutdown, cutting off those that do not answer within ``timeout``
+    (a subscriber that stopped reading must never hold the daemon)."""
+
+    async def one(connection: ServerConnection) -> None:
+        try:
+            await asyncio.wait_for(connection.close(code, "server shutting down"), timeout)
+        except (TimeoutError, ConnectionClosed):
+            pass
+        finally:
+            if connection.transport is not None and not connection.transport.is_closing():
+                connection.transport.abort()
+
+    await asyncio.gather(*(one(c) for c in connections), return_exceptions=True)
 
 
 def _parse_alerts_query(path: str) -> tuple[SubscriptionFilter, int | None, int | None]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 HELP = "measure detector throughput (model) and live-call capacity of a daemon (daemon)"
 
-SUITES = ("model", "daemon", "all", "soak")
+SUITES = ("model", "daemon", "all", "soak", "events")
 
 
 def _int_list(text: str) -> list[int]:
@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="all",
         help="model = detector windows/s per batch size; daemon = a real daemon under N "
         "concurrent real-time calls; all = both (default); soak = a daemon under --calls "
-        "churning calls for --minutes, watching memory, file descriptors, drops and lag",
+        "churning calls for --minutes, watching memory, file descriptors, drops and lag; "
+        "events = what the event log backends sustain and the latency they add (no model)",
     )
     m = parser.add_argument_group("model choice (both suites)")
     m.add_argument(
@@ -146,6 +147,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="growth is measured from here (at most a fifth of the soak; default: %(default)s)",
     )
+    e = parser.add_argument_group("events suite")
+    e.add_argument(
+        "--backends",
+        default="memory,sqlite,redis",
+        help="comma-separated event backends to measure (default: %(default)s; redis starts "
+        "a throwaway redis-server unless --redis-url is given)",
+    )
+    e.add_argument("--redis-url", help="an existing Redis to measure against")
+    e.add_argument(
+        "--events", type=int, default=20000, help="events in the sustained burst (default: 20000)"
+    )
+    e.add_argument(
+        "--rate",
+        type=float,
+        help="paced publish rate, events/s (default: 10x the rate of 120 concurrent calls)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
@@ -167,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
     from streamguard.bench.report import format_machine, machine
     from streamguard.errors import ConfigError
 
+    if args.suite == "events":
+        return _events_suite(args)
     if args.speed <= 0 or args.seconds <= 0 or args.hop <= 0:
         raise ConfigError("--speed, --seconds and --hop must be > 0")
     if args.repeats < 1 or args.warmup < 0 or args.budget <= 0:
@@ -338,3 +357,42 @@ def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
             flush=True,
         )
     return result
+
+
+def _events_suite(args: argparse.Namespace) -> int:
+    import json
+
+    from streamguard.bench.events_bench import format_events, run_events_bench
+    from streamguard.bench.report import format_machine, machine
+    from streamguard.errors import ConfigError
+    from streamguard.logs import configure_logging
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - {"memory", "sqlite", "redis"})
+    if unknown or not backends:
+        raise ConfigError(f"--backends: unknown backend(s) {', '.join(unknown) or '(none)'}")
+    if args.events < 1000 or (args.rate is not None and args.rate <= 0):
+        raise ConfigError("--events must be >= 1000 and --rate > 0")
+    configure_logging("warning", "console")
+    host = machine()
+    if not args.json:
+        print(format_machine(host), flush=True)
+
+    def progress(what: str) -> None:
+        if not args.quiet and not args.json:
+            print(f"  {what}...", file=sys.stderr, flush=True)
+
+    report = run_events_bench(
+        backends,
+        burst_events=args.events,
+        paced_rate=args.rate,
+        paced_seconds=args.seconds if args.seconds != 20.0 else 10.0,
+        redis_url=args.redis_url,
+        progress=progress,
+    )
+    if args.json:
+        json.dump({"machine": host, "events": report}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print("\n== events ==\n" + format_events(report), flush=True)
+    return 0

@@ -44,12 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
     from streamguard.config import load_config
     from streamguard.logs import configure_logging
 
     overrides = overrides_from(args)
     overrides.setdefault("logging", {}).setdefault("format", "console")
+    if args.config is None and "STREAMGUARD_EVENTS__BACKEND" not in os.environ:
+        # A demo's events are not operational data, and a demo must never contend with a
+        # running `serve` for its event log: nothing is kept unless a config asks for it.
+        overrides.setdefault("events", {}).setdefault("backend", "memory")
     settings = load_config(args.config, overrides)
     # Events are what the demo shows; the daemon's own log only speaks up for problems.
     configure_logging("warning", settings.logging.format)

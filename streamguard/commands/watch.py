@@ -82,6 +82,13 @@ def format_event(event: Any) -> str:
         )
         if verdict == "fake":
             label = "!! call ended"
+    elif kind == "dropped" and e.get("reason") == "retention":
+        label = "!! expired"
+        detail = (
+            f"{e.get('count')} events older than the log keeps "
+            f"(seq {e.get('first_seq')}..{e.get('last_seq')}); oldest available: "
+            f"{(e.get('last_seq') or 0) + 1}"
+        )
     elif kind == "dropped":
         label = "!! dropped"
         detail = (

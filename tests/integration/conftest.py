@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from streamguard.config import load_config
 from streamguard.daemon import Daemon
@@ -69,8 +70,9 @@ class Subscriber:
     async def _run(self) -> None:
         async with connect(self.url) as ws:
             self._ready.set()
-            async for message in ws:
-                self.events.append(json.loads(message))
+            with contextlib.suppress(ConnectionClosed):  # the daemon died (kill -9 tests)
+                async for message in ws:
+                    self.events.append(json.loads(message))
 
     def of_type(self, type_: str) -> list[dict]:
         return [e for e in self.events if e["type"] == type_]
@@ -85,3 +87,13 @@ class Subscriber:
     async def wait_call_ended(self, count: int = 1, timeout: float = 30.0) -> list[dict]:
         await self.wait_for(lambda ev: sum(e["type"] == "call_ended" for e in ev) >= count, timeout)
         return self.of_type("call_ended")
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port, stopped after the test."""
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

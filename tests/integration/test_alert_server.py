@@ -59,6 +59,9 @@ class Daemonish:
             {
                 "/alerts": alerts_handler(self.bus, max_queue=256),
                 "/alerts-small": alerts_handler(self.bus, max_queue=small_queue),
+                "/alerts-evicting": alerts_handler(
+                    self.bus, max_queue=small_queue, disconnect_after_lost=50, close_timeout=0.5
+                ),
                 "/ingest": ingest,
             }
         )
@@ -69,7 +72,7 @@ class Daemonish:
                 "/metrics": metrics_route(self.metrics),
             },
             token=token,
-            protected_paths={"/alerts", "/alerts-small", "/ingest"},
+            protected_paths={"/alerts", "/alerts-small", "/alerts-evicting", "/ingest"},
             max_connections=max_connections,
         )
 
@@ -273,6 +276,52 @@ def test_a_subscriber_that_stops_reading_never_slows_the_others():
         assert told[0].count >= 1 and told[0].first_seq <= told[0].last_seq
 
     run(main())
+
+
+def test_a_subscriber_that_stays_behind_is_disconnected_and_memory_stays_bounded():
+    """A real client that stops reading: its queue overflows into a dropped notice, then,
+    50 lost events later, the daemon closes it (4001) or cuts it off; the others never wait."""
+
+    async def main():
+        d = Daemonish(small_queue=8)
+        n = 600
+        async with d.running(sndbuf=4096):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", d.port))
+            async with (
+                connect(d.url("/alerts-evicting"), sock=sock, close_timeout=0.5) as stuck,
+                connect(d.url()) as fast,
+            ):
+                await d.until_subscribers(2)
+                task = asyncio.create_task(read_until(fast, n))
+                for i in range(n):
+                    padding = os.urandom(1000).hex()
+                    d.bus.publish(
+                        CallStarted(
+                            call_id=f"C{i}", track=None, source="native", metadata={"p": padding}
+                        )
+                    )
+                    await asyncio.sleep(0)
+                received = await task
+                await d.until_subscribers(1)  # the stuck one is gone
+                slow = d.metrics.registry.get_sample_value(
+                    "streamguard_subscriber_disconnects_total", {"reason": "slow"}
+                )
+                # what the stuck client finds when it reads at last: the end of its stream
+                with contextlib.suppress(ConnectionClosedError):
+                    while True:
+                        await stuck.recv()
+        return received, slow, stuck
+
+    received, slow, stuck = run(main())
+    assert [e.seq for e in received] == list(range(1, 601))
+    assert slow == 1
+    # the close frame made it (4001 and the reason) or, buffers full, the TCP connection was cut
+    assert stuck.close_code in (4001, 1006)
+    if stuck.close_code == 4001:
+        assert "too slow" in stuck.close_reason
 
 
 def test_unknown_type_or_parameter_closes_1008_with_reason():

@@ -312,7 +312,11 @@ async def test_a_restarted_daemon_rebuilds_the_page_from_its_own_history(
     """Behind one address (a TCP relay, as a load balancer would be) the daemon is replaced:
     the page notices, says so, and shows the new run's calls instead of the old run's."""
     rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
-    first = await start_daemon()
+    # Two runs that share no event log (memory backend; or two nodes without a shared log):
+    # the second's seq begins again. With the durable log, seq continues across a restart and
+    # the page simply resumes with ?since= (tests/integration/test_durability_process.py).
+    memory = {"backend": "memory"}
+    first = await start_daemon(events=memory)
     async with TcpForwarder(first.port) as relay:
         base = f"127.0.0.1:{relay.port}"
         await browser.get(f"http://{base}/")
@@ -321,7 +325,7 @@ async def test_a_restarted_daemon_rebuilds_the_page_from_its_own_history(
         await browser.wait_for(ENDED, "CA-old", what="the first run's call")
 
         await first.stop()
-        second = await start_daemon()
+        second = await start_daemon(events=memory)
         relay.target = second.port
         await browser.wait_for(
             "return !document.getElementById('banner').hidden"

@@ -44,6 +44,8 @@ def test_shipped_config_mentions_every_key():
         if value is None:
             name = key.rsplit(".", 1)[-1]
             assert re.search(rf"^# {name} = ", text, re.M), f"{key} missing (commented)"
+        elif value == [] and key not in in_file:  # an array of tables, shown commented
+            assert re.search(rf"^# \[\[{key}\]\]$", text, re.M), f"[[{key}]] missing"
         else:
             assert key in in_file, f"{key} missing"
 
@@ -298,3 +300,29 @@ def test_twilio_auth_token_is_never_echoed(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert "12345678" not in str(info.value)
+
+
+def test_shipped_config_shows_every_webhook_key():
+    from streamguard.config import WebhookSettings
+
+    text = SHIPPED.read_text()
+    for name in WebhookSettings.model_fields:
+        assert re.search(rf"^# {name} = ", text, re.M), f"webhooks.{name} missing (commented)"
+
+
+def test_webhook_entries_are_checked(tmp_path):
+    ok = write(tmp_path, '[[webhooks]]\nurl = "http://127.0.0.1:9/h"\nsecret = "s3cr3t"\n')
+    (hook,) = load_config(ok).webhooks
+    assert hook.secret_value() == "s3cr3t" and hook.label == "127.0.0.1:9/h"
+    both = write(
+        tmp_path, '[[webhooks]]\nurl = "http://h/x"\nsecret = "zz-top"\nsecret_file = "f"\n'
+    )
+    with pytest.raises(ConfigError, match="exactly one") as err:
+        load_config(both)
+    assert "zz-top" not in str(err.value)
+    with pytest.raises(ConfigError, match="unknown event type"):
+        load_config(
+            write(tmp_path, '[[webhooks]]\nurl = "http://h/x"\nsecret = "s"\ntypes = ["bogus"]\n')
+        )
+    with pytest.raises(ConfigError, match="http"):
+        load_config(write(tmp_path, '[[webhooks]]\nurl = "ftp://h/x"\nsecret = "s"\n'))

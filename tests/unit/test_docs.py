@@ -207,7 +207,8 @@ def shipped_keys() -> set[tuple[str, str]]:
     keys: set[tuple[str, str]] = set()
     label = ""
     for line in SHIPPED_CONFIG.read_text().splitlines():
-        if header := re.match(r"^\[\[?([^\]]+)\]\]?", line):
+        # a commented-out header counts too: `# [[webhooks]]` (an example entry) opens a table
+        if header := re.match(r"^(?:# )?\[\[?([\w.]+)\]\]?$", line):
             label = header.group(1)
             # a table under a dict of tables: [sources.rtp.payload_types.96]
             for dict_label in config_schema():

@@ -1,0 +1,224 @@
+"""Webhooks against a real HTTP receiver on loopback that fails its first attempts and checks
+every signature; cursors persisted in a real SQLite log; the ``webhook verify`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from streamguard.alerts.backends import SqliteBackend
+from streamguard.alerts.bus import AlertBus
+from streamguard.alerts.events import Alert, CallEnded, Score, combine_summaries
+from streamguard.cli import main as cli_main
+from streamguard.config import EventsSettings, WebhookSettings
+from streamguard.metrics import Metrics
+from streamguard.webhooks.delivery import WebhookDeliverer
+from streamguard.webhooks.signing import SignatureError, verify
+
+pytestmark = pytest.mark.integration
+SECRET = "whsec-test-0123456789"
+
+
+class Receiver:
+    """A real HTTP server: answers 500 to the first ``fail_first`` requests (and always to
+    the seqs in ``always_fail``), verifies signatures, records what it accepted."""
+
+    def __init__(self, *, fail_first=0, always_fail=()):
+        self.fail_first = fail_first
+        self.always_fail = set(always_fail)
+        self.requests: list[dict] = []
+        self.accepted: list[dict] = []
+        self.bad_signatures = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                try:
+                    verify(SECRET, body, self.headers["Streamguard-Signature"], now=time.time())
+                except SignatureError:
+                    receiver.bad_signatures += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                event = json.loads(body)
+                key = self.headers["Idempotency-Key"]
+                receiver.requests.append({"key": key, "event": event})
+                fail = len(receiver.requests) <= receiver.fail_first
+                if fail or event["seq"] in receiver.always_fail:
+                    self.send_response(500)
+                else:
+                    receiver.accepted.append({"key": key, "event": event, "body": body})
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/sg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def endpoint(url, **kw):
+    base = dict(url=url, secret=SECRET, backoff_seconds=0.02, max_backoff_seconds=0.1)
+    return WebhookSettings(**{**base, **kw})
+
+
+def score(bus, i, call="A"):
+    bus.publish(
+        Score(call_id=call, track="0", source="native", start=i, end=i + 4, p_fake=0.9,
+              smoothed=0.8)
+    )  # fmt: skip
+
+
+def alert(bus, call="A"):
+    bus.publish(
+        Alert(call_id=call, track="0", source="native", state="raised", smoothed=0.8,
+              threshold=0.5, start=0, end=5)
+    )  # fmt: skip
+
+
+def ended(bus, call="A"):
+    bus.publish(
+        CallEnded(call_id=call, track=None, source="native", summary=combine_summaries({}),
+                  reason="stop")
+    )  # fmt: skip
+
+
+class Node:
+    def __init__(self, tmp_path):
+        self.metrics = Metrics()
+        self.bus = AlertBus("tiny", metrics=self.metrics)
+        self.backend = SqliteBackend(
+            EventsSettings(path=str(tmp_path / "events.db")), metrics=self.metrics
+        )
+
+    async def __aenter__(self):
+        await self.backend.start(self.bus)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.backend.close()
+
+    def start_webhook(self, ep):
+        deliverer = WebhookDeliverer(ep, self.bus, self.backend, metrics=self.metrics)
+        return deliverer, asyncio.create_task(deliverer.run())
+
+
+async def until(predicate, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def stop(task):
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_retries_until_accepted_signed_in_order_with_seq_as_idempotency_key(tmp_path):
+    receiver = Receiver(fail_first=3)
+    try:
+        async with Node(tmp_path) as node:
+            deliverer, task = node.start_webhook(
+                endpoint(receiver.url, types=["alert", "call_ended"])
+            )
+            await until(lambda: deliverer.cursor is not None)
+            score(node.bus, 0)
+            alert(node.bus)
+            score(node.bus, 1)
+            ended(node.bus)
+            await until(lambda: len(receiver.accepted) == 2)
+            await stop(task)
+            retries = node.metrics.registry.get_sample_value(
+                "streamguard_webhook_deliveries_total",
+                {"endpoint": deliverer.label, "outcome": "retry"},
+            )
+    finally:
+        receiver.close()
+    assert receiver.bad_signatures == 0
+    assert [a["event"]["type"] for a in receiver.accepted] == ["alert", "call_ended"]
+    assert [a["key"] for a in receiver.accepted] == ["2", "4"]
+    # the first three attempts (all of the alert, seq 2) failed, with the same key each time
+    assert [r["key"] for r in receiver.requests[:4]] == ["2", "2", "2", "2"]
+    assert retries == 3
+    # the body is the event exactly as /alerts sends it (the log's stored JSON)
+    assert receiver.accepted[0]["body"].decode() == json.dumps(
+        receiver.accepted[0]["event"], separators=(",", ":")
+    )
+
+
+async def test_dead_letter_after_max_attempts_then_moves_on(tmp_path):
+    receiver = Receiver(always_fail={2})
+    try:
+        async with Node(tmp_path) as node:
+            deliverer, task = node.start_webhook(endpoint(receiver.url, max_attempts=3))
+            await until(lambda: deliverer.cursor is not None)
+            for i in range(3):
+                score(node.bus, i)
+            await until(lambda: len(receiver.accepted) == 2)
+            await stop(task)
+            dead = node.metrics.registry.get_sample_value(
+                "streamguard_webhook_dead_letters_total", {"endpoint": deliverer.label}
+            )
+            letters = node.backend._writers.get().dead_letters()
+    finally:
+        receiver.close()
+    assert [a["event"]["seq"] for a in receiver.accepted] == [1, 3]
+    assert sum(r["event"]["seq"] == 2 for r in receiver.requests) == 3
+    assert dead == 1
+    assert letters == [(deliverer.label, 2, 3, "HTTP 500")]
+
+
+async def test_cursor_survives_a_restart_nothing_skipped(tmp_path):
+    receiver = Receiver()
+    try:
+        async with Node(tmp_path) as node:
+            deliverer, task = node.start_webhook(endpoint(receiver.url))
+            await until(lambda: deliverer.cursor is not None)
+            for i in range(5):
+                score(node.bus, i)
+            await until(lambda: deliverer.cursor == 5)  # seq 5 answered, cursor moved
+            await stop(task)  # the endpoint's deliverer is down...
+            for i in range(5, 12):  # ...while events keep coming
+                score(node.bus, i)
+            await node.backend.flush()
+        async with Node(tmp_path) as node:  # a restarted daemon, same log
+            deliverer, task = node.start_webhook(endpoint(receiver.url))
+            score(node.bus, 12)
+            await until(lambda: len(receiver.accepted) >= 13)
+            await stop(task)
+    finally:
+        receiver.close()
+    seqs = [a["event"]["seq"] for a in receiver.accepted]
+    assert seqs == list(range(1, 14))
+
+
+def test_webhook_verify_command(tmp_path, capsys):
+    from streamguard.webhooks.signing import sign
+
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"type":"alert","seq":7}')
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    header = sign(SECRET, body.read_bytes(), int(time.time()))
+    args = ["webhook", "verify", "--secret-file", str(secret), "--body", str(body)]
+    assert cli_main([*args, "--header", header]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert cli_main([*args, "--header", header.replace("v1=", "v1=0")[:-1]]) == 1
+    assert "does not match" in capsys.readouterr().err
+    stale = sign(SECRET, body.read_bytes(), int(time.time()) - 3600)
+    assert cli_main([*args, "--header", stale]) == 1
+    assert "tolerance" in capsys.readouterr().err
+    assert SECRET not in capsys.readouterr().err
