@@ -102,7 +102,7 @@ class _Track:
             duration=p.duration_seconds,
             speech_seconds=p.speech_seconds,
             windows_skipped=p.windows_skipped,
-            windows_dropped=self.dropped,
+            windows_dropped=self.dropped + p.windower.windows_lost,
             windows_failed=self.failed,
             min_speech_seconds=policy.min_verdict_speech_seconds,
         )
@@ -124,6 +124,7 @@ class CallSession:
         self._windows_out: list[PendingWindow] = []
         self._events_out: list[EventBase] = []
         self._skipped_reported = 0
+        self._lost_reported = 0
         # Feed metadata is caller-controlled (e.g. Twilio customParameters): subscribers must
         # never receive a token someone passed through it.
         self._events_out.append(
@@ -206,6 +207,12 @@ class CallSession:
         """Windows skipped for too little speech since the last call (for a counter)."""
         total = sum(t.pipeline.windows_skipped for t in self.tracks.values())
         delta, self._skipped_reported = total - self._skipped_reported, total
+        return delta
+
+    def windows_lost_since_last_call(self) -> int:
+        """Windows whose audio the ring had already overwritten, since the last call."""
+        total = sum(t.pipeline.windower.windows_lost for t in self.tracks.values())
+        delta, self._lost_reported = total - self._lost_reported, total
         return delta
 
     # -- internals -----------------------------------------------------------------------------
@@ -349,6 +356,9 @@ class CallRegistry:
             skipped = session.windows_skipped_since_last_call()
             if skipped:
                 self._metrics.windows_skipped_total.inc(skipped)
+            lost = session.windows_lost_since_last_call()
+            if lost:
+                self._metrics.windows_dropped_total.labels(reason="overwritten").inc(lost)
         for pending in session.windows_to_score():
             self._submit(pending.window, self._on_outcome(session, pending))
         for event in session.events_to_publish():

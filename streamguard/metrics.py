@@ -51,7 +51,8 @@ class Metrics:
         )
         self.windows_dropped_total = Counter(
             "windows_dropped_total",
-            "Windows dropped unscored (reason: lag = too old when reached, queue = engine full)",
+            "Windows dropped unscored (reason: lag = too old when reached, queue = engine full, "
+            "overwritten = the track's ring no longer held its audio)",
             ["reason"],
             namespace=ns,
             registry=r,
