@@ -62,6 +62,9 @@ class ModelSettings(_Section):
     queue_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1)
     torchscript: bool = True
+    backend: Literal["auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8"] = "auto"
+    worker: Literal["thread", "process"] = "thread"
+    workers: int = Field(1, ge=1, le=64)
 
 
 class VerdictSettings(_Section):

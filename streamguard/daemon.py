@@ -107,6 +107,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._stopped = False
         self._switch_interval: float | None = None
+        self._worker_threads: int | None = None
+        self.runners: list[Any] = []
 
     # -- addresses (port 0 in tests) -------------------------------------------------------------
     @property
@@ -129,13 +131,15 @@ class Daemon:
             self.detector = await asyncio.to_thread(
                 load_detector, s.model.spec, device=s.model.device
             )
-        if s.model.torchscript:
-            await asyncio.to_thread(self.detector.use_torchscript)
-        await asyncio.to_thread(probe_detector, self.detector)
+        self.runners = await asyncio.to_thread(self._build_runners)
+        for runner in self.runners:
+            await asyncio.to_thread(probe_detector, runner)
         info = self.detector.info
         log.info(
             "model_loaded",
-            torchscript=self.detector.torchscript,
+            backend=self.runners[0].backend,
+            worker=s.model.worker,
+            workers=len(self.runners),
             model=info.name,
             architecture=info.architecture,
             threshold=info.threshold,
@@ -149,6 +153,7 @@ class Daemon:
         )
         self.engine = ScoringEngine(
             self.detector,
+            runners=self.runners,
             max_batch=s.model.max_batch,
             max_wait_ms=s.model.max_wait_ms,
             max_lag_seconds=s.model.max_lag_seconds,
@@ -181,6 +186,21 @@ class Daemon:
         self.notifier.ready(self._status_line())
         log.info("ready", host=s.server.host, port=self.port, rtp_port=self.rtp_port)
 
+    def _build_runners(self) -> list[Any]:
+        """One inference runner per engine worker (``[model] backend/worker/workers``)."""
+        from streamguard.scoring.runners import build_runners
+
+        m = self.settings.model
+        return build_runners(
+            self.detector,
+            backend=m.backend,
+            worker=m.worker,
+            workers=m.workers,
+            threads=self._worker_threads,
+            max_batch=m.max_batch,
+            torchscript=m.torchscript,
+        )
+
     def _tune_process(self) -> None:
         """Inference shares the process with the event loop.
 
@@ -193,8 +213,14 @@ class Daemon:
 
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
-        if self.settings.model.threads is not None:
-            torch.set_num_threads(self.settings.model.threads)
+        from streamguard.scoring.runners import threads_per_worker
+
+        m = self.settings.model
+        # Several workers share the cores: each gets its share of CPU threads, so two batches
+        # in flight never fight over the same cores.
+        self._worker_threads = threads_per_worker(m.threads, m.workers)
+        if self._worker_threads is not None:
+            torch.set_num_threads(self._worker_threads)
 
     async def _start_server(self) -> None:
         s = self.settings
@@ -275,6 +301,7 @@ class Daemon:
                 "realtime_factor": round(engine.stats.realtime_factor, 4),
                 "engine_utilization": round(engine.stats.utilization, 3),
                 "device": str(self.detector.device) if self.detector else None,
+                "backend": self.runners[0].backend if self.runners else None,
             }
         return Health(
             status=status,
@@ -354,6 +381,10 @@ class Daemon:
             await self.registry.drain("shutdown")
         if self.engine is not None:
             await self.engine.stop()
+        if self.runners:
+            from streamguard.scoring.runners import close_runners
+
+            await asyncio.to_thread(close_runners, self.runners)
         if self.bus is not None:
             await self._flush_subscribers()
         if self.server is not None:

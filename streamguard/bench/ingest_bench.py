@@ -38,6 +38,7 @@ class IngestResult:
     windows: int
     windows_skipped: int
     frames: int
+    mix: bool = True
 
     @property
     def core_percent_per_track(self) -> float:
@@ -73,11 +74,13 @@ def run_ingest_bench(
     rate: int = 8000,
     hop_seconds: float = 1.0,
     window_seconds: float = 4.0,
+    mix: bool = True,
 ) -> IngestResult:
     """Push ``calls`` calls of ``seconds`` of ``file`` (resampled to ``rate``) through the cores.
 
     Every call sends the same bytes (the content does not change the cost much, and encoding
-    them once keeps the measurement about the daemon's side only).
+    them once keeps the measurement about the daemon's side only). ``mix``: the file's
+    channels as one track (continuous speech); else one track per channel.
     """
     from streamguard.audio.resample import StreamResampler
     from streamguard.audio.track import TrackSettings
@@ -86,7 +89,7 @@ def run_ingest_bench(
     from streamguard.sources.base import CallStart
     from streamguard.sources.senders import frames_for
 
-    file_rate, audio = call_audio(file, seconds)
+    file_rate, audio = call_audio(file, seconds, mix=mix)
     if file_rate != rate:
         resampled = []
         for channel in audio:
@@ -140,4 +143,5 @@ def run_ingest_bench(
         windows=windows,
         windows_skipped=skipped,
         frames=len(frames) * calls,
+        mix=mix,
     )

@@ -55,8 +55,10 @@ class Detector:
         if self.half:
             module = module.half()
         self.module = module
-        self._runner = module  # what logits() calls: the module, or its TorchScript trace
+        self._runner = module  # what logits() calls: the module, a trace, an ONNX session
         self.torchscript = False
+        self.backend = "eager"  # see streamguard.model.serving
+        self.backend_parity: float | None = None  # max |dP| vs eager on the check windows
 
     @property
     def window_samples(self) -> int:
@@ -95,9 +97,16 @@ class Detector:
                         return False
         except Exception:  # an architecture the tracer cannot follow: stay eager
             return False
-        self._runner = traced
+        self.set_runner(traced, "torchscript")
         self.torchscript = True
         return True
+
+    def set_runner(self, runner: Any, backend: str, *, parity: float | None = None) -> None:
+        """Serve through ``runner`` (torch waveforms -> torch logits); see model/serving.py."""
+        self._runner = runner
+        self.backend = backend
+        self.backend_parity = parity
+        self.torchscript = backend == "torchscript"
 
     def logits(self, waveforms: np.ndarray) -> np.ndarray:
         """Raw logits ``[B]`` for float32 waveforms ``[B, window_samples]``."""
