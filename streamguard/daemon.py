@@ -199,6 +199,7 @@ class Daemon:
             threads=self._worker_threads,
             max_batch=m.max_batch,
             torchscript=m.torchscript,
+            build_in_background=True,
         )
 
     def _tune_process(self) -> None:

@@ -51,6 +51,20 @@ class TrackSettings(BaseModel):
         description="Audio kept per track (int16 at 16 kHz: 32 KB per second); must exceed "
         "window + 1 s; raised automatically for a model with a longer window.",
     )
+    adaptive_stride: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="While a track is confidently real, score only every Nth window; back to "
+        "every window as soon as a score rises. 1 = score every window (see "
+        "streamguard/scoring/adaptive.py).",
+    )
+    adaptive_below: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Confidently real = P(fake) below this fraction of the model's threshold.",
+    )
     coalesce_ms: int = Field(
         100,
         ge=0,

@@ -334,6 +334,21 @@ def _build(front: Any, network: Any, window_samples: int, int8: bool) -> bytes:
     return model
 
 
+def needs_build(detector: Any, backend: str = "auto") -> bool:
+    """Whether serving ``backend`` would export and calibrate first (no cached build): the
+    daemon then starts on TorchScript and switches once the build is done."""
+    first = candidates(backend, detector.device.type)[0]
+    if not first.startswith("onnxruntime") or not onnxruntime_available():
+        return False
+    if detector.device.type != "cpu" or detector.half:
+        return False
+    try:
+        key = _cache_key(detector.module, detector.window_samples, first.endswith("int8"))
+    except Exception:
+        return False
+    return _cached(key) is None
+
+
 def serve(detector: Any, backend: str = "auto", *, threads: int | None = None) -> str:
     """Make ``detector`` serve through the first usable backend for ``backend``; its name.
 

@@ -7,8 +7,14 @@ One runner per engine worker: the detector itself, serving through the chosen ba
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 
 def threads_per_worker(threads: int | None, workers: int) -> int | None:
@@ -30,11 +36,16 @@ def build_runners(
     threads: int | None = None,
     max_batch: int = 16,
     torchscript: bool = True,
+    build_in_background: bool = False,
 ) -> list[Any]:
     """Runners for ``workers`` engine workers.
 
     ``backend = "auto"`` with ``torchscript = False`` serves the module as it is (eager). A
     detector handed in already serving through a backend (the benchmarks) keeps it.
+    ``build_in_background`` (the daemon, ``auto`` only): when the chosen backend has no cached
+    build yet (the first start with a model: export and calibration take ~10-40 s on 2 cores),
+    serve TorchScript at once and switch to the built backend from a background thread when it
+    is ready, so the daemon is ready in seconds; later starts find the build cached.
     """
     from streamguard.model.serving import serve
 
@@ -57,8 +68,29 @@ def build_runners(
             raise
         return runners
     if backend != "eager" and getattr(detector, "backend", "eager") == "eager":
-        serve(detector, backend, threads=per_worker)
+        from streamguard.model.serving import BackendUnavailable, needs_build
+
+        if build_in_background and backend == "auto" and needs_build(detector, backend):
+            with contextlib.suppress(BackendUnavailable):  # else eager until the build is done
+                serve(detector, "torchscript", threads=per_worker)
+            threading.Thread(
+                target=_upgrade, args=(detector, backend, per_worker), daemon=True
+            ).start()
+        else:
+            serve(detector, backend, threads=per_worker)
     return [detector] * workers
+
+
+def _upgrade(detector: Any, backend: str, threads: int | None) -> None:
+    from streamguard.model.serving import serve
+
+    log.info("backend_building", serving=detector.backend, target=backend)
+    try:
+        name = serve(detector, backend, threads=threads)
+    except Exception as exc:  # keep serving what already works
+        log.warning("backend_build_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+        return
+    log.info("backend_switched", backend=name, parity=detector.backend_parity)
 
 
 def close_runners(runners: list[Any]) -> None:

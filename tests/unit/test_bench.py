@@ -40,9 +40,9 @@ def test_model_suite_reports_each_batch_size(capsys):
         assert t["windows_per_second"] == pytest.approx(t["batch"] * 1000 / t["median_ms"])
     best = max(t["windows_per_second"] for t in model["timings"])
     assert model["realtime_tracks"] == pytest.approx(best * model["hop_seconds"])
-    assert model["reference_batch16_windows_per_second"] == model["timings"][-1][
-        "windows_per_second"
-    ]
+    assert (
+        model["reference_batch16_windows_per_second"] == model["timings"][-1]["windows_per_second"]
+    )
     serving = model["serving"]
     assert [t["batch"] for t in serving["timings"]] == [1, 2]
     assert serving["best_windows_per_second"] == max(
