@@ -62,7 +62,9 @@ class ModelSettings(_Section):
     queue_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1)
     torchscript: bool = True
-    backend: Literal["auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8"] = "auto"
+    backend: Literal[
+        "auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8", "cuda-graphs"
+    ] = "auto"
     worker: Literal["thread", "process"] = "thread"
     workers: int = Field(1, ge=1, le=64)
 

@@ -20,7 +20,14 @@ from pathlib import Path
 HELP = "measure detector throughput, ingest cost and live-call capacity of a daemon"
 
 SUITES = ("model", "ingest", "daemon", "capacity", "all")
-BACKEND_CHOICES = ("auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8")
+BACKEND_CHOICES = (
+    "auto",
+    "eager",
+    "torchscript",
+    "onnxruntime",
+    "onnxruntime-int8",
+    "cuda-graphs",
+)
 
 
 def _int_list(text: str) -> list[int]:

@@ -10,8 +10,11 @@ backend                what runs the network                                    
 ``onnxruntime``        ONNX Runtime (CPU), fp32, exported from the module              CPU
 ``onnxruntime-int8``   ONNX Runtime with int8 convolutions (static, per channel),      CPU
                        calibrated on the bundled demo call; the stem stays fp32
-``auto``               CUDA: ``torchscript``; CPU: ``onnxruntime-int8``, falling back  CPU, CUDA
-                       to ``onnxruntime``, then ``torchscript``, then ``eager``
+``cuda-graphs``        CUDA graphs captured per batch size 1, 2, 4 ... max_batch       CUDA
+                       (model/cuda_graphs.py); batches padded to the next size
+``auto``               CUDA: ``cuda-graphs``, then ``torchscript``, then ``eager``;    CPU, CUDA
+                       CPU: ``onnxruntime-int8``, ``onnxruntime``, ``torchscript``,
+                       ``eager``
 =====================  ==============================================================  ==========
 
 Score parity is a hard rule: a backend is used only if its P(fake) stays within
@@ -41,7 +44,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-BACKENDS = ("auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8")
+BACKENDS = ("auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8", "cuda-graphs")
 
 #: Largest |P(fake) difference| from eager fp32 a backend may show on the check windows.
 PARITY_TOLERANCE = 0.01
@@ -74,7 +77,7 @@ def candidates(backend: str, device_type: str) -> tuple[str, ...]:
     if backend != "auto":
         return (backend,)
     if device_type == "cuda":
-        return ("torchscript", "eager")
+        return ("cuda-graphs", "torchscript", "eager")
     return _CPU_CHAIN
 
 
@@ -334,6 +337,38 @@ def _build(front: Any, network: Any, window_samples: int, int8: bool) -> bytes:
     return model
 
 
+def build_in_subprocess(detector: Any, backend: str = "auto", timeout: float = 900.0) -> None:
+    """Export (and calibrate) ``backend``'s ONNX model into the cache from a child process.
+
+    The export and the quantizer are mostly Python: in the daemon's own process they would hold
+    the GIL for tens of seconds and starve the event loop. The child only fills the cache; the
+    caller then serves from it (the parity check runs here, on the real detector).
+    """
+    import multiprocessing as mp
+
+    first = candidates(backend, detector.device.type)[0]
+    if not first.startswith("onnxruntime"):
+        return
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(
+        target=_build_to_cache,
+        args=(detector.module, detector.window_samples, first.endswith("int8")),
+        name="streamguard-onnx-build",
+        daemon=True,
+    )
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+
+
+def _build_to_cache(module: Any, window_samples: int, int8: bool) -> None:
+    key = _cache_key(module, window_samples, int8)
+    if _cached(key) is None:
+        front, network = _split(module)
+        _store(key, _build(front, network, window_samples, int8))
+
+
 def needs_build(detector: Any, backend: str = "auto") -> bool:
     """Whether serving ``backend`` would export and calibrate first (no cached build): the
     daemon then starts on TorchScript and switches once the build is done."""
@@ -377,6 +412,9 @@ def _install(detector: Any, name: str, threads: int | None) -> None:
         if not detector.use_torchscript():
             raise BackendUnavailable("the trace differs from eager or cannot be made")
         return
+    if name == "cuda-graphs":
+        _install_cuda_graphs(detector)
+        return
     if detector.device.type != "cpu" or detector.half:
         raise BackendUnavailable("ONNX Runtime serves fp32 on the CPU only")
     runner = build_onnx_runner(
@@ -392,3 +430,31 @@ def _install(detector: Any, name: str, threads: int | None) -> None:
             f"P(fake) differs from eager by {report.max_abs_diff:.4f} > {PARITY_TOLERANCE}"
         )
     detector.set_runner(runner, name, parity=report.max_abs_diff)
+
+
+def _install_cuda_graphs(detector: Any, max_batch: int = 16) -> None:
+    """CUDA graphs of the detector's own module (its precision), checked against it."""
+    if detector.device.type != "cuda":
+        raise BackendUnavailable("CUDA graphs need a CUDA device")
+    import torch
+
+    from streamguard.model.cuda_graphs import GraphRunner
+
+    dtype = next(detector.module.parameters()).dtype
+    try:
+        runner = GraphRunner(
+            detector.module,
+            detector.window_samples,
+            max_batch=max_batch,
+            dtype=dtype,
+            device=detector.device,
+        )
+    except Exception as exc:  # an op that cannot be captured: the next backend serves
+        raise BackendUnavailable(f"capture failed: {type(exc).__name__}") from None
+    waves = torch.from_numpy(check_windows(detector.window_samples)).to(detector.device, dtype)
+    report = parity(detector.module, runner, waves)
+    if not report.max_abs_diff <= PARITY_TOLERANCE:
+        raise BackendUnavailable(
+            f"P(fake) differs from eager by {report.max_abs_diff:.4f} > {PARITY_TOLERANCE}"
+        )
+    detector.set_runner(runner, "cuda-graphs", parity=report.max_abs_diff)

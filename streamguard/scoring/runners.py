@@ -82,10 +82,11 @@ def build_runners(
 
 
 def _upgrade(detector: Any, backend: str, threads: int | None) -> None:
-    from streamguard.model.serving import serve
+    from streamguard.model.serving import build_in_subprocess, serve
 
     log.info("backend_building", serving=detector.backend, target=backend)
     try:
+        build_in_subprocess(detector, backend)  # the heavy part, off this process's GIL
         name = serve(detector, backend, threads=threads)
     except Exception as exc:  # keep serving what already works
         log.warning("backend_build_failed", error=f"{type(exc).__name__}: {exc}"[:200])
