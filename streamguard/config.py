@@ -66,7 +66,7 @@ class ModelSettings(_Section):
         "auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8", "cuda-graphs"
     ] = "auto"
     worker: Literal["thread", "process"] = "thread"
-    workers: int = Field(1, ge=1, le=64)
+    workers: int = Field(2, ge=1, le=64)
 
 
 class VerdictSettings(_Section):

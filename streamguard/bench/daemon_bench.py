@@ -64,6 +64,8 @@ class DaemonBenchOptions:
     worker: str = "thread"
     workers: int = 1
     threads: int | None = None
+    coalesce_ms: int = 100
+    adaptive_stride: int = 1
 
 
 async def _loop_lag(samples: list[float], period: float = 0.01) -> None:
@@ -127,7 +129,11 @@ async def run_level(
                 "workers": options.workers,
                 "threads": options.threads,
             },
-            "track": {"hop_seconds": options.hop_seconds},
+            "track": {
+                "hop_seconds": options.hop_seconds,
+                "coalesce_ms": options.coalesce_ms,
+                "adaptive_stride": options.adaptive_stride,
+            },
             "limits": {"max_calls": max(calls, 1)},
             "logging": {"level": "warning"},
         },

@@ -157,6 +157,41 @@ def format_capacity(out: dict[str, Any], hop_seconds: float) -> str:
     return "\n".join(lines)
 
 
+def format_adaptive(result: dict[str, Any]) -> str:
+    if "skipped" in result:
+        return result["skipped"]
+
+    def alert(res: dict[str, Any], offset: float = 0.0) -> str:
+        t = res["first_alert_seconds"]
+        return "-" if t is None else f"{t - offset:.0f} s"
+
+    rows = []
+    for stride, res in result["strides"].items():
+        rows.append(
+            [
+                stride,
+                res["real"]["windows_scored"],
+                f"{res['real_capacity_gain']:.2f}x",
+                alert(res["synthetic"]),
+                alert(res["splice"], result["splice_at_seconds"]),
+            ]
+        )
+    return (
+        table(
+            [
+                "stride",
+                "real: windows",
+                "capacity gain",
+                "synthetic: alert at",
+                "splice: alert after switch",
+            ],
+            rows,
+        )
+        + "\n(offline, the real detector: the demo call's human track looped to 60 s; its "
+        "synthetic track; human then synthetic)"
+    )
+
+
 def format_targets(t: dict[str, Any]) -> str:
     def line(label: str, key: str, fmt: str) -> str:
         v = t[key]["value"]

@@ -76,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fp16 weights and inputs (CUDA only; default: on for CUDA, as the daemon does)",
     )
     m.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "bf16"),
+        help="CUDA weights and inputs (overrides --half; the CPU always runs fp32)",
+    )
+    m.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the network first (slow to compile; mostly useful on CUDA)",
@@ -100,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     m.add_argument(
-        "--workers", type=int, default=1, help="inference workers, as [model] workers (default: 1)"
+        "--workers", type=int, default=2, help="inference workers, as [model] workers (default: 2)"
     )
     b = parser.add_argument_group("model suite")
     b.add_argument(
@@ -167,6 +172,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "track of continuous speech (default: on; --no-mix streams each channel as a track)",
     )
     d.add_argument(
+        "--coalesce-ms",
+        type=int,
+        default=100,
+        help="the daemon's [track] coalesce_ms (default: %(default)s)",
+    )
+    d.add_argument(
+        "--adaptive-stride",
+        type=int,
+        default=1,
+        help="the daemon's [track] adaptive_stride (default: %(default)s: every window scored)",
+    )
+    d.add_argument(
+        "--workloads",
+        default="continuous,demo",
+        help="capacity suite: continuous (one track of continuous speech per call) and/or demo "
+        "(the stereo demo call over Twilio: two turn-taking tracks) (default: %(default)s)",
+    )
+    d.add_argument(
         "--levels",
         type=int,
         default=5,
@@ -205,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--speed, --seconds and --hop must be > 0")
     if args.repeats < 1 or args.warmup < 0 or args.budget <= 0:
         raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --budget > 0")
-    if args.workers < 1 or args.levels < 1 or args.chunk_ms < 1:
+    if args.workers < 1 or args.levels < 1 or args.chunk_ms < 1 or args.budget <= 0:
         raise ConfigError("--workers, --levels and --chunk-ms must be >= 1")
     if args.suite != "model":
         if args.file is not None and not args.file.is_file():
@@ -238,9 +261,11 @@ def run(args: argparse.Namespace) -> int:
         out["daemon"] = _daemon_suite(detector, description, args)
     if args.suite in ("capacity", "all"):
         out["capacity"] = _capacity_suite(detector, description, args, out.get("model"))
+    if args.suite in ("capacity", "all"):
+        out["adaptive"] = _adaptive_suite(detector, args)
     if args.suite == "all":
         out["targets"] = _targets(out)
-        if not args.json:
+        if out["targets"] and not args.json:
             print("\n== targets (issue #10) ==\n" + format_targets(out["targets"]), flush=True)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
@@ -271,7 +296,12 @@ def _model_suite(detector, description: str, args: argparse.Namespace) -> dict:
     from streamguard.model import Detector
     from streamguard.scoring.runners import build_runners, close_runners
 
-    plain = Detector(detector.module, detector.info, device=str(detector.device), half=False)
+    module = detector.module
+    if detector.half:  # the reference is fp32: never convert the served module in place
+        import copy
+
+        module = copy.deepcopy(module).float()
+    plain = Detector(module, detector.info, device=str(detector.device))
     sizes = sorted(set(args.batch_sizes) | {16})
     with _progress(args.repeats, "eager fp32", args.quiet) as bar:
         result = run_model_bench(
@@ -364,6 +394,8 @@ def _options(args: argparse.Namespace):
         worker=args.worker,
         workers=args.workers,
         threads=args.threads,
+        coalesce_ms=args.coalesce_ms,
+        adaptive_stride=args.adaptive_stride,
     )
 
 
@@ -378,6 +410,7 @@ def _serve_once(detector, args: argparse.Namespace) -> None:
 def _capacity_suite(detector, description: str, args, model: dict | None) -> dict:
     from streamguard.bench import capacity
     from streamguard.bench.report import format_capacity
+    from streamguard.errors import ConfigError
 
     _serve_once(detector, args)
     base = _options(args)
@@ -404,6 +437,10 @@ def _capacity_suite(detector, description: str, args, model: dict | None) -> dic
         capacity.Workload("continuous", str(args.file), args.protocol, args.chunk_ms, mix=True),
         capacity.Workload("demo", str(args.file), "twilio", 20, mix=False),
     ]
+    wanted = {w.strip() for w in args.workloads.split(",") if w.strip()}
+    if not wanted or wanted - {w.name for w in workloads}:
+        raise ConfigError(f"--workloads: expected continuous and/or demo, got {args.workloads!r}")
+    workloads = [w for w in workloads if w.name in wanted]
     out: dict = {"model": description, "estimate_tracks": estimate, "workloads": {}}
     for workload in workloads:
         tracks = 1 if workload.mix else _channels(workload.file)
@@ -427,6 +464,16 @@ def _capacity_suite(detector, description: str, args, model: dict | None) -> dic
     return out
 
 
+def _adaptive_suite(detector, args: argparse.Namespace) -> dict:
+    from streamguard.bench.adaptive_bench import run_adaptive_bench
+    from streamguard.bench.report import format_adaptive
+
+    result = run_adaptive_bench(detector, str(args.file))
+    if not args.json:
+        print("\n== adaptive scoring ([track] adaptive_stride) ==\n" + format_adaptive(result))
+    return result
+
+
 def _channels(path: str) -> int:
     from streamguard.bench.daemon_bench import _tracks_per_call
 
@@ -436,6 +483,8 @@ def _channels(path: str) -> int:
 def _targets(out: dict) -> dict:
     """The issue's targets, each with its figure (ratios within this run)."""
     model, cap, ingest = out["model"], out["capacity"], out["ingest"]
+    if "continuous" not in cap["workloads"] or "demo" not in cap["workloads"]:
+        return {}
     ref = model["reference_batch16_windows_per_second"]
     serving = model["serving"]["best_windows_per_second"]
     cont = cap["workloads"]["continuous"]

@@ -14,6 +14,7 @@ everywhere; the capture itself needs a GPU and is skipped, and said so, without 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 __all__ = ["GraphRunner", "graph_sizes"]
@@ -58,6 +59,8 @@ class GraphRunner:
         self._inputs: dict[int, Any] = {}
         self._outputs: dict[int, Any] = {}
         self._graphs: dict[int, Any] = {}
+        # Engine workers share one runner: the static buffers are one batch's at a time.
+        self._lock = threading.Lock()
         for size in self.sizes:
             static = torch.zeros(size, window_samples, dtype=self.dtype, device=self.device)
             self._inputs[size] = static
@@ -85,13 +88,14 @@ class GraphRunner:
             step = self.sizes[-1]
             return torch.cat([self(waveforms[i : i + step]) for i in range(0, n, step)])
         size = self._size_for(n)
-        static = self._inputs[size]
-        static[:n].copy_(waveforms.to(device=self.device, dtype=self.dtype))
-        static[n:].zero_()
-        if self.capture:
-            self._graphs[size].replay()
-            out = self._outputs[size]
-        else:
-            with torch.inference_mode():
-                out = self.module(static)
-        return out[:n].clone()
+        with self._lock:
+            static = self._inputs[size]
+            static[:n].copy_(waveforms.to(device=self.device, dtype=self.dtype))
+            static[n:].zero_()
+            if self.capture:
+                self._graphs[size].replay()
+                out = self._outputs[size]
+            else:
+                with torch.inference_mode():
+                    out = self.module(static)
+            return out[:n].clone()

@@ -43,7 +43,7 @@ class WorkerSpec:
     module: Any  # torch.nn.Module (pickled to the child)
     info: Any  # ModelInfo
     device: str
-    half: bool
+    precision: str
     backend: str
     threads: int | None
 
@@ -65,7 +65,9 @@ def _child(conn, shm_name: str, rows: int, samples: int, spec: WorkerSpec) -> No
     try:
         batch = np.ndarray((rows, samples), dtype=np.float32, buffer=shm.buf)
         try:
-            detector = Detector(spec.module, spec.info, device=spec.device, half=spec.half)
+            detector = Detector(
+                spec.module, spec.info, device=spec.device, precision=spec.precision
+            )
             backend = serve(detector, spec.backend, threads=spec.threads)
         except Exception as exc:
             conn.send(("failed", type(exc).__name__, _first_line(exc)))
@@ -110,7 +112,7 @@ class ProcessDetector:
             module=detector.module,
             info=detector.info,
             device=str(detector.device),
-            half=bool(detector.half),
+            precision=getattr(detector, "precision", "fp16" if detector.half else "fp32"),
             backend=backend,
             threads=threads,
         )
@@ -173,7 +175,7 @@ class ProcessDetector:
     # -- detector interface ------------------------------------------------------------------
     @property
     def half(self) -> bool:
-        return self._spec.half
+        return self._spec.precision != "fp32"
 
     @property
     def module(self) -> Any:
