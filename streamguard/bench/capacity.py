@@ -76,13 +76,16 @@ def search(
             best = max(best or 0, calls)
         else:
             worst_fail = calls if worst_fail is None else min(worst_fail, calls)
-        # next level: up 15 % from the best pass, down 15 % from the lowest fail, or halfway
+        # next level: up 15 % from the best pass, down from the lowest fail (15 %, or 40 %
+        # when lag ran away to several hops: far above capacity), or halfway between
+        p99 = level["client"]["lag_seconds"]["p99"]
         if best is not None and worst_fail is not None:
             nxt = (best + worst_fail) // 2
         elif best is not None:
             nxt = max(best + 1, math.ceil(best * 1.15))
         else:
-            nxt = max(1, math.floor(worst_fail * 0.85))  # type: ignore[operator]
+            factor = 0.6 if not p99 <= 3 * hop else 0.85  # NaN (no scores) counts as far
+            nxt = max(1, math.floor(worst_fail * factor))  # type: ignore[operator]
         if nxt in tried or (best is not None and worst_fail is not None and nxt <= best):
             break
         calls = nxt

@@ -76,6 +76,15 @@ def format_model(result: dict[str, Any]) -> str:
         f"model: {result['model']}\n"
         f"plain fp32 eager detector, torch threads {result['threads']}:\n{body}\n"
         f"reference (batch 16): {result['reference_batch16_windows_per_second']:.1f} windows/s"
+        + (
+            " (the faster of "
+            + ", ".join(
+                f"{t} thread(s): {w:.1f}" for t, w in result.get("reference_by_threads", {}).items()
+            )
+            + ")"
+            if result.get("reference_by_threads")
+            else ""
+        )
     )
     serving = result.get("serving")
     if serving:
