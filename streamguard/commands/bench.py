@@ -417,12 +417,13 @@ def _options(args: argparse.Namespace):
     )
 
 
-def _serve_once(detector, args: argparse.Namespace) -> None:
-    """Thread workers share the bench's detector: build its backend once for every level."""
-    if args.worker == "thread":
-        from streamguard.scoring.runners import build_runners
+def _serve_once(detector, args: argparse.Namespace):
+    """Thread workers share one served detector: build its backend once for every level."""
+    if args.worker != "thread":
+        return detector
+    from streamguard.scoring.runners import build_runners
 
-        build_runners(detector, backend=args.backend, threads=_threads(args))
+    return build_runners(detector, backend=args.backend, threads=_threads(args))[0]
 
 
 def _capacity_suite(detector, description: str, args, model: dict | None) -> dict:
@@ -430,7 +431,7 @@ def _capacity_suite(detector, description: str, args, model: dict | None) -> dic
     from streamguard.bench.report import format_capacity
     from streamguard.errors import ConfigError
 
-    _serve_once(detector, args)
+    detector = _serve_once(detector, args)
     base = _options(args)
     if model is None:  # capacity alone: a quick estimate of what the runners carry
         from streamguard.bench.model_bench import run_serving_bench
@@ -537,7 +538,7 @@ def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
     from streamguard.bench.daemon_bench import keeps_up, run_level
     from streamguard.bench.report import format_daemon
 
-    _serve_once(detector, args)
+    detector = _serve_once(detector, args)
     options = _options(args)
     levels = []
     for calls in args.calls:

@@ -8,6 +8,7 @@ One runner per engine worker: the detector itself, serving through the chosen ba
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 from typing import Any
@@ -41,7 +42,8 @@ def build_runners(
     """Runners for ``workers`` engine workers.
 
     ``backend = "auto"`` with ``torchscript = False`` serves the module as it is (eager). A
-    detector handed in already serving through a backend (the benchmarks) keeps it.
+    detector handed in already serving through a backend (the benchmarks) keeps it; otherwise a
+    shallow copy of it is served, so the caller's own detector never changes under it.
     ``build_in_background`` (the daemon, ``auto`` only): when the chosen backend has no cached
     build yet (the first start with a model: export and calibration take ~10-40 s on 2 cores),
     serve TorchScript at once and switch to the built backend from a background thread when it
@@ -69,6 +71,10 @@ def build_runners(
         return runners
     if backend != "eager" and getattr(detector, "backend", "eager") == "eager":
         from streamguard.model.serving import BackendUnavailable, needs_build
+
+        # Serve a shallow copy (same module and weights, its own runner): the caller's detector
+        # is shared (tests, the bench's reference) and must keep scoring as it did.
+        detector = copy.copy(detector)
 
         if build_in_background and backend == "auto" and needs_build(detector, backend):
             with contextlib.suppress(BackendUnavailable):  # else eager until the build is done

@@ -91,3 +91,21 @@ def test_daemon_suite_scores_every_window_it_reports(capsys, fixtures_dir):
     assert 0 < lag["p50"] <= lag["p95"] <= lag["max"] < 10
     assert level["cpu_seconds"] > 0 and level["peak_rss_mib"] >= level["base_rss_mib"] > 0
     assert client["first_score_lag_seconds"]["n"] == 2  # one first score per call (mono)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_capacity_suite_reports_the_largest_passing_level(capsys):
+    out = run_bench(
+        capsys, "capacity", "--tiny", "--device", "cpu", "--workloads", "continuous",
+        "--levels", "2", "--seconds", "6", "--budget", "0.5",
+    )  # fmt: skip
+    cont = out["capacity"]["workloads"]["continuous"]
+    assert 1 <= len(cont["levels"]) <= 2
+    passing = [lv["calls"] for lv in cont["levels"] if lv["keeps_up"]]
+    assert cont["max_calls"] == max(passing, default=0)
+    for level in cont["levels"]:
+        assert level["tracks"] == level["calls"]  # continuous speech: one mono track per call
+        assert level["windows_scored"] + level["windows_dropped"] <= level["windows_submitted"]
+    first = out["capacity"]["first_score"]
+    assert 0 < first["first_score_lag_seconds"] < 10
