@@ -65,6 +65,7 @@ class _Request:
     window: Window
     callback: ScoreCallback
     enqueued: float  # time.monotonic() at submit
+    seq: int = 0  # submission order: outcomes are delivered in it
 
 
 @dataclass
@@ -138,6 +139,11 @@ class ScoringEngine:
         self._util_mark = (time.monotonic(), 0.0)  # (when, inference_seconds then)
         self._batch_cap = max_batch  # halved on CUDA out-of-memory
         self._pending = 0  # submitted, callback not yet run (loop thread only)
+        # Outcomes are handed back in submission order, whichever worker finishes first: a
+        # track's smoother must see its windows in call order (loop thread only).
+        self._next_seq = 0
+        self._next_delivery = 0
+        self._ready: dict[int, tuple[ScoreCallback, ScoreOutcome]] = {}
 
     # -- loop side ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,20 +160,20 @@ class ScoringEngine:
     def submit(self, window: Window, callback: ScoreCallback) -> None:
         """Queue one window; ``callback`` runs later on the loop thread."""
         overflow: _Request | None = None
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
         with self._cond:
             if len(self._queue) >= self.queue_size:
                 overflow = self._queue.popleft()
                 self.stats.dropped_overflow += 1
-            self._queue.append(_Request(window, callback, time.monotonic()))
+            self._queue.append(_Request(window, callback, time.monotonic(), seq))
             self.stats.submitted += 1
             depth = len(self._queue)
             self._cond.notify()
         self._pending += 1
         self._idle.clear()
         if overflow is not None:
-            self._pending -= 1
             self._count_drop("queue")
-            _run_callback(overflow.callback, Unscored("queue"))
+            self._complete([(overflow.seq, overflow.callback, Unscored("queue"))])
         if self.metrics is not None:
             self.metrics.engine_queue_depth.set(depth)
 
@@ -274,7 +280,9 @@ class ScoringEngine:
         with self._stats_lock:  # several workers may finish at once
             self._record(results, elapsed, now)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._complete, [(r.callback, o) for r, o in results])
+        self._loop.call_soon_threadsafe(
+            self._complete, [(r.seq, r.callback, o) for r, o in results]
+        )
 
     def _record(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
         stats = self.stats
@@ -316,10 +324,15 @@ class ScoringEngine:
             if self.metrics is not None:
                 self.metrics.engine_utilization.set(self.stats.utilization)
 
-    def _complete(self, results: list[tuple[ScoreCallback, ScoreOutcome]]) -> None:
-        """On the loop thread: run every callback; idle once nothing submitted is outstanding."""
-        self._pending -= len(results)
-        for callback, outcome in results:
+    def _complete(self, results: list[tuple[int, ScoreCallback, ScoreOutcome]]) -> None:
+        """On the loop thread: run callbacks in submission order (holding back outcomes that
+        overtook an earlier window still being scored); idle once nothing is outstanding."""
+        for seq, callback, outcome in results:
+            self._ready[seq] = (callback, outcome)
+        while self._next_delivery in self._ready:
+            callback, outcome = self._ready.pop(self._next_delivery)
+            self._next_delivery += 1
+            self._pending -= 1
             _run_callback(callback, outcome)
         if self._pending == 0:
             self._idle.set()
