@@ -40,6 +40,7 @@ from streamguard.audio.track import TrackPipeline, TrackSettings
 from streamguard.audio.windows import Window
 from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
+from streamguard.scoring.adaptive import ScoreThinner
 from streamguard.scoring.outcome import ScoreOutcome, Unscored
 from streamguard.sources.base import (
     Audio,
@@ -90,6 +91,9 @@ class _Track:
         self.sample_rate = sample_rate
         self.pipeline = TrackPipeline(sample_rate, policy.track, window_seconds=info.window_seconds)
         self.smoother = Smoother(policy.smoothing, info.threshold)
+        self.thinner = ScoreThinner(
+            policy.track.adaptive_stride, policy.track.adaptive_below * info.threshold
+        )
         self.pending = 0  # windows handed out, outcome not back yet
         self.dropped = 0  # windows the engine dropped (lag/queue)
         self.failed = 0  # windows the model failed on
@@ -102,7 +106,7 @@ class _Track:
             duration=p.duration_seconds,
             speech_seconds=p.speech_seconds,
             windows_skipped=p.windows_skipped,
-            windows_dropped=self.dropped,
+            windows_dropped=self.dropped + p.windower.windows_lost,
             windows_failed=self.failed,
             min_speech_seconds=policy.min_verdict_speech_seconds,
         )
@@ -124,6 +128,8 @@ class CallSession:
         self._windows_out: list[PendingWindow] = []
         self._events_out: list[EventBase] = []
         self._skipped_reported = 0
+        self._lost_reported = 0
+        self._thinned_reported = 0
         # Feed metadata is caller-controlled (e.g. Twilio customParameters): subscribers must
         # never receive a token someone passed through it.
         self._events_out.append(
@@ -208,6 +214,18 @@ class CallSession:
         delta, self._skipped_reported = total - self._skipped_reported, total
         return delta
 
+    def windows_thinned_since_last_call(self) -> int:
+        """Windows adaptive scoring skipped (``[track] adaptive_stride``) since the last call."""
+        total = sum(t.thinner.thinned for t in self.tracks.values())
+        delta, self._thinned_reported = total - self._thinned_reported, total
+        return delta
+
+    def windows_lost_since_last_call(self) -> int:
+        """Windows whose audio the ring had already overwritten, since the last call."""
+        total = sum(t.pipeline.windower.windows_lost for t in self.tracks.values())
+        delta, self._lost_reported = total - self._lost_reported, total
+        return delta
+
     # -- internals -----------------------------------------------------------------------------
     def _check_limit(self, track: _Track) -> None:
         if track.pipeline.duration_seconds >= self.policy.max_call_seconds:
@@ -218,15 +236,18 @@ class CallSession:
         if track is None or track.ended:
             return
         track.ended = True
-        self._windows(track, track.pipeline.finish())
+        self._windows(track, track.pipeline.finish(), final=True)
         self._maybe_finish()
 
-    def _windows(self, track: _Track, windows: list[Window]) -> None:
+    def _windows(self, track: _Track, windows: list[Window], *, final: bool = False) -> None:
         for window in windows:
+            if not final and not track.thinner.take():
+                continue  # adaptive scoring: a calm real track skips this hop
             track.pending += 1
             self._windows_out.append(PendingWindow(track.name, window))
 
     def _on_score(self, track: _Track, window: Window, p_fake: float) -> None:
+        track.thinner.observe(p_fake)
         smoothed, transition = track.smoother.push(p_fake, window.start, window.end)
         common = {"call_id": self.call_id, "track": track.name, "source": self.source}
         self._events_out.append(
@@ -349,6 +370,12 @@ class CallRegistry:
             skipped = session.windows_skipped_since_last_call()
             if skipped:
                 self._metrics.windows_skipped_total.inc(skipped)
+            thinned = session.windows_thinned_since_last_call()
+            if thinned:
+                self._metrics.windows_thinned_total.inc(thinned)
+            lost = session.windows_lost_since_last_call()
+            if lost:
+                self._metrics.windows_dropped_total.labels(reason="overwritten").inc(lost)
         for pending in session.windows_to_score():
             self._submit(pending.window, self._on_outcome(session, pending))
         for event in session.events_to_publish():

@@ -150,6 +150,11 @@ class ModelSettings(_Section):
     queue_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1)
     torchscript: bool = True
+    backend: Literal[
+        "auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8", "cuda-graphs"
+    ] = "auto"
+    worker: Literal["thread", "process"] = "thread"
+    workers: int = Field(2, ge=1, le=64)
 
 
 class VerdictSettings(_Section):
@@ -592,6 +597,8 @@ def load_config(
 
 
 ENV_PREFIX = "STREAMGUARD_"
+#: ``STREAMGUARD_*`` variables that are settings of the process, not config keys.
+PROCESS_VARIABLES = frozenset({"STREAMGUARD_CACHE_DIR"})  # built serving models (model/serving.py)
 
 
 def _check_environment(environ: Mapping[str, str]) -> None:
@@ -603,7 +610,7 @@ def _check_environment(environ: Mapping[str, str]) -> None:
     """
     sections = set(Settings.model_fields)
     for name in sorted(environ):
-        if not name.upper().startswith(ENV_PREFIX):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in PROCESS_VARIABLES:
             continue
         section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
         if section not in sections:

@@ -127,6 +127,8 @@ class Daemon:
         self._ssl = None
         self._stopped = False
         self._switch_interval: float | None = None
+        self._worker_threads: int | None = None
+        self.runners: list[Any] = []
 
     # -- addresses (port 0 in tests) -------------------------------------------------------------
     @property
@@ -167,9 +169,9 @@ class Daemon:
             self.detector = await asyncio.to_thread(
                 load_detector, s.model.spec, device=s.model.device
             )
-        if s.model.torchscript:
-            await asyncio.to_thread(self.detector.use_torchscript)
-        await asyncio.to_thread(probe_detector, self.detector)
+        self.runners = await asyncio.to_thread(self._build_runners)
+        for runner in self.runners:
+            await asyncio.to_thread(probe_detector, runner)
         info = self.detector.info
         if s.track.min_speech_seconds > info.window_seconds:
             raise StreamguardError(
@@ -178,7 +180,9 @@ class Daemon:
             )
         log.info(
             "model_loaded",
-            torchscript=self.detector.torchscript,
+            backend=self.runners[0].backend,
+            worker=s.model.worker,
+            workers=len(self.runners),
             model=info.name,
             architecture=info.architecture,
             threshold=info.threshold,
@@ -196,6 +200,7 @@ class Daemon:
         await self._recover_open_calls()
         self.engine = ScoringEngine(
             self.detector,
+            runners=self.runners,
             max_batch=s.model.max_batch,
             max_wait_ms=s.model.max_wait_ms,
             max_lag_seconds=s.model.max_lag_seconds,
@@ -250,6 +255,22 @@ class Daemon:
             auth=sorted(path for path, g in self.access.guards.items() if not g.open) or None,
         )
 
+    def _build_runners(self) -> list[Any]:
+        """One inference runner per engine worker (``[model] backend/worker/workers``)."""
+        from streamguard.scoring.runners import build_runners
+
+        m = self.settings.model
+        return build_runners(
+            self.detector,
+            backend=m.backend,
+            worker=m.worker,
+            workers=m.workers,
+            threads=self._worker_threads,
+            max_batch=m.max_batch,
+            torchscript=m.torchscript,
+            build_in_background=True,
+        )
+
     def _tune_process(self) -> None:
         """Inference shares the process with the event loop.
 
@@ -262,8 +283,14 @@ class Daemon:
 
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
-        if self.settings.model.threads is not None:
-            torch.set_num_threads(self.settings.model.threads)
+        from streamguard.scoring.runners import threads_per_worker
+
+        m = self.settings.model
+        # Several workers share the cores: each gets its share of CPU threads, so two batches
+        # in flight never fight over the same cores.
+        self._worker_threads = threads_per_worker(m.threads, m.workers)
+        if self._worker_threads is not None:
+            torch.set_num_threads(self._worker_threads)
 
     async def _start_server(self) -> None:
         s = self.settings
@@ -424,6 +451,7 @@ class Daemon:
                 "realtime_factor": round(engine.stats.realtime_factor, 4),
                 "engine_utilization": round(engine.stats.utilization, 3),
                 "device": str(self.detector.device) if self.detector else None,
+                "backend": self.runners[0].backend if self.runners else None,
             }
         if events:
             extra["events"] = events
@@ -560,6 +588,10 @@ class Daemon:
                 await asyncio.wait_for(self.backend.flush(), FLUSH_LOG_SECONDS)
             except TimeoutError:
                 log.error("event_log_flush_timed_out", seconds=FLUSH_LOG_SECONDS)
+        if self.runners:
+            from streamguard.scoring.runners import close_runners
+
+            await asyncio.to_thread(close_runners, self.runners)
         if self.bus is not None:
             await self._flush_subscribers()
         if self.server is not None:

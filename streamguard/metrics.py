@@ -49,9 +49,17 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.windows_thinned_total = Counter(
+            "windows_thinned_total",
+            "Windows not scored because their track was confidently real ([track] "
+            "adaptive_stride > 1)",
+            namespace=ns,
+            registry=r,
+        )
         self.windows_dropped_total = Counter(
             "windows_dropped_total",
-            "Windows dropped unscored (reason: lag = too old when reached, queue = engine full)",
+            "Windows dropped unscored (reason: lag = too old when reached, queue = engine full, "
+            "overwritten = the track's ring no longer held its audio)",
             ["reason"],
             namespace=ns,
             registry=r,

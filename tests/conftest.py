@@ -35,6 +35,20 @@ TINY_MODEL_PARAMS = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _serving_cache(tmp_path_factory):
+    """Built ONNX models (model/serving.py) go to a per-run folder, never the user's cache."""
+    import os
+
+    previous = os.environ.get("STREAMGUARD_CACHE_DIR")
+    os.environ["STREAMGUARD_CACHE_DIR"] = str(tmp_path_factory.mktemp("serving-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("STREAMGUARD_CACHE_DIR", None)
+    else:
+        os.environ["STREAMGUARD_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES_DIR

@@ -19,21 +19,25 @@ class OverwrittenError(LookupError):
 
 
 class RingBuffer:
-    """Fixed-capacity float32 ring buffer with absolute sample addressing.
+    """Fixed-capacity ring buffer with absolute sample addressing (float32 or int16).
 
     ``write`` appends; ``read(start, stop)`` returns a copy of samples ``[start, stop)`` of the
-    stream. Counters: ``total_written`` (samples ever written), ``oldest_available`` (first
-    index still readable) and ``overwritten`` (samples dropped to make room, equal to
-    ``oldest_available``), plus ``failed_reads`` (reads refused because data was overwritten).
+    stream, in the buffer's dtype. Counters: ``total_written`` (samples ever written),
+    ``oldest_available`` (first index still readable) and ``overwritten`` (samples dropped to
+    make room, equal to ``oldest_available``). A read of overwritten samples raises
+    :class:`OverwrittenError`; whoever asked counts it (the windower's ``windows_lost``).
+
+    The live track chain stores int16 (``dtype=np.int16``): half the memory of float32, and the
+    audio came off the wire as 8- or 16-bit samples anyway.
     """
 
-    def __init__(self, capacity_samples: int) -> None:
+    def __init__(self, capacity_samples: int, dtype: type = np.float32) -> None:
         if int(capacity_samples) <= 0:
             raise ValueError(f"capacity must be positive, got {capacity_samples}")
         self.capacity = int(capacity_samples)
-        self._buf = np.zeros(self.capacity, dtype=np.float32)
+        self.dtype = np.dtype(dtype)
+        self._buf = np.zeros(self.capacity, dtype=self.dtype)
         self.total_written = 0
-        self.failed_reads = 0
 
     @property
     def oldest_available(self) -> int:
@@ -48,7 +52,7 @@ class RingBuffer:
         return self.total_written - self.oldest_available
 
     def write(self, samples: np.ndarray) -> None:
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        x = np.asarray(samples, dtype=self.dtype).reshape(-1)
         n = x.size
         if n == 0:
             return
@@ -76,7 +80,6 @@ class RingBuffer:
         if stop > self.total_written:
             raise ValueError(f"range [{start}, {stop}) reaches past {self.total_written} written")
         if start < self.oldest_available:
-            self.failed_reads += 1
             raise OverwrittenError(
                 f"samples [{start}, {stop}) overwritten; oldest available is "
                 f"{self.oldest_available}"
@@ -84,7 +87,7 @@ class RingBuffer:
         n = stop - start
         pos = start % self.capacity
         first = min(n, self.capacity - pos)
-        out = np.empty(n, dtype=np.float32)
+        out = np.empty(n, dtype=self.dtype)
         out[:first] = self._buf[pos : pos + first]
         if first < n:
             out[first:] = self._buf[: n - first]

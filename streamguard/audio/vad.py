@@ -7,6 +7,9 @@ frame costs microseconds), needs no model download and works on 8-48 kHz 16-bit 
 webrtcvad accepts only frames of exactly 10, 20 or 30 ms, so the gate buffers any remainder
 between pushes. Each decision comes with the absolute sample index where its frame starts, so
 callers (the windower) can line decisions up with audio in the ring buffer.
+
+The track chain converts its audio to int16 once (:func:`float_to_pcm16`) and hands the same
+array to the ring buffer and to :meth:`SpeechGate.push_pcm16`, so nothing is converted twice.
 """
 
 from __future__ import annotations
@@ -35,9 +38,17 @@ class SpeechFrame:
 
 
 def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """Float32 in [-1, 1] -> int16, clipped (a hot signal must not wrap around)."""
-    x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    return np.round(x * 32767.0).astype(np.int16)
+    """Float32 in [-1, 1] -> int16: ``x * 32768``, rounded, clipped to [-32768, 32767].
+
+    The same convention as :mod:`streamguard.audio.codecs` (16-bit PCM ``v`` is ``v / 32768``),
+    so int16 -> float -> int16 is exact. Clipped, because a hot signal must not wrap around.
+    Three in-place numpy passes: this runs on every chunk of every live track.
+    """
+    x = np.multiply(np.asarray(samples, dtype=np.float32).reshape(-1), np.float32(32768.0))
+    np.rint(x, out=x)
+    np.maximum(x, -32768.0, out=x)  # two ufuncs: cheaper to dispatch than np.clip
+    np.minimum(x, 32767.0, out=x)
+    return x.astype(np.int16)
 
 
 class SpeechGate:
@@ -65,8 +76,8 @@ class SpeechGate:
         self.samples_decided = 0
         self.speech_samples = 0
 
-    def _decide(self, frame: np.ndarray, n_real: int) -> SpeechFrame:
-        speech = bool(self._vad.is_speech(frame.tobytes(), self.sample_rate))
+    def _decide(self, frame: bytes, n_real: int) -> SpeechFrame:
+        speech = bool(self._vad.is_speech(frame, self.sample_rate))
         out = SpeechFrame(self.samples_decided, n_real, speech)
         self.samples_decided += n_real
         if speech:
@@ -74,12 +85,19 @@ class SpeechGate:
         return out
 
     def push(self, samples: np.ndarray) -> list[SpeechFrame]:
-        pcm = float_to_pcm16(np.asarray(samples).reshape(-1))
+        """Float samples of any length -> decisions for every whole frame so far."""
+        return self.push_pcm16(float_to_pcm16(samples))
+
+    def push_pcm16(self, pcm: np.ndarray) -> list[SpeechFrame]:
+        """int16 samples of any length -> decisions for every whole frame so far."""
+        pcm = np.asarray(pcm, dtype=np.int16).reshape(-1)
         if self._pending.size:
             pcm = np.concatenate([self._pending, pcm])
         n_frames = pcm.size // self.frame_samples
         fs = self.frame_samples
-        frames = [self._decide(pcm[i * fs : (i + 1) * fs], fs) for i in range(n_frames)]
+        data = pcm.tobytes()  # one copy; each frame is then a slice of bytes
+        bpf = 2 * fs
+        frames = [self._decide(data[i * bpf : (i + 1) * bpf], fs) for i in range(n_frames)]
         self._pending = pcm[n_frames * fs :].copy()
         return frames
 
@@ -91,4 +109,4 @@ class SpeechGate:
         frame = np.zeros(self.frame_samples, dtype=np.int16)
         frame[:n] = self._pending
         self._pending = np.zeros(0, dtype=np.int16)
-        return [self._decide(frame, n)]
+        return [self._decide(frame.tobytes(), n)]

@@ -21,7 +21,7 @@ The rule (also in docs/scan.md, "Windows"):
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -34,6 +34,11 @@ __all__ = ["SAMPLE_RATE", "Window", "Windower"]
 
 #: The rate every window is at (after resampling); window times are call seconds at this rate.
 SAMPLE_RATE = 16_000
+
+#: int16 ring samples -> float32 window samples (the codecs' convention: ``v / 32768``).
+_PCM16_SCALE = np.float32(1.0 / 32768.0)
+#: Pruned decisions are deleted from the front of the lists in chunks of at least this many.
+_PRUNE_CHUNK = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,8 +75,13 @@ class Windower:
     """Turns VAD decisions over audio already in ``ring`` into :class:`Window` objects.
 
     Feed it, in order, every :class:`SpeechFrame` of the track (contiguous from sample 0); the
-    audio of those frames must already be written to ``ring``. Memory is bounded: it keeps only
-    the decisions of the last window's worth of audio.
+    audio of those frames must already be written to ``ring`` (float32, or int16 read back as
+    ``v / 32768``). Memory is bounded: it keeps only the decisions of the last window's worth
+    of audio, as prefix sums, so the speech in any range costs two binary searches.
+
+    ``windows_lost`` counts windows that were due but whose audio the ring had already
+    overwritten (a ring too small for the window; the track chain sizes it so this cannot
+    happen, and the daemon exports it as ``windows_dropped_total{reason="overwritten"}``).
     """
 
     def __init__(
@@ -96,33 +106,45 @@ class Windower:
         self.windows_lost = 0  # wanted but already overwritten in the ring (ring too small)
         self.decided_samples = 0
         self.speech_samples = 0
-        self._frames: deque[SpeechFrame] = deque()
+        # Kept decisions: frame i starts at _starts[i], holds _sizes[i] samples, is speech or
+        # not, and the track had _cum[i] speech samples before it.
+        self._starts: list[int] = []
+        self._sizes: list[int] = []
+        self._speech: list[bool] = []
+        self._cum: list[int] = []
         self._next_start = 0
         self._covered_end = 0
         self._speech_before_covered = 0
         self._finished = False
 
     # -- helpers -------------------------------------------------------------------------
+    def _speech_before(self, t: int) -> int:
+        """Speech samples in ``[0, t)``; ``t`` must not precede the oldest kept decision."""
+        if t >= self.decided_samples:
+            return self.speech_samples
+        i = bisect_right(self._starts, t) - 1
+        if i < 0:
+            return 0
+        return self._cum[i] + (t - self._starts[i] if self._speech[i] else 0)
+
     def _speech_in(self, start: int, stop: int) -> int:
-        total = 0
-        for f in self._frames:
-            if f.end_sample <= start:
-                continue
-            if f.start_sample >= stop:
-                break
-            if f.is_speech:
-                total += min(stop, f.end_sample) - max(start, f.start_sample)
-        return total
+        return self._speech_before(stop) - self._speech_before(start)
 
     def _emit(self, start: int, stop: int, speech: int) -> Window | None:
         try:
-            audio = self.ring.read(start, stop)
+            raw = self.ring.read(start, stop)
         except OverwrittenError:
             self.windows_lost += 1
             return None
         valid = stop - start
-        if valid < self.window_samples:
-            audio = np.concatenate([audio, np.zeros(self.window_samples - valid, np.float32)])
+        if valid == self.window_samples and raw.dtype == np.float32:
+            audio = raw
+        else:  # int16 from the track's ring, or a short call padded with zeros
+            audio = np.zeros(self.window_samples, np.float32)
+            if raw.dtype == np.int16:
+                np.multiply(raw, _PCM16_SCALE, out=audio[:valid], dtype=np.float32)
+            else:
+                audio[:valid] = raw
         window = Window(
             start_sample=start,
             samples=audio,
@@ -131,15 +153,18 @@ class Windower:
         )
         self.windows_emitted += 1
         self._covered_end = stop
-        self._speech_before_covered = self.speech_samples - self._speech_in(
-            stop, self.decided_samples
-        )
+        self._speech_before_covered = self._speech_before(stop)
         return window
 
     def _prune(self) -> None:
         keep_from = max(0, min(self._next_start, self.decided_samples - self.window_samples))
-        while self._frames and self._frames[0].end_sample <= keep_from:
-            self._frames.popleft()
+        # frames ending at or before keep_from are no longer needed
+        n = bisect_right(self._starts, keep_from) - 1
+        if n >= 0 and self._starts[n] + self._sizes[n] > keep_from:
+            n -= 1
+        if n + 1 >= _PRUNE_CHUNK:
+            for kept in (self._starts, self._sizes, self._speech, self._cum):
+                del kept[: n + 1]
 
     # -- API -------------------------------------------------------------------------------
     def push(self, frames: Iterable[SpeechFrame]) -> list[Window]:
@@ -152,7 +177,10 @@ class Windower:
                     f"speech frames must be contiguous: expected start {self.decided_samples}, "
                     f"got {f.start_sample}"
                 )
-            self._frames.append(f)
+            self._starts.append(f.start_sample)
+            self._sizes.append(f.n_samples)
+            self._speech.append(f.is_speech)
+            self._cum.append(self.speech_samples)
             self.decided_samples = f.end_sample
             if f.is_speech:
                 self.speech_samples += f.n_samples

@@ -32,6 +32,7 @@ class ModelChoice:
     params: dict[str, Any] | None = None
     device: str = "auto"
     half: bool | None = None  # None: as the daemon would (fp16 on CUDA, fp32 on CPU)
+    precision: str | None = None  # fp32 | fp16 | bf16 (CUDA); overrides half
 
     @classmethod
     def from_args(cls, args: Any) -> ModelChoice:
@@ -51,6 +52,7 @@ class ModelChoice:
             params=params,
             device=args.device,
             half=args.half,
+            precision=getattr(args, "precision", None),
         )
 
 
@@ -85,9 +87,10 @@ def load_bench_detector(choice: ModelChoice) -> tuple[Any, str]:
         info = ModelInfo(name="random-" + choice.architecture, architecture=choice.architecture)
         shape = "custom params" if choice.params else "published size"
         where = f"{choice.architecture} ({shape}, random weights)"
-    detector = Detector(module.float(), info, device=device, half=half)
+    precision = choice.precision or ("fp16" if half else "fp32")
+    detector = Detector(module.float(), info, device=device, precision=precision)
     description = (
         f"{where}: {count_parameters(detector.module):,} params, device {detector.device}, "
-        f"{'fp16' if detector.half else 'fp32'}"
+        f"{detector.precision}"
     )
     return detector, description

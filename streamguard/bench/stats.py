@@ -21,12 +21,13 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:
-    """``{n, mean, p50, p95, max}`` of ``values`` (NaN where there are none)."""
+    """``{n, mean, p50, p95, p99, max}`` of ``values`` (NaN where there are none)."""
     n = len(values)
     return {
         "n": n,
         "mean": sum(values) / n if n else math.nan,
         "p50": percentile(values, 50),
         "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
         "max": max(values) if n else math.nan,
     }

@@ -1,4 +1,10 @@
-"""``streamguard bench``: detector throughput (``model``) and live-call capacity (``daemon``).
+"""``streamguard bench``: detector throughput, ingest cost and live-call capacity.
+
+Suites: ``model`` (the plain fp32 detector and the serving runners, windows/s per batch),
+``ingest`` (CPU per track of the protocol cores + track chain, no model), ``daemon`` (a real
+daemon at fixed ``--calls`` levels) and ``capacity`` (the largest real-time level, searched, for
+continuous speech and for the demo call, plus first-score latency and memory). ``all`` (the
+default) runs model, ingest and capacity and prints the issue's targets in one summary.
 
 Figures are printed (a table, or ``--json``), never asserted: they belong to the machine they
 were measured on, which is printed with them. Progress goes to stderr so ``--json`` stays
@@ -11,9 +17,17 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "measure detector throughput (model) and live-call capacity of a daemon (daemon)"
+HELP = "measure detector throughput, ingest cost and live-call capacity of a daemon"
 
-SUITES = ("model", "daemon", "all", "soak", "events")
+SUITES = ("model", "ingest", "daemon", "capacity", "soak", "events", "all")
+BACKEND_CHOICES = (
+    "auto",
+    "eager",
+    "torchscript",
+    "onnxruntime",
+    "onnxruntime-int8",
+    "cuda-graphs",
+)
 
 
 def _int_list(text: str) -> list[int]:
@@ -34,10 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         choices=SUITES,
         default="all",
-        help="model = detector windows/s per batch size; daemon = a real daemon under N "
-        "concurrent real-time calls; all = both (default); soak = a daemon under --calls "
-        "churning calls for --minutes, watching memory, file descriptors, drops and lag; "
-        "events = what the event log backends sustain and the latency they add (no model)",
+        help="model = detector windows/s per batch size; ingest = CPU per track without the "
+        "model; daemon = a real daemon under --calls concurrent real-time calls; capacity = the "
+        "largest real-time level, searched; all = model + ingest + capacity (default); soak = "
+        "a daemon under --calls churning calls for --minutes, watching memory, file "
+        "descriptors, drops and lag; events = what the event log backends sustain and the "
+        "latency they add (no model)",
     )
     m = parser.add_argument_group("model choice (both suites)")
     m.add_argument(
@@ -63,19 +79,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fp16 weights and inputs (CUDA only; default: on for CUDA, as the daemon does)",
     )
     m.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "bf16"),
+        help="CUDA weights and inputs (overrides --half; the CPU always runs fp32)",
+    )
+    m.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the network first (slow to compile; mostly useful on CUDA)",
     )
     m.add_argument(
-        "--threads", type=int, help="torch intra-op threads (default: torch's own choice)"
+        "--threads",
+        type=int,
+        help="CPU threads per inference worker (default: cores / workers; torch's own choice "
+        "with one worker)",
+    )
+    m.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="serving backend, as [model] backend (default: %(default)s)",
+    )
+    m.add_argument(
+        "--worker",
+        choices=("thread", "process"),
+        default="thread",
+        help="inference beside the event loop or in worker processes, as [model] worker "
+        "(default: %(default)s)",
+    )
+    m.add_argument(
+        "--workers", type=int, default=2, help="inference workers, as [model] workers (default: 2)"
     )
     b = parser.add_argument_group("model suite")
     b.add_argument(
         "--batch-sizes",
         type=_int_list,
-        default=[1, 2, 4, 8, 16, 32],
-        help="comma-separated batch sizes (default: 1,2,4,8,16,32)",
+        default=[1, 8, 16, 32],
+        help="comma-separated batch sizes (default: 1,8,16,32)",
     )
     b.add_argument(
         "--warmup", type=int, default=2, help="untimed calls per batch size (default: 2)"
@@ -89,8 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--budget",
         type=float,
-        default=5.0,
-        help="seconds per batch size, on average (at least 3 rounds; default: 5)",
+        default=3.0,
+        help="seconds per batch size, on average (at least 3 rounds; default: 3)",
     )
     d = parser.add_argument_group("daemon suite")
     d.add_argument(
@@ -102,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--seconds",
         type=float,
-        default=20.0,
+        default=16.0,
         help="wall-clock length of each level's calls (default: %(default)s)",
     )
     d.add_argument(
@@ -117,8 +157,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--protocol",
         choices=("twilio", "native", "l16"),
-        default="twilio",
-        help="feed protocol of the simulated calls (default: twilio)",
+        default="native",
+        help="feed protocol of the simulated calls (default: native; the capacity suite's demo "
+        "workload always uses twilio, as `streamguard demo` does)",
+    )
+    d.add_argument(
+        "--chunk-ms",
+        type=int,
+        default=100,
+        help="audio per frame for native/l16 (Twilio always sends 20 ms; default: 100)",
+    )
+    d.add_argument(
+        "--mix",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="mix the file's channels into one track: the demo call's turns become one "
+        "track of continuous speech (default: on; --no-mix streams each channel as a track)",
+    )
+    d.add_argument(
+        "--coalesce-ms",
+        type=int,
+        default=100,
+        help="the daemon's [track] coalesce_ms (default: %(default)s)",
+    )
+    d.add_argument(
+        "--adaptive-stride",
+        type=int,
+        default=1,
+        help="the daemon's [track] adaptive_stride (default: %(default)s: every window scored)",
+    )
+    d.add_argument(
+        "--workloads",
+        default="continuous,demo",
+        help="capacity suite: continuous (one track of continuous speech per call) and/or demo "
+        "(the stereo demo call over Twilio: two turn-taking tracks) (default: %(default)s)",
+    )
+    d.add_argument(
+        "--levels",
+        type=int,
+        default=5,
+        help="capacity suite: most levels tried per workload (default: 5)",
     )
     d.add_argument("--max-batch", type=int, default=16, help="engine max batch (daemon default)")
     d.add_argument(
@@ -181,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from streamguard.bench.models import ModelChoice, load_bench_detector
-    from streamguard.bench.report import format_machine, machine
+    from streamguard.bench.report import format_machine, format_targets, machine
     from streamguard.errors import ConfigError
 
     if args.suite == "events":
@@ -190,16 +268,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--speed, --seconds and --hop must be > 0")
     if args.repeats < 1 or args.warmup < 0 or args.budget <= 0:
         raise ConfigError("--repeats must be >= 1, --warmup >= 0 and --budget > 0")
-    if args.suite in ("daemon", "all", "soak"):
+    if args.workers < 1 or args.levels < 1 or args.chunk_ms < 1 or args.budget <= 0:
+        raise ConfigError("--workers, --levels and --chunk-ms must be >= 1")
+    if args.suite != "model":
         if args.file is not None and not args.file.is_file():
             raise ConfigError(f"--file {args.file}: no such file")
         args.file = args.file or default_call_file()
         if args.file is None:
             raise ConfigError("no speech file to stream; pass --file PATH")
-    if args.threads:
+    from streamguard.scoring.runners import threads_per_worker
+
+    threads = threads_per_worker(args.threads, args.workers)
+    if threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
     from streamguard.logs import configure_logging
 
     configure_logging("warning", "console")
@@ -212,10 +295,20 @@ def run(args: argparse.Namespace) -> int:
         print(format_machine(host), flush=True)
     if args.suite in ("model", "all"):
         out["model"] = _model_suite(detector, description, args)
-    if args.suite in ("daemon", "all"):
+    if args.suite in ("ingest", "all"):
+        out["ingest"] = _ingest_suite(args)
+    if args.suite == "daemon":
         out["daemon"] = _daemon_suite(detector, description, args)
     if args.suite == "soak":
         out["soak"] = _soak_suite(detector, description, args)
+    if args.suite in ("capacity", "all"):
+        out["capacity"] = _capacity_suite(detector, description, args, out.get("model"))
+    if args.suite == "all":
+        out["adaptive"] = _adaptive_suite(detector, args)
+    if args.suite == "all":
+        out["targets"] = _targets(out)
+        if out["targets"] and not args.json:
+            print("\n== targets (issue #10) ==\n" + format_targets(out["targets"]), flush=True)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -285,37 +378,114 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def _model_suite(detector, description: str, args: argparse.Namespace) -> dict:
-    from streamguard.bench.model_bench import run_model_bench
+    """The plain fp32 eager detector (the capacity ratio's denominator, batch 16 always), then
+    the serving runners the daemon would build, working together."""
+    from streamguard.bench.model_bench import run_model_bench, run_serving_bench
     from streamguard.bench.report import format_model
+    from streamguard.model import Detector
+    from streamguard.scoring.runners import build_runners, close_runners
 
-    with _progress(args.repeats, "rounds", args.quiet) as bar:
-        result = run_model_bench(
-            detector,
-            description,
-            args.batch_sizes,
-            hop_seconds=args.hop,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            budget_seconds=args.budget,
-            progress=lambda _round: bar.update(1),
-        ).to_dict()
+    module = detector.module
+    if detector.half:  # the reference is fp32: never convert the served module in place
+        import copy
+
+        module = copy.deepcopy(module).float()
+    plain = Detector(module, detector.info, device=str(detector.device))
+    sizes = sorted(set(args.batch_sizes) | {16})
+    # The reference is the plain detector at its best: torch's default threads (all cores) and
+    # one thread (which holds up better on a busy shared host) both run; the faster one counts,
+    # so the capacity ratio is never flattered by a collapsed reference.
+    import os
+
+    import torch
+
+    serving_threads = torch.get_num_threads()
+    results = []
+    for threads in dict.fromkeys([os.cpu_count() or 1, 1]):
+        torch.set_num_threads(threads)
+        with _progress(args.repeats, f"eager fp32, {threads} thread(s)", args.quiet) as bar:
+            results.append(
+                run_model_bench(
+                    plain,
+                    description,
+                    sizes,
+                    hop_seconds=args.hop,
+                    warmup=args.warmup,
+                    repeats=args.repeats,
+                    budget_seconds=args.budget,
+                    progress=lambda _round, bar=bar: bar.update(1),
+                ).to_dict()
+            )
+    torch.set_num_threads(serving_threads)
+
+    def at16(res: dict) -> float:
+        return next(t["windows_per_second"] for t in res["timings"] if t["batch"] == 16)
+
+    result = max(results, key=at16)
+    result["reference_batch16_windows_per_second"] = at16(result)
+    result["reference_by_threads"] = {r["threads"]: at16(r) for r in results}
+    if not args.quiet:
+        print("building the serving runners ...", file=sys.stderr, flush=True)
+    runners = build_runners(
+        detector,
+        backend=args.backend,
+        worker=args.worker,
+        workers=args.workers,
+        threads=args.threads,
+        max_batch=max(args.max_batch, *args.batch_sizes),
+    )
+    try:
+        serving = run_serving_bench(runners, args.batch_sizes, budget_seconds=args.budget)
+    finally:
+        close_runners(runners)
+    best = max(serving, key=lambda t: t.windows_per_second)
+    result["serving"] = {
+        "backend": runners[0].backend,
+        "parity_max_abs_diff": getattr(runners[0], "backend_parity", None),
+        "worker": args.worker,
+        "workers": args.workers,
+        "threads_per_worker": _threads(args),
+        "timings": [t.to_dict() for t in serving],
+        "best_batch": best.batch,
+        "best_windows_per_second": best.windows_per_second,
+    }
     if not args.json:
         print("\n== model ==\n" + format_model(result), flush=True)
     return result
 
 
-def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
-    import asyncio
+def _threads(args: argparse.Namespace) -> int | None:
+    from streamguard.scoring.runners import threads_per_worker
 
-    from streamguard.bench.daemon_bench import (
-        DaemonBenchOptions,
-        RecordingDetector,
-        keeps_up,
-        run_level,
-    )
-    from streamguard.bench.report import format_daemon
+    return threads_per_worker(args.threads, args.workers)
 
-    options = DaemonBenchOptions(
+
+def _ingest_suite(args: argparse.Namespace) -> dict:
+    from streamguard.bench.ingest_bench import DEFAULT_FORMATS, run_ingest_bench
+    from streamguard.bench.report import format_ingest
+
+    results = []
+    for protocol, frame_ms in DEFAULT_FORMATS:
+        for mix in (True, False):
+            if not mix and protocol == "native" and frame_ms != 100:
+                continue
+            results.append(
+                {
+                    **run_ingest_bench(
+                        str(args.file), protocol=protocol, frame_ms=frame_ms, mix=mix
+                    ).to_dict(),
+                    "workload": "continuous" if mix else "demo",
+                }
+            )
+    if not args.json:
+        print("\n== ingest (no model) ==\n" + format_ingest(results), flush=True)
+    return {"file": str(args.file), "results": results}
+
+
+def _options(args: argparse.Namespace):
+    from streamguard.bench.daemon_bench import DaemonBenchOptions
+
+    return DaemonBenchOptions(
         file=str(args.file),
         protocol=args.protocol,
         call_seconds=args.seconds * args.speed,
@@ -325,8 +495,140 @@ def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
         queue_size=args.queue_size,
         hop_seconds=args.hop,
         deadline_seconds=args.seconds + 60.0,
+        chunk_ms=args.chunk_ms,
+        mix=args.mix,
+        backend=args.backend,
+        worker=args.worker,
+        workers=args.workers,
+        threads=args.threads,
+        coalesce_ms=args.coalesce_ms,
+        adaptive_stride=args.adaptive_stride,
     )
-    recording = RecordingDetector(detector)
+
+
+def _serve_once(detector, args: argparse.Namespace):
+    """Thread workers share one served detector: build its backend once for every level."""
+    if args.worker != "thread":
+        return detector
+    from streamguard.scoring.runners import build_runners
+
+    return build_runners(detector, backend=args.backend, threads=_threads(args))[0]
+
+
+def _capacity_suite(detector, description: str, args, model: dict | None) -> dict:
+    from streamguard.bench import capacity
+    from streamguard.bench.report import format_capacity
+    from streamguard.errors import ConfigError
+
+    detector = _serve_once(detector, args)
+    base = _options(args)
+    if model is None:  # capacity alone: a quick estimate of what the runners carry
+        from streamguard.bench.model_bench import run_serving_bench
+        from streamguard.scoring.runners import build_runners, close_runners
+
+        runners = build_runners(
+            detector,
+            backend=args.backend,
+            worker=args.worker,
+            workers=args.workers,
+            threads=args.threads,
+            max_batch=args.max_batch,
+        )
+        try:
+            (timing,) = run_serving_bench(runners, [args.max_batch], budget_seconds=args.budget)
+        finally:
+            close_runners(runners)
+        estimate = timing.windows_per_second * args.hop
+    else:
+        estimate = model["serving"]["best_windows_per_second"] * args.hop
+    workloads = [
+        capacity.Workload("continuous", str(args.file), args.protocol, args.chunk_ms, mix=True),
+        capacity.Workload("demo", str(args.file), "twilio", 20, mix=False),
+    ]
+    wanted = {w.strip() for w in args.workloads.split(",") if w.strip()}
+    if not wanted or wanted - {w.name for w in workloads}:
+        raise ConfigError(f"--workloads: expected continuous and/or demo, got {args.workloads!r}")
+    workloads = [w for w in workloads if w.name in wanted]
+    out: dict = {"model": description, "estimate_tracks": estimate, "workloads": {}}
+    for workload in workloads:
+        tracks = 1 if workload.mix else _channels(workload.file)
+        if not args.quiet:
+            print(f"capacity: {workload.describe()}", file=sys.stderr, flush=True)
+        # The demo call's tracks are silent half the time: the VAD skips those windows, so a
+        # track costs about half a window per hop.
+        share = 1.0 if workload.mix else 0.5
+        out["workloads"][workload.name] = capacity.search(
+            detector,
+            workload,
+            base,
+            estimate_tracks=estimate / share,
+            tracks_per_call=tracks,
+            max_levels=args.levels,
+            progress=None if args.quiet else lambda m: print(m, file=sys.stderr, flush=True),
+        )
+    out["first_score"] = capacity.first_score(detector, workloads[0], base)
+    if not args.json:
+        print("\n== capacity ==\n" + format_capacity(out, args.hop), flush=True)
+    return out
+
+
+def _adaptive_suite(detector, args: argparse.Namespace) -> dict:
+    from streamguard.bench.adaptive_bench import run_adaptive_bench
+    from streamguard.bench.report import format_adaptive
+
+    result = run_adaptive_bench(detector, str(args.file))
+    if not args.json:
+        print("\n== adaptive scoring ([track] adaptive_stride) ==\n" + format_adaptive(result))
+    return result
+
+
+def _channels(path: str) -> int:
+    from streamguard.bench.daemon_bench import _tracks_per_call
+
+    return _tracks_per_call(path, "twilio")
+
+
+def _targets(out: dict) -> dict:
+    """The issue's targets, each with its figure (ratios within this run)."""
+    model, cap, ingest = out["model"], out["capacity"], out["ingest"]
+    if "continuous" not in cap["workloads"] or "demo" not in cap["workloads"]:
+        return {}
+    ref = model["reference_batch16_windows_per_second"]
+    serving = model["serving"]["best_windows_per_second"]
+    cont = cap["workloads"]["continuous"]
+    demo = cap["workloads"]["demo"]
+    hop = model["hop_seconds"]
+    ingest_8k = max(
+        r["core_percent_per_track"] for r in ingest["results"] if r["workload"] == "continuous"
+    )
+    best = cont["best_level"] or {}
+    return {
+        "capacity_ratio": {"value": cont["max_calls"] / ref, "target": ">= 1.6"},
+        "daemon_efficiency": {"value": cont["max_tracks"] * hop / serving, "target": ">= 0.9"},
+        "ingest_core_percent_per_track": {"value": ingest_8k, "target": "<= 0.5"},
+        "first_score_seconds": {
+            "value": cap["first_score"]["first_score_lag_seconds"],
+            "target": "<= 0.5",
+        },
+        "rss_mib_per_track": {"value": best.get("rss_per_track_mib"), "target": "<= 0.48"},
+        "base_rss_mib": {"value": best.get("base_rss_mib"), "target": "report"},
+        "continuous_calls": cont["max_calls"],
+        "demo_calls": demo["max_calls"],
+        "demo_tracks": demo["max_tracks"],
+        "reference_windows_per_second": ref,
+        "serving_windows_per_second": serving,
+        "serving_backend": model["serving"]["backend"],
+    }
+
+
+def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
+    import asyncio
+
+    from streamguard.bench.daemon_bench import keeps_up, run_level
+    from streamguard.bench.report import format_daemon
+
+    detector = _serve_once(detector, args)
+    options = _options(args)
     levels = []
     for calls in args.calls:
         expected = int(calls * (args.seconds * args.speed - 3.0) / args.hop)
@@ -335,12 +637,14 @@ def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
             def update(scored: int, bar=bar) -> None:
                 bar.update(scored - bar.n)
 
-            levels.append(asyncio.run(run_level(recording, calls, options, progress=update)))
+            levels.append(asyncio.run(run_level(detector, calls, options, progress=update)))
     ok = [keeps_up(level, args.hop) for level in levels]
     result = {
         "model": description,
         "file": str(args.file),
         "protocol": args.protocol,
+        "chunk_ms": args.chunk_ms,
+        "mix": args.mix,
         "seconds": args.seconds,
         "speed": args.speed,
         "max_batch": args.max_batch,
@@ -351,9 +655,9 @@ def _daemon_suite(detector, description: str, args: argparse.Namespace) -> dict:
     if not args.json:
         print(
             f"\n== daemon ==\nmodel: {description}\n{args.protocol} calls of "
-            f"{args.file.name} looped, {args.seconds:g} s at {args.speed:g}x, engine max_batch "
-            f"{args.max_batch}, max_wait {args.max_wait_ms:g} ms, hop {args.hop:g} s\n"
-            + format_daemon(levels, ok, args.hop),
+            f"{'a mono mix of ' if args.mix else ''}{args.file.name} looped, {args.seconds:g} s "
+            f"at {args.speed:g}x, engine max_batch {args.max_batch}, max_wait "
+            f"{args.max_wait_ms:g} ms, hop {args.hop:g} s\n" + format_daemon(levels, ok, args.hop),
             flush=True,
         )
     return result

@@ -38,6 +38,9 @@ class ModelInfo:
         return dataclasses.asdict(self)
 
 
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
 class Detector:
     """A loaded, ready-to-score model. Load once, share everywhere (it is stateless per call).
 
@@ -45,18 +48,34 @@ class Detector:
     worker thread); torch releases the GIL while it computes.
     """
 
-    def __init__(self, module: Any, info: ModelInfo, *, device: str = "cpu", half: bool = False):
+    def __init__(
+        self,
+        module: Any,
+        info: ModelInfo,
+        *,
+        device: str = "cpu",
+        half: bool = False,
+        precision: str | None = None,
+    ):
         import torch
 
         self.info = info
         self.device = torch.device(device)
-        self.half = half and self.device.type == "cuda"
+        # "fp16" / "bf16" on CUDA only (``half=True`` is "fp16"); the CPU always runs fp32.
+        precision = precision or ("fp16" if half else "fp32")
+        if precision not in _DTYPES:
+            raise ValueError(f"precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
+        self.precision = precision if self.device.type == "cuda" else "fp32"
+        self.half = self.precision != "fp32"
+        self.dtype = getattr(torch, _DTYPES[self.precision])
         module = module.to(self.device).eval()
         if self.half:
-            module = module.half()
+            module = module.to(self.dtype)
         self.module = module
-        self._runner = module  # what logits() calls: the module, or its TorchScript trace
+        self._runner = module  # what logits() calls: the module, a trace, an ONNX session
         self.torchscript = False
+        self.backend = "eager"  # see streamguard.model.serving
+        self.backend_parity: float | None = None  # max |dP| vs eager on the check windows
 
     @property
     def window_samples(self) -> int:
@@ -81,7 +100,7 @@ class Detector:
         def probe(batch: int) -> torch.Tensor:
             x = 0.1 * torch.randn(batch, self.window_samples, generator=generator)
             x = x.to(self.device)
-            return x.half() if self.half else x
+            return x.to(self.dtype) if self.half else x
 
         try:
             with torch.inference_mode(), warnings.catch_warnings():
@@ -95,9 +114,16 @@ class Detector:
                         return False
         except Exception:  # an architecture the tracer cannot follow: stay eager
             return False
-        self._runner = traced
+        self.set_runner(traced, "torchscript")
         self.torchscript = True
         return True
+
+    def set_runner(self, runner: Any, backend: str, *, parity: float | None = None) -> None:
+        """Serve through ``runner`` (torch waveforms -> torch logits); see model/serving.py."""
+        self._runner = runner
+        self.backend = backend
+        self.backend_parity = parity
+        self.torchscript = backend == "torchscript"
 
     def logits(self, waveforms: np.ndarray) -> np.ndarray:
         """Raw logits ``[B]`` for float32 waveforms ``[B, window_samples]``."""
@@ -111,7 +137,7 @@ class Detector:
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device)
             if self.half:
-                x = x.half()
+                x = x.to(self.dtype)
             out = self._runner(x)
             return out.float().reshape(-1).cpu().numpy()
 

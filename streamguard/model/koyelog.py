@@ -116,7 +116,11 @@ class KoyelogResNet(nn.Module):
 
     def features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Waveforms -> the ``[B, T, C]`` sequence the GRU reads."""
-        x = self.frontend(waveforms).to(self.conv1.weight.dtype)
+        return self.features_from_frontend(self.frontend(waveforms))
+
+    def features_from_frontend(self, logmel: torch.Tensor) -> torch.Tensor:
+        """The front end's ``[B, 1, n_mels, frames]`` -> the ``[B, T, C]`` GRU input."""
+        x = logmel.to(self.conv1.weight.dtype)
         x = F.relu(self.bn1(self.conv1(x)))
         if self.maxpool:
             x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
@@ -126,8 +130,14 @@ class KoyelogResNet(nn.Module):
             return x.mean(dim=2).transpose(1, 2)  # [B, C, F, T] -> [B, T, C]
         return x.flatten(2).transpose(1, 2)  # [B, C, F*T] -> [B, F*T, C]
 
+    def logit_from_frontend(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Everything after the front end (what an ONNX export holds: the STFT does not export)."""
+        return temporal_logit(
+            self.features_from_frontend(logmel), self.gru, self.attention, self.classifier
+        )
+
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        return temporal_logit(self.features(waveforms), self.gru, self.attention, self.classifier)
+        return self.logit_from_frontend(self.frontend(waveforms))
 
 
 def build(params: dict[str, Any]) -> KoyelogResNet:

@@ -38,11 +38,20 @@ def score_windows(detector: Any, windows: Sequence[Window], max_batch: int = 16)
     """
     scores = np.empty(len(windows), dtype=np.float32)
     expected = getattr(detector, "window_samples", None)
+    # A detector that owns its input memory (an inference worker's shared block) gets each
+    # window written straight into it: no stacked temporary, no second copy.
+    buffer = getattr(detector, "input_buffer", None)
     done = 0
     for chunk in batched(windows, max_batch):
-        batch = np.stack([np.asarray(w.samples, dtype=np.float32) for w in chunk])
-        if expected is not None and batch.shape[1] != expected:
-            raise ValueError(f"window of {batch.shape[1]} samples, detector expects {expected}")
+        width = len(chunk[0].samples)
+        if expected is not None and any(len(w.samples) != expected for w in chunk):
+            bad = next(len(w.samples) for w in chunk if len(w.samples) != expected)
+            raise ValueError(f"window of {bad} samples, detector expects {expected}")
+        batch = buffer(len(chunk)) if buffer is not None else None
+        if batch is None or batch.shape[1] != width:
+            batch = np.empty((len(chunk), width), dtype=np.float32)
+        for row, w in zip(batch, chunk, strict=True):
+            row[:] = w.samples
         out = np.asarray(detector(batch), dtype=np.float32).reshape(-1)
         if out.shape[0] != len(chunk):
             raise ValueError(f"detector returned {out.shape[0]} scores for {len(chunk)} windows")

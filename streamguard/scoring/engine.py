@@ -1,9 +1,15 @@
 """The scoring engine: one per daemon, batching the windows of every live track.
 
-Windows from all tracks meet in one bounded queue. A single worker thread takes what is
-waiting (up to ``max_batch``, waiting at most ``max_wait_ms`` for a batch to fill), scores it
-with :func:`streamguard.scoring.batching.score_windows` — the same function the file scanner
-uses — and hands each score back to the asyncio loop with ``call_soon_threadsafe``.
+Windows from all tracks meet in one bounded queue. ``workers`` worker threads (one by
+default) each take what is waiting (up to ``max_batch``, waiting at most ``max_wait_ms`` for a
+batch to fill), score it with :func:`streamguard.scoring.batching.score_windows` — the same
+function the file scanner uses — on their own runner, and hand each score back to the asyncio
+loop with ``call_soon_threadsafe``. A runner is the detector itself (inference in this
+process; the backends release the GIL while they compute) or a
+:class:`~streamguard.scoring.worker.ProcessDetector` (inference in a child process fed through
+shared memory, so no per-frame Python of the event loop ever waits on it). Two workers with one
+CPU thread each use two cores without the barrier waits of one batch split over two threads,
+which collapse when a shared host takes a core away (benchmarks/README.md).
 
 It never falls behind silently:
 - a window that waited longer than ``max_lag_seconds`` is dropped (its callback gets
@@ -59,6 +65,7 @@ class _Request:
     window: Window
     callback: ScoreCallback
     enqueued: float  # time.monotonic() at submit
+    seq: int = 0  # submission order: outcomes are delivered in it
 
 
 @dataclass
@@ -75,6 +82,12 @@ class EngineStats:
     audio_seconds_scored: float = 0.0
     last_heartbeat: float = field(default_factory=time.monotonic)
     utilization: float = 0.0  # busy share of wall time over the last UTILIZATION_PERIOD
+    #: windows per inference batch -> batches (what ``bench`` prints)
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    #: wall seconds of the most recent inference batches (bounded)
+    batch_seconds: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=10_000)
+    )
 
     @property
     def realtime_factor(self) -> float:
@@ -92,6 +105,7 @@ class ScoringEngine:
         self,
         detector: Detector,
         *,
+        runners: list[Detector] | None = None,
         max_batch: int = 16,
         max_wait_ms: float = 20.0,
         max_lag_seconds: float = 5.0,
@@ -101,7 +115,11 @@ class ScoringEngine:
     ) -> None:
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be >= 1")
+        if runners is not None and not runners:
+            raise ValueError("runners must name at least one runner")
         self.detector = detector
+        # One worker thread per runner; each runner scores one batch at a time.
+        self.runners = list(runners) if runners is not None else [detector]
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.max_lag = max_lag_seconds
@@ -114,38 +132,48 @@ class ScoringEngine:
         self._queue: collections.deque[_Request] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._stats_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._util_mark = (time.monotonic(), 0.0)  # (when, inference_seconds then)
         self._batch_cap = max_batch  # halved on CUDA out-of-memory
         self._pending = 0  # submitted, callback not yet run (loop thread only)
+        # Outcomes are handed back in submission order, whichever worker finishes first: a
+        # track's smoother must see its windows in call order (loop thread only).
+        self._next_seq = 0
+        self._next_delivery = 0
+        self._ready: dict[int, tuple[ScoreCallback, ScoreOutcome]] = {}
 
     # -- loop side ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker; call from the running loop."""
         self._loop = asyncio.get_running_loop()
         self._idle.set()
-        self._thread = threading.Thread(target=self._run, name="scoring-engine", daemon=True)
-        self._thread.start()
+        for i, runner in enumerate(self.runners):
+            thread = threading.Thread(
+                target=self._run, args=(runner,), name=f"scoring-engine-{i}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def submit(self, window: Window, callback: ScoreCallback) -> None:
         """Queue one window; ``callback`` runs later on the loop thread."""
         overflow: _Request | None = None
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
         with self._cond:
             if len(self._queue) >= self.queue_size:
                 overflow = self._queue.popleft()
                 self.stats.dropped_overflow += 1
-            self._queue.append(_Request(window, callback, time.monotonic()))
+            self._queue.append(_Request(window, callback, time.monotonic(), seq))
             self.stats.submitted += 1
             depth = len(self._queue)
             self._cond.notify()
         self._pending += 1
         self._idle.clear()
         if overflow is not None:
-            self._pending -= 1
             self._count_drop("queue")
-            _run_callback(overflow.callback, Unscored("queue"))
+            self._complete([(overflow.seq, overflow.callback, Unscored("queue"))])
         if self.metrics is not None:
             self.metrics.engine_queue_depth.set(depth)
 
@@ -167,9 +195,9 @@ class ScoringEngine:
         await self.drain()
         with self._cond:
             self._stopping = True
-            self._cond.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            self._cond.notify_all()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
 
     # -- worker side ---------------------------------------------------------------------------
     def _take_batch(self) -> list[_Request] | None:
@@ -190,7 +218,7 @@ class ScoringEngine:
             n = min(self.max_batch, len(self._queue))
             return [self._queue.popleft() for _ in range(n)]
 
-    def _run(self) -> None:
+    def _run(self, runner: Detector) -> None:
         while True:
             batch = self._take_batch()
             self.stats.last_heartbeat = time.monotonic()
@@ -203,7 +231,7 @@ class ScoringEngine:
             elapsed = 0.0
             if fresh:
                 started = time.perf_counter()
-                outcomes = self._score([r.window for r in fresh])
+                outcomes = self._score(runner, [r.window for r in fresh])
                 elapsed = time.perf_counter() - started
             self.stats.last_heartbeat = time.monotonic()
             results = list(zip(fresh, outcomes, strict=True))
@@ -211,22 +239,24 @@ class ScoringEngine:
             self._deliver(results, elapsed, now)
 
     # -- inference, one window's failure isolated from the rest -----------------------------------
-    def _score(self, windows: list[Window]) -> list[ScoreOutcome]:
+    def _score(self, runner: Detector, windows: list[Window]) -> list[ScoreOutcome]:
         """One outcome per window; rows that fail in the batch are retried once, alone."""
         try:
-            raw: np.ndarray | None = self._infer(windows)
+            raw: np.ndarray | None = self._infer(runner, windows)
         except Exception as exc:  # retry each row alone: find the one that breaks the batch
             log.warning("inference_failed", batch=len(windows), error=_describe(exc))
             raw = None
         outcomes: list[ScoreOutcome] = []
         for i, window in enumerate(windows):
             value = None if raw is None else _checked(raw[i])
-            outcomes.append(value if isinstance(value, float) else self._score_alone(window))
+            outcomes.append(
+                value if isinstance(value, float) else self._score_alone(runner, window)
+            )
         return outcomes
 
-    def _score_alone(self, window: Window) -> ScoreOutcome:
+    def _score_alone(self, runner: Detector, window: Window) -> ScoreOutcome:
         try:
-            outcome = _checked(self._infer([window])[0])
+            outcome = _checked(self._infer(runner, [window])[0])
         except Exception as exc:
             log.warning("window_failed", start=window.start, error=_describe(exc))
             return Unscored("error")
@@ -234,11 +264,11 @@ class ScoringEngine:
             log.warning("window_failed", start=window.start, reason=outcome.reason)
         return outcome
 
-    def _infer(self, windows: list[Window]) -> np.ndarray:
+    def _infer(self, runner: Detector, windows: list[Window]) -> np.ndarray:
         """Scores for ``windows``; on CUDA out-of-memory, halve the batch size and retry."""
         while True:
             try:
-                return score_windows(self.detector, windows, max_batch=self._batch_cap)
+                return score_windows(runner, windows, max_batch=self._batch_cap)
             except _CUDA_OOM:
                 if self._batch_cap == 1:
                     raise
@@ -247,11 +277,22 @@ class ScoringEngine:
                 _empty_cuda_cache()
 
     def _deliver(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
+        with self._stats_lock:  # several workers may finish at once
+            self._record(results, elapsed, now)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(
+            self._complete, [(r.seq, r.callback, o) for r, o in results]
+        )
+
+    def _record(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
         stats = self.stats
         scored = [r for r, o in results if isinstance(o, float)]
         failed = [o.reason for _, o in results if isinstance(o, Unscored) and o.failed]
         n_lag = sum(1 for _, o in results if isinstance(o, Unscored) and o.reason == "lag")
-        stats.batches += 1 if len(results) > n_lag else 0
+        if len(results) > n_lag:
+            stats.batches += 1
+            stats.batch_sizes[len(results) - n_lag] += 1
+            stats.batch_seconds.append(elapsed)
         stats.scored += len(scored)
         stats.failed += len(failed)
         stats.dropped_lag += n_lag
@@ -272,22 +313,26 @@ class ScoringEngine:
             if n_lag:
                 m.windows_dropped_total.labels(reason="lag").inc(n_lag)
             m.engine_queue_depth.set(self.depth)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._complete, [(r.callback, o) for r, o in results])
 
     def _update_utilization(self, now: float) -> None:
         since, busy = self._util_mark
         if now - since >= UTILIZATION_PERIOD:
-            share = (self.stats.inference_seconds - busy) / (now - since)
+            # Busy share of the workers together: 1.0 = every worker computing all the time.
+            share = (self.stats.inference_seconds - busy) / (now - since) / len(self.runners)
             self.stats.utilization = min(1.0, share)
             self._util_mark = (now, self.stats.inference_seconds)
             if self.metrics is not None:
                 self.metrics.engine_utilization.set(self.stats.utilization)
 
-    def _complete(self, results: list[tuple[ScoreCallback, ScoreOutcome]]) -> None:
-        """On the loop thread: run every callback; idle once nothing submitted is outstanding."""
-        self._pending -= len(results)
-        for callback, outcome in results:
+    def _complete(self, results: list[tuple[int, ScoreCallback, ScoreOutcome]]) -> None:
+        """On the loop thread: run callbacks in submission order (holding back outcomes that
+        overtook an earlier window still being scored); idle once nothing is outstanding."""
+        for seq, callback, outcome in results:
+            self._ready[seq] = (callback, outcome)
+        while self._next_delivery in self._ready:
+            callback, outcome = self._ready.pop(self._next_delivery)
+            self._next_delivery += 1
+            self._pending -= 1
             _run_callback(callback, outcome)
         if self._pending == 0:
             self._idle.set()

@@ -157,13 +157,18 @@ def _binary(
 
 
 def frames_for(
-    protocol: str, channels: np.ndarray, sample_rate: int, *, call_id: str | None = None
+    protocol: str,
+    channels: np.ndarray,
+    sample_rate: int,
+    *,
+    call_id: str | None = None,
+    chunk_ms: int = 20,
 ) -> Iterator[tuple[float, Frame]]:
-    """Dispatch on ``protocol`` (``twilio`` | ``native`` | ``l16``)."""
+    """Dispatch on ``protocol`` (``twilio`` | ``native`` | ``l16``); ``chunk_ms`` per frame."""
     if protocol == "twilio":
-        return twilio_frames(channels, sample_rate, call_sid=call_id)
+        return twilio_frames(channels, sample_rate, call_sid=call_id, chunk_ms=chunk_ms)
     if protocol == "native":
-        return native_frames(channels, sample_rate, call_id=call_id)
+        return native_frames(channels, sample_rate, call_id=call_id, chunk_ms=chunk_ms)
     if protocol == "l16":
-        return l16_frames(channels, sample_rate, call_id=call_id)
+        return l16_frames(channels, sample_rate, call_id=call_id, chunk_ms=chunk_ms)
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")

@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -69,7 +68,7 @@ _ENCODINGS: Final = {
 }
 _TRACK_ALIASES: Final = {"inbound_track": "inbound", "outbound_track": "outbound"}
 _MAX_TRACKS: Final = 4
-_INT_RE: Final = re.compile(r"-?[0-9]{1,18}")
+_MAX_INT_DIGITS: Final = 18
 _MAX_TRACK_NAME: Final = 64
 _TWILIO_FMT: Final = ("encoding", "sampleRate", "channels")
 _TELNYX_FMT: Final = ("encoding", "sample_rate", "channels")
@@ -110,9 +109,15 @@ def _int(value: Any, what: str) -> int:
         raise ProtocolViolation(CLOSE_POLICY, f"{what} is not an integer")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and _INT_RE.fullmatch(value):
+    if isinstance(value, str) and _is_int_text(value):
         return int(value)
     raise ProtocolViolation(CLOSE_POLICY, f"{what} is not an integer: {str(value)[:20]!r}")
+
+
+def _is_int_text(text: str) -> bool:
+    """``-?[0-9]{1,18}`` without a regex (this runs for three fields of every media frame)."""
+    digits = text[1:] if text[:1] == "-" else text
+    return 0 < len(digits) <= _MAX_INT_DIGITS and digits.isascii() and digits.isdigit()
 
 
 def _obj(msg: dict[str, Any], key: str, what: str) -> dict[str, Any]:

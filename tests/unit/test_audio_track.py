@@ -36,7 +36,7 @@ def test_ten_second_8k_file_gives_windows_0_to_6(fixtures_dir):
     # window audio is exactly the one-shot 16 kHz resampling of the file
     whole = soxr.resample(x[0], rate, 16_000, quality="HQ")
     for w in windows:
-        np.testing.assert_allclose(w.samples, whole[w.start_sample : w.end_sample], atol=1e-6)
+        np.testing.assert_allclose(w.samples, whole[w.start_sample : w.end_sample], atol=2**-15)
 
 
 def test_chunk_size_does_not_change_windows(fixtures_dir):
@@ -49,6 +49,27 @@ def test_chunk_size_does_not_change_windows(fixtures_dir):
         ]
         for a, b in zip(got, ref, strict=True):
             np.testing.assert_allclose(a.samples, b.samples, atol=1e-6)
+
+
+@pytest.mark.parametrize("coalesce_ms", [0, 20, 250])
+def test_coalescing_does_not_change_windows(fixtures_dir, coalesce_ms):
+    x, rate = _load(fixtures_dir, "speech_10s_8k.wav")
+    ref = _run(TrackPipeline(rate), x[0], 160)
+    got = _run(TrackPipeline(rate, TrackSettings(coalesce_ms=coalesce_ms)), x[0], 160)
+    assert [(w.start_sample, w.speech_ratio) for w in got] == [
+        (w.start_sample, w.speech_ratio) for w in ref
+    ]
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(a.samples, b.samples)
+
+
+def test_input_is_held_until_coalesce_ms_arrived():
+    pipe = TrackPipeline(8000, TrackSettings(coalesce_ms=100, min_speech_seconds=0.0))
+    for _ in range(4):  # 80 ms: held, nothing reaches the resampler yet
+        pipe.push(np.zeros(160, np.float32))
+    assert pipe.resampler.samples_in == 0 and pipe.samples_in == 640
+    pipe.push(np.zeros(160, np.float32))  # 100 ms: the chain runs once on all of it
+    assert pipe.resampler.samples_in == 800
 
 
 def test_hop_two_seconds(fixtures_dir):
@@ -92,7 +113,7 @@ def test_the_window_is_the_models():
 
 def test_the_ring_grows_for_a_long_window_and_min_speech_must_fit_it():
     pipe = TrackPipeline(16_000, TrackSettings(ring_seconds=5.0), window_seconds=8.0)
-    assert pipe.ring.capacity == 16_000 * 11  # window + 2 hops + 1 s
+    assert pipe.ring.capacity == 16_000 * 10  # window + 1 hop + 1 s
     with pytest.raises(ValueError, match="cannot exceed the 2 s window"):
         TrackPipeline(16_000, TrackSettings(min_speech_seconds=3.0), window_seconds=2.0)
 
@@ -133,4 +154,5 @@ def test_settings_validation(bad):
 def test_settings_defaults():
     s = TrackSettings()
     assert (s.hop_seconds, s.min_speech_seconds) == (1.0, 0.5)
-    assert (s.vad_aggressiveness, s.vad_frame_ms, s.ring_seconds) == (2, 30, 10.0)
+    assert (s.vad_aggressiveness, s.vad_frame_ms, s.ring_seconds) == (2, 30, 6.0)
+    assert s.coalesce_ms == 100

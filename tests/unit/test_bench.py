@@ -32,14 +32,36 @@ def test_model_suite_reports_each_batch_size(capsys):
     )  # fmt: skip
     model = out["model"]
     assert "59,737 params" in model["model"]  # the tiny network, not the published one
-    assert [t["batch"] for t in model["timings"]] == [1, 2]
+    # the plain eager reference always includes batch 16 (the capacity ratio's denominator)
+    assert [t["batch"] for t in model["timings"]] == [1, 2, 16]
     for t in model["timings"]:
         assert t["runs"] == 3
         assert 0 < t["median_ms"] <= t["p95_ms"]
         assert t["windows_per_second"] == pytest.approx(t["batch"] * 1000 / t["median_ms"])
     best = max(t["windows_per_second"] for t in model["timings"])
     assert model["realtime_tracks"] == pytest.approx(best * model["hop_seconds"])
+    assert (
+        model["reference_batch16_windows_per_second"] == model["timings"][-1]["windows_per_second"]
+    )
+    serving = model["serving"]
+    assert [t["batch"] for t in serving["timings"]] == [1, 2]
+    assert serving["best_windows_per_second"] == max(
+        t["windows_per_second"] for t in serving["timings"]
+    )
     assert out["machine"]["nproc"] >= 1 and out["machine"]["torch_threads"] >= 1
+
+
+def test_ingest_suite_reports_cpu_per_track(capsys, fixtures_dir):
+    out = run_bench(capsys, "ingest", "--file", str(fixtures_dir / "speech_10s_8k.wav"))
+    results = out["ingest"]["results"]
+    assert {(r["protocol"], r["frame_ms"]) for r in results} >= {("native", 100), ("twilio", 20)}
+    for r in results:
+        # 30 s of speech per track: 4 s windows every 1 s, every one of them emitted or skipped
+        assert r["windows"] + r["windows_skipped"] == 27 * r["tracks"]
+        assert r["cpu_seconds"] > 0
+        assert r["core_percent_per_track"] == pytest.approx(
+            100 * r["cpu_seconds"] / (r["tracks"] * r["audio_seconds_per_track"])
+        )
 
 
 def test_bad_batch_list_is_a_usage_error(capsys):
@@ -67,4 +89,23 @@ def test_daemon_suite_scores_every_window_it_reports(capsys, fixtures_dir):
     lag = client["lag_seconds"]
     assert lag["n"] == level["windows_scored"]
     assert 0 < lag["p50"] <= lag["p95"] <= lag["max"] < 10
-    assert level["cpu_seconds"] > 0 and level["peak_rss_mib"] > 0
+    assert level["cpu_seconds"] > 0 and level["peak_rss_mib"] >= level["base_rss_mib"] > 0
+    assert client["first_score_lag_seconds"]["n"] == 2  # one first score per call (mono)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_capacity_suite_reports_the_largest_passing_level(capsys):
+    out = run_bench(
+        capsys, "capacity", "--tiny", "--device", "cpu", "--workloads", "continuous",
+        "--levels", "2", "--seconds", "6", "--budget", "0.5",
+    )  # fmt: skip
+    cont = out["capacity"]["workloads"]["continuous"]
+    assert 1 <= len(cont["levels"]) <= 2
+    passing = [lv["calls"] for lv in cont["levels"] if lv["keeps_up"]]
+    assert cont["max_calls"] == max(passing, default=0)
+    for level in cont["levels"]:
+        assert level["tracks"] == level["calls"]  # continuous speech: one mono track per call
+        assert level["windows_scored"] + level["windows_dropped"] <= level["windows_submitted"]
+    first = out["capacity"]["first_score"]
+    assert 0 < first["first_score_lag_seconds"] < 10

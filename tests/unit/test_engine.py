@@ -163,3 +163,36 @@ def test_probe_refuses_a_model_that_returns_nan(tiny_detector):
     with pytest.raises(StreamguardError, match="nan-model returns invalid scores"):
         probe_detector(always_nan)
     probe_detector(tiny_detector)  # a sound model passes
+
+
+async def test_two_workers_deliver_outcomes_in_submission_order(tiny_detector):
+    """A small batch on one worker can finish before a big one on the other; a track's scores
+    must still reach its smoother in window order."""
+    import threading
+    import time
+
+    class SlowFirst:
+        """The tiny detector, but the first batch it sees takes 0.5 s longer."""
+
+        def __init__(self, inner):
+            self.inner, self.info, self.device = inner, inner.info, inner.device
+            self.window_samples = inner.window_samples
+            self._first = threading.Event()
+
+        def __call__(self, waves):
+            if not self._first.is_set():
+                self._first.set()
+                time.sleep(0.5)
+            return self.inner(waves)
+
+    runner = SlowFirst(tiny_detector)
+    engine = ScoringEngine(runner, runners=[runner, runner], max_batch=2, max_wait_ms=0)
+    engine.start()
+    order: list[int] = []
+    items = windows(6, tiny_detector)
+    for i, w in enumerate(items):
+        engine.submit(w, lambda _o, i=i: order.append(i))
+        await asyncio.sleep(0.05)  # the first batch is taken alone by the slow worker
+    await asyncio.wait_for(engine.drain(), 30)
+    await engine.stop()
+    assert order == list(range(6))

@@ -1,0 +1,108 @@
+"""The engine's inference runners, built the same way for the daemon and for ``bench``.
+
+One runner per engine worker: the detector itself, serving through the chosen backend
+(``worker = "thread"``), or one :class:`~streamguard.scoring.worker.ProcessDetector` per worker
+(``worker = "process"``). See ``[model]`` in configs/streamguard.toml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import threading
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def threads_per_worker(threads: int | None, workers: int) -> int | None:
+    """CPU threads each worker may use: ``threads``, else the cores split between workers
+    (None = the library's default when there is one worker)."""
+    if threads is not None:
+        return threads
+    if workers > 1:
+        return max(1, (os.cpu_count() or 1) // workers)
+    return None
+
+
+def build_runners(
+    detector: Any,
+    *,
+    backend: str = "auto",
+    worker: str = "thread",
+    workers: int = 1,
+    threads: int | None = None,
+    max_batch: int = 16,
+    torchscript: bool = True,
+    build_in_background: bool = False,
+) -> list[Any]:
+    """Runners for ``workers`` engine workers.
+
+    ``backend = "auto"`` with ``torchscript = False`` serves the module as it is (eager). A
+    detector handed in already serving through a backend (the benchmarks) keeps it; otherwise a
+    shallow copy of it is served, so the caller's own detector never changes under it.
+    ``build_in_background`` (the daemon, ``auto`` only): when the chosen backend has no cached
+    build yet (the first start with a model: export and calibration take ~10-40 s on 2 cores),
+    serve TorchScript at once and switch to the built backend from a background thread when it
+    is ready, so the daemon is ready in seconds; later starts find the build cached.
+    """
+    from streamguard.model.serving import serve
+
+    backend = "eager" if (backend == "auto" and not torchscript) else backend
+    per_worker = threads_per_worker(threads, workers)
+    if worker == "process":
+        from streamguard.scoring.worker import ProcessDetector
+
+        runners: list[Any] = []
+        try:
+            for _ in range(workers):
+                runners.append(
+                    ProcessDetector(
+                        detector, backend=backend, threads=per_worker, max_batch=max_batch
+                    )
+                )
+        except BaseException:
+            for runner in runners:
+                runner.close()
+            raise
+        return runners
+    if backend != "eager" and getattr(detector, "backend", "eager") == "eager":
+        from streamguard.model.serving import BackendUnavailable, needs_build
+
+        # Serve a shallow copy (same module and weights, its own runner): the caller's detector
+        # is shared (tests, the bench's reference) and must keep scoring as it did.
+        detector = copy.copy(detector)
+
+        if build_in_background and backend == "auto" and needs_build(detector, backend):
+            with contextlib.suppress(BackendUnavailable):  # else eager until the build is done
+                serve(detector, "torchscript", threads=per_worker)
+            threading.Thread(
+                target=_upgrade, args=(detector, backend, per_worker), daemon=True
+            ).start()
+        else:
+            serve(detector, backend, threads=per_worker)
+    return [detector] * workers
+
+
+def _upgrade(detector: Any, backend: str, threads: int | None) -> None:
+    from streamguard.model.serving import build_in_subprocess, serve
+
+    log.info("backend_building", serving=detector.backend, target=backend)
+    try:
+        build_in_subprocess(detector, backend)  # the heavy part, off this process's GIL
+        name = serve(detector, backend, threads=threads)
+    except Exception as exc:  # keep serving what already works
+        log.warning("backend_build_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+        return
+    log.info("backend_switched", backend=name, parity=detector.backend_parity)
+
+
+def close_runners(runners: list[Any]) -> None:
+    """Stop worker processes (in-process runners need nothing)."""
+    for runner in {id(r): r for r in runners}.values():
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,96 @@
+"""Serving backends: ONNX Runtime (fp32, int8) at score parity with eager, or not at all."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamguard.model import Detector, ModelInfo, build_module
+from streamguard.model.serving import (
+    PARITY_TOLERANCE,
+    BackendUnavailable,
+    cache_dir,
+    candidates,
+    check_windows,
+    needs_build,
+    serve,
+)
+from tests.conftest import TINY_MODEL_PARAMS
+
+
+def fresh_tiny(seed: int = 0) -> Detector:
+    torch.manual_seed(seed)
+    module = build_module("koyelog-resnet", TINY_MODEL_PARAMS)
+    return Detector(module, ModelInfo(name="tiny", architecture="koyelog-resnet"), device="cpu")
+
+
+def test_auto_prefers_int8_then_fp32_then_torch_on_cpu():
+    assert candidates("auto", "cpu") == ("onnxruntime-int8", "onnxruntime", "torchscript", "eager")
+    assert candidates("auto", "cuda") == ("cuda-graphs", "torchscript", "eager")
+    assert candidates("onnxruntime", "cpu") == ("onnxruntime",)
+    with pytest.raises(ValueError):
+        candidates("tensorrt", "cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "onnxruntime-int8"])
+def test_onnx_backends_score_within_tolerance_of_eager(backend):
+    seed = 7 if backend == "onnxruntime" else 8  # weights no other test built in this run
+    detector = fresh_tiny(seed)
+    waves = check_windows(detector.window_samples)[:6]
+    eager = detector(waves)
+    assert needs_build(detector, backend)
+    assert serve(detector, backend) == backend
+    assert detector.backend == backend and detector.backend_parity <= PARITY_TOLERANCE
+    got = detector(waves)
+    assert got.shape == eager.shape and np.all(np.isfinite(got))
+    assert np.abs(got - eager).max() <= PARITY_TOLERANCE
+    if backend == "onnxruntime":
+        assert np.abs(got - eager).max() < 1e-4  # fp32: the same numbers, not just close
+    # the build is cached: the next start with these weights does not export again
+    assert not needs_build(fresh_tiny(seed), backend)
+    assert any((cache_dir() / "onnx").glob("*.onnx"))
+
+
+@pytest.mark.slow
+def test_a_backend_that_drifts_is_refused_and_the_next_one_serves(monkeypatch):
+    import streamguard.model.serving as serving
+
+    monkeypatch.setattr(serving, "PARITY_TOLERANCE", -1.0)  # nothing can be at parity
+    detector = fresh_tiny(1)
+    assert serve(detector, "auto") == "torchscript"
+    assert detector.backend == "torchscript"
+    with pytest.raises(BackendUnavailable, match="differs from eager"):
+        serve(fresh_tiny(1), "onnxruntime")
+
+
+def test_fixed_shape_runner_pads_to_the_next_size_and_drops_the_padding(tiny_detector):
+    """The CUDA-graph path's shape logic, on the CPU (no capture: that needs a GPU)."""
+    from streamguard.model.cuda_graphs import GraphRunner, graph_sizes
+
+    assert graph_sizes(16) == (1, 2, 4, 8, 16) and graph_sizes(12) == (1, 2, 4, 8, 12)
+    runner = GraphRunner(tiny_detector.module, tiny_detector.window_samples, max_batch=4,
+                         capture=False)  # fmt: skip
+    waves = torch.from_numpy(check_windows(tiny_detector.window_samples)[:7])
+    with torch.inference_mode():
+        expected = tiny_detector.module(waves)
+        for n in (1, 3, 4, 7):  # 3 -> padded to 4; 7 -> 4 + 3 (padded to 4)
+            got = runner(waves[:n])
+            assert got.shape == (n,)
+            torch.testing.assert_close(got, expected[:n], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_cuda_graphs_are_refused_without_a_gpu():
+    with pytest.raises(BackendUnavailable, match="CUDA"):
+        serve(fresh_tiny(), "cuda-graphs")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_match_eager_on_a_gpu():
+    torch.manual_seed(0)
+    module = build_module("koyelog-resnet", TINY_MODEL_PARAMS)
+    detector = Detector(module, ModelInfo(name="t", architecture="koyelog-resnet"), device="cuda")
+    assert serve(detector, "cuda-graphs") == "cuda-graphs"
+    assert detector.backend_parity <= PARITY_TOLERANCE
