@@ -35,9 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-from streamguard.errors import ConfigError
 from streamguard.training.config import TrainConfig
 from streamguard.training.data import (
     ClipStore,
@@ -48,6 +45,9 @@ from streamguard.training.data import (
     load_sources,
     sampling_weights,
 )
+from torch import nn
+
+from streamguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

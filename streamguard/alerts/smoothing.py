@@ -90,8 +90,8 @@ class SmootherStats:
 class Smoother:
     """Smooths one track's window scores and decides alert transitions.
 
-    Also keeps the raw scores (one float per hop; bounded by ``[limits] max_call_seconds``) so
-    the call's verdict uses the same rule as ``scan``.
+    Also keeps the raw scores (one float per hop; bounded by ``[limits] max_call_seconds``); the
+    call's verdict is derived from this smoother's alerts, as ``scan``'s is.
     """
 
     def __init__(self, settings: SmoothingSettings, threshold: float):
@@ -174,11 +174,13 @@ class Smoother:
         windows_dropped: int = 0,
         min_speech_seconds: float = 2.0,
     ) -> CallSummary:
-        """The track's ``call_ended`` summary; the verdict uses ``decide_verdict`` on raw scores.
+        """The track's ``call_ended`` summary. The verdict comes from the alert history
+        (:func:`~streamguard.scoring.verdict.policy_verdict`): ``fake`` exactly when this track
+        raised an alert, so the summary and the alerts tell one story.
 
-        ``threshold`` is the model's threshold (what ``scan`` uses), not the hysteresis ``on``.
+        ``threshold`` is kept for callers; the policy's own ``on`` threshold decides.
         """
-        from streamguard.scoring.verdict import decide_verdict
+        from streamguard.scoring.verdict import policy_verdict
 
         stats = self.stats()
         return CallSummary(
@@ -189,7 +191,10 @@ class Smoother:
             windows_dropped=windows_dropped,
             max_smoothed=stats.max_smoothed,
             mean_smoothed=stats.mean_smoothed,
-            verdict=decide_verdict(
-                self.scores, threshold, speech_seconds, min_speech_seconds=min_speech_seconds
+            verdict=policy_verdict(
+                stats.alerts_raised,
+                stats.windows,
+                speech_seconds,
+                min_speech_seconds=min_speech_seconds,
             ),
         )

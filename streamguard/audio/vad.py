@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamguard.audio.pcm import float_to_int16
+
 __all__ = ["SpeechFrame", "SpeechGate", "float_to_pcm16"]
 
 _VALID_RATES = (8_000, 16_000, 32_000, 48_000)
@@ -35,9 +37,9 @@ class SpeechFrame:
 
 
 def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """Float32 in [-1, 1] -> int16, clipped (a hot signal must not wrap around)."""
-    x = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    return np.round(x * 32767.0).astype(np.int16)
+    """Float32 in [-1, 1] -> int16, clipped (a hot signal must not wrap around); the one
+    convention of :mod:`streamguard.audio.pcm` (x 32768)."""
+    return float_to_int16(samples)
 
 
 class SpeechGate:

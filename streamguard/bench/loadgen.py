@@ -85,7 +85,7 @@ def _loop_time(monotonic_deadline: float) -> float:
 
 def call_audio(path: str, seconds: float) -> tuple[int, np.ndarray]:
     """The file's audio, repeated or cut to ``seconds`` (benchmark calls of any length)."""
-    from streamguard.sources.file import read_audio
+    from streamguard.audio.file import read_audio
 
     rate, channels = read_audio(path)
     if channels.shape[1] == 0:

@@ -63,8 +63,8 @@ def with_path(url: str, protocol: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from streamguard.audio.file import read_audio
     from streamguard.client import send_frames
-    from streamguard.sources.file import read_audio
     from streamguard.sources.senders import frames_for
 
     if not math.isfinite(args.speed) or args.speed <= 0:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from streamguard.alerts.bus import AlertBus
+from streamguard.audio.file import read_audio
 from streamguard.calls import CallLimitReached, CallPolicy, CallRegistry, CallSession
 from streamguard.sources.base import Audio, CallEnd, CallStart, Gap, TrackEnd, TrackStart
-from streamguard.sources.file import read_audio
 
 
 class Scorer:

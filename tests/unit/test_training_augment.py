@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from streamguard.audio import codecs
 from streamguard.training.augment import (
     Augmenter,
     add_noise,
@@ -20,6 +18,8 @@ from streamguard.training.augment import (
 )
 from streamguard.training.config import AugmentConfig
 from streamguard.training.data import crop, decode_audio
+
+from streamguard.audio import codecs
 
 SR = 16_000
 FLAC = Path(__file__).resolve().parents[1] / "fixtures" / "training" / "flac"

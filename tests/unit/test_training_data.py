@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from streamguard.errors import AudioError, ConfigError
 from streamguard.training.config import DataConfig, SourceConfig
 from streamguard.training.data import (
     ClipStore,
@@ -29,6 +27,8 @@ from streamguard.training.data import (
     sampling_weights,
     split_examples,
 )
+
+from streamguard.errors import AudioError, ConfigError
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "training"
 FLAC = HERE / "flac"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from streamguard.training import metrics
 from streamguard.training.export import calibrate
 

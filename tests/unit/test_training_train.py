@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from streamguard.errors import ConfigError
-from streamguard.model import Detector, ModelInfo, build_module, load_detector
-from tests.conftest import TINY_WAV2VEC2_ENCODER
 from streamguard.training.config import OptimConfig, load_config, parse_config, parse_override
 from streamguard.training.data import crop, decode_audio
 from streamguard.training.export import export_model
 from streamguard.training.train import Trainer, train
+
+from streamguard.errors import ConfigError
+from streamguard.model import Detector, ModelInfo, build_module, load_detector
+from tests.conftest import TINY_WAV2VEC2_ENCODER
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "training"
 SEGMENT = 8_000  # 0.5 s keeps every architecture fast on two CPU cores
