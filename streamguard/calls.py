@@ -1,19 +1,19 @@
 """Calls: where a source's float samples become windows, and a window's score becomes an alert.
 
 A protocol core (sources/) turns feed bytes into :mod:`streamguard.sources.base` events. One
-:class:`CallSession` per call consumes them, synchronously:
+:class:`CallSession` per call consumes them, synchronously, in the shape of a sans-I/O protocol
+(``websockets.protocol.Protocol``: data in, outputs to collect):
 
-    Audio/Gap  -> TrackPipeline (resample, ring, VAD, windower) -> windows -> ``submit``
-    score back -> Smoother (EMA + hysteresis) -> ``score`` / ``alert`` events -> ``publish``
-    TrackEnd   -> last windows;  CallEnd + every window answered -> ``call_ended``
+    session.handle(event)                 Audio/Gap -> TrackPipeline (resample, ring, VAD, windows)
+    session.windows_to_score()            -> the windows that became ready, to hand to the engine
+    session.receive_score(pending, outcome)  P(fake) or Unscored -> Smoother (EMA + hysteresis)
+    session.events_to_publish()           -> typed call_started / score / alert / call_ended
 
-The session never touches sockets, threads or clocks: ``submit(window, callback)`` is the
-scoring engine's (the callback runs later with P(fake), or ``None`` for a dropped window) and
-``publish`` is the alert bus's. That keeps the whole per-call logic testable without a network,
-and lets the daemon, benchmarks and tests drive it the same way.
-
-:class:`CallRegistry` owns the sessions of one daemon: the call limit, per-call log context,
-SIGHUP reconfiguration and the shutdown drain.
+The session never touches sockets, threads, clocks or callbacks, so a test drives a whole call,
+faults included, without a loop. :class:`CallRegistry` is the wiring: it owns the sessions of one
+daemon, moves their windows to the scoring engine and their events to the alert bus, and holds
+the call limit, SIGHUP reconfiguration and the shutdown drain. :class:`CallFeed` is what an edge
+(a WebSocket connection, the microphone) uses to route its core's events into the registry.
 """
 
 from __future__ import annotations
@@ -26,12 +26,21 @@ from typing import Any
 
 import structlog
 
-from streamguard.alerts.events import CallSummary, combine_summaries
+from streamguard.alerts.events import (
+    Alert,
+    CallEnded,
+    CallStarted,
+    CallSummary,
+    EventBase,
+    Score,
+    combine_summaries,
+)
 from streamguard.alerts.smoothing import Smoother, SmoothingSettings
 from streamguard.audio.track import TrackPipeline, TrackSettings
 from streamguard.audio.windows import Window
 from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
+from streamguard.scoring.outcome import ScoreOutcome, Unscored
 from streamguard.sources.base import (
     Audio,
     CallEnd,
@@ -49,8 +58,10 @@ log = structlog.get_logger(__name__)
 #: WebSocket close code 1013 "try again later": the daemon is full or draining.
 CLOSE_TRY_AGAIN_LATER = 1013
 
-Submit = Callable[[Window, Callable[[float | None], None]], None]
-Publish = Callable[..., Any]
+#: ``submit(window, callback)``: the scoring engine's; the callback later gets the outcome.
+Submit = Callable[[Window, Callable[[ScoreOutcome], None]], None]
+#: ``publish(event)``: the alert bus's.
+Publish = Callable[[EventBase], Any]
 
 
 @dataclass
@@ -63,16 +74,25 @@ class CallPolicy:
     max_call_seconds: float = 14_400.0
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class PendingWindow:
+    """A window of one track handed out for scoring; hand it back with its outcome."""
+
+    track: str
+    window: Window
+
+
 class _Track:
     """One track's state inside a session."""
 
     def __init__(self, name: str, sample_rate: int, policy: CallPolicy, info: ModelInfo):
         self.name = name
+        self.sample_rate = sample_rate
         self.pipeline = TrackPipeline(sample_rate, policy.track, window_seconds=info.window_seconds)
         self.smoother = Smoother(policy.smoothing, info.threshold)
-        self.pending = 0  # windows submitted, score not back yet
-        self.dropped = 0  # windows the engine dropped (lag/overflow)
-        self.skipped_seen = 0  # windows_skipped already counted in the metrics
+        self.pending = 0  # windows handed out, outcome not back yet
+        self.dropped = 0  # windows the engine dropped (lag/queue)
+        self.failed = 0  # windows the model failed on
         self.ended = False
 
     def summary(self, info: ModelInfo, policy: CallPolicy) -> CallSummary:
@@ -83,40 +103,38 @@ class _Track:
             speech_seconds=p.speech_seconds,
             windows_skipped=p.windows_skipped,
             windows_dropped=self.dropped,
+            windows_failed=self.failed,
             min_speech_seconds=policy.min_verdict_speech_seconds,
         )
 
 
 class CallSession:
-    """One call's tracks, from source events to published events (a pure, synchronous core)."""
+    """One call's tracks, from source events to typed events (a pure, synchronous core)."""
 
-    def __init__(
-        self,
-        start: CallStart,
-        *,
-        info: ModelInfo,
-        policy: CallPolicy,
-        submit: Submit,
-        publish: Publish,
-        on_finished: Callable[[CallSession], None] | None = None,
-        metrics: Any = None,
-    ) -> None:
+    def __init__(self, start: CallStart, *, info: ModelInfo, policy: CallPolicy) -> None:
         self.call_id = start.call_id
         self.source = start.source
         self.metadata = start.metadata
         self.info = info
         self.policy = policy
-        self._submit = submit
-        self._publish = publish
-        self._on_finished = on_finished
-        self._metrics = metrics
         self.tracks: dict[str, _Track] = {}
         self.end_reason: str | None = None  # set by CallEnd (or end())
         self.finished = False
         self.over_limit = False  # the edge should hang up: max_call_seconds reached
+        self._windows_out: list[PendingWindow] = []
+        self._events_out: list[EventBase] = []
+        self._skipped_reported = 0
         # Feed metadata is caller-controlled (e.g. Twilio customParameters): subscribers must
         # never receive a token someone passed through it.
-        self._emit("call_started", None, metadata=redact(start.metadata))
+        self._events_out.append(
+            CallStarted(
+                call_id=self.call_id,
+                track=None,
+                source=self.source,
+                metadata=redact(start.metadata),
+                sample_rate=_declared_rate(start.metadata),
+            )
+        )
 
     # -- input -----------------------------------------------------------------------------
     def handle(self, event: SourceEvent) -> None:
@@ -160,6 +178,36 @@ class CallSession:
             self._end_track(name)
         self._maybe_finish()
 
+    def receive_score(self, pending: PendingWindow, outcome: ScoreOutcome) -> None:
+        """The engine's outcome for a window this session handed out."""
+        track = self.tracks[pending.track]
+        track.pending -= 1
+        if isinstance(outcome, Unscored):
+            if outcome.failed:
+                track.failed += 1
+            else:
+                track.dropped += 1
+        else:
+            self._on_score(track, pending.window, outcome)
+        self._maybe_finish()
+
+    # -- output ----------------------------------------------------------------------------
+    def windows_to_score(self) -> list[PendingWindow]:
+        """Windows that became ready since the last call (each handed out exactly once)."""
+        out, self._windows_out = self._windows_out, []
+        return out
+
+    def events_to_publish(self) -> list[EventBase]:
+        """Events produced since the last call, in order (``seq``/``ts`` not yet stamped)."""
+        out, self._events_out = self._events_out, []
+        return out
+
+    def windows_skipped_since_last_call(self) -> int:
+        """Windows skipped for too little speech since the last call (for a counter)."""
+        total = sum(t.pipeline.windows_skipped for t in self.tracks.values())
+        delta, self._skipped_reported = total - self._skipped_reported, total
+        return delta
+
     # -- internals -----------------------------------------------------------------------------
     def _check_limit(self, track: _Track) -> None:
         if track.pipeline.duration_seconds >= self.policy.max_call_seconds:
@@ -174,45 +222,26 @@ class CallSession:
         self._maybe_finish()
 
     def _windows(self, track: _Track, windows: list[Window]) -> None:
-        skipped = track.pipeline.windows_skipped
-        if skipped != track.skipped_seen:
-            if self._metrics is not None:
-                self._metrics.windows_skipped_total.inc(skipped - track.skipped_seen)
-            track.skipped_seen = skipped
         for window in windows:
             track.pending += 1
-            self._submit(window, self._score_callback(track, window))
-
-    def _score_callback(self, track: _Track, window: Window) -> Callable[[float | None], None]:
-        def on_score(p_fake: float | None) -> None:
-            track.pending -= 1
-            if p_fake is None:
-                track.dropped += 1
-            else:
-                self._on_score(track, window, p_fake)
-            self._maybe_finish()
-
-        return on_score
+            self._windows_out.append(PendingWindow(track.name, window))
 
     def _on_score(self, track: _Track, window: Window, p_fake: float) -> None:
         smoothed, transition = track.smoother.push(p_fake, window.start, window.end)
-        self._emit(
-            "score",
-            track.name,
-            start=window.start,
-            end=window.end,
-            p_fake=p_fake,
-            smoothed=smoothed,
+        common = {"call_id": self.call_id, "track": track.name, "source": self.source}
+        self._events_out.append(
+            Score(**common, start=window.start, end=window.end, p_fake=p_fake, smoothed=smoothed)
         )
         if transition is not None:
-            self._emit(
-                "alert",
-                track.name,
-                state=transition.state,
-                smoothed=transition.smoothed,
-                threshold=transition.threshold,
-                start=transition.start,
-                end=transition.end,
+            self._events_out.append(
+                Alert(
+                    **common,
+                    state=transition.state,
+                    smoothed=transition.smoothed,
+                    threshold=transition.threshold,
+                    start=transition.start,
+                    end=transition.end,
+                )
             )
 
     def _maybe_finish(self) -> None:
@@ -222,18 +251,16 @@ class CallSession:
             return
         self.finished = True
         per_track = {name: t.summary(self.info, self.policy) for name, t in self.tracks.items()}
-        self._emit(
-            "call_ended",
-            None,
-            summary=combine_summaries(per_track),
-            reason=self.end_reason,
-            tracks=per_track,
+        self._events_out.append(
+            CallEnded(
+                call_id=self.call_id,
+                track=None,
+                source=self.source,
+                summary=combine_summaries(per_track),
+                reason=self.end_reason,
+                tracks=per_track,
+            )
         )
-        if self._on_finished is not None:
-            self._on_finished(self)
-
-    def _emit(self, type: str, track: str | None, **fields: Any) -> None:
-        self._publish(type, self.call_id, track, self.source, **fields)
 
     def reconfigure(self, policy: CallPolicy) -> None:
         """SIGHUP: live smoothers take the new settings (keeping their state); new tracks get
@@ -243,12 +270,28 @@ class CallSession:
             track.smoother.reconfigure(policy.smoothing, self.info.threshold)
 
 
+def _declared_rate(metadata: dict[str, Any]) -> int | None:
+    """The input sample rate a feed declared in its start metadata, if it did."""
+    for key in ("sample_rate", "sampleRate", "rate"):
+        value = metadata.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    fmt = metadata.get("mediaFormat") or metadata.get("media_format")
+    if isinstance(fmt, dict):
+        return _declared_rate(fmt)
+    return None
+
+
 class CallLimitReached(Exception):
-    """The daemon already has ``max_calls`` open calls."""
+    """The daemon already has ``max_calls`` open calls, or is shutting down."""
+
+    def __init__(self, message: str, *, reason: str = "capacity") -> None:
+        super().__init__(message)
+        self.reason = reason  # the metrics label: "capacity" or "draining"
 
 
 class CallRegistry:
-    """The open calls of one daemon."""
+    """The open calls of one daemon, and the wiring between them, the engine and the bus."""
 
     def __init__(
         self,
@@ -267,6 +310,7 @@ class CallRegistry:
         self._publish = publish
         self._metrics = metrics
         self.sessions: dict[int, CallSession] = {}  # keyed per connection: a callSid may repeat
+        self._keys: dict[int, int] = {}  # id(session) -> key
         self._ids = itertools.count(1)
         self._all_finished = asyncio.Event()
         self._all_finished.set()
@@ -275,29 +319,56 @@ class CallRegistry:
     def open(self, start: CallStart) -> CallSession:
         """Start a session; raises :class:`CallLimitReached` when full or shutting down."""
         if not self.accepting:
-            raise CallLimitReached("the daemon is shutting down")
+            raise CallLimitReached("the daemon is shutting down", reason="draining")
         if len(self.sessions) >= self.max_calls:
             raise CallLimitReached(f"call limit reached ({self.max_calls} open calls)")
         key = next(self._ids)
-        session = CallSession(
-            start,
-            info=self.info,
-            policy=self.policy,
-            submit=self._submit,
-            publish=self._publish,
-            on_finished=lambda s: self._closed(key, s),
-            metrics=self._metrics,
-        )
-        if not session.finished:
-            self.sessions[key] = session
-            self._all_finished.clear()
+        session = CallSession(start, info=self.info, policy=self.policy)
+        self.sessions[key] = session
+        self._keys[id(session)] = key
+        self._all_finished.clear()
         if self._metrics is not None:
             self._metrics.calls_total.labels(source=start.source).inc()
             self._metrics.calls_active.set(len(self.sessions))
         log.info("call_opened", call_id=start.call_id, source=start.source)
+        self._flush(session)
         return session
 
-    def _closed(self, key: int, session: CallSession) -> None:
+    def handle(self, session: CallSession, event: SourceEvent) -> None:
+        """Give one source event to ``session`` and move what it produced."""
+        session.handle(event)
+        self._flush(session)
+
+    def end(self, session: CallSession, reason: str) -> None:
+        session.end(reason)
+        self._flush(session)
+
+    def _flush(self, session: CallSession) -> None:
+        """Windows to the engine, events to the bus; forget the session once it finished."""
+        if self._metrics is not None:
+            skipped = session.windows_skipped_since_last_call()
+            if skipped:
+                self._metrics.windows_skipped_total.inc(skipped)
+        for pending in session.windows_to_score():
+            self._submit(pending.window, self._on_outcome(session, pending))
+        for event in session.events_to_publish():
+            self._publish(event)
+        if session.finished:
+            self._closed(session)
+
+    def _on_outcome(
+        self, session: CallSession, pending: PendingWindow
+    ) -> Callable[[ScoreOutcome], None]:
+        def deliver(outcome: ScoreOutcome) -> None:
+            session.receive_score(pending, outcome)
+            self._flush(session)
+
+        return deliver
+
+    def _closed(self, session: CallSession) -> None:
+        key = self._keys.pop(id(session), None)
+        if key is None:
+            return
         self.sessions.pop(key, None)
         if self._metrics is not None:
             self._metrics.calls_active.set(len(self.sessions))
@@ -314,8 +385,13 @@ class CallRegistry:
         """Stop accepting, end every open call, and wait for their ``call_ended``."""
         self.accepting = False
         for session in list(self.sessions.values()):
-            session.end(reason)
+            self.end(session, reason)
         await self._all_finished.wait()
+
+    def count_reject(self, source: str, reason: str) -> None:
+        """Count a feed this daemon refused or closed (``source_rejects_total``)."""
+        if self._metrics is not None:
+            self._metrics.source_rejects_total.labels(source=source, reason=reason).inc()
 
 
 class CallFeed:
@@ -328,7 +404,7 @@ class CallFeed:
     def __init__(self, kind: str, registry: CallRegistry, *, metrics: Any = None) -> None:
         self.kind = kind
         self.registry = registry
-        self.metrics = metrics
+        self.metrics = metrics  # kept for callers that pass it; counting goes via the registry
         self.session: CallSession | None = None
 
     def route(self, events: list[SourceEvent]) -> tuple[int, str] | None:
@@ -341,16 +417,19 @@ class CallFeed:
                 try:
                     self.session = self.registry.open(event)
                 except CallLimitReached as exc:
-                    self._count_reject(event.source)
+                    self.registry.count_reject(event.source, exc.reason)
                     return (CLOSE_TRY_AGAIN_LATER, str(exc))
             elif isinstance(event, Reject):
-                self._count_reject(self.session.source if self.session else self.kind)
+                self.registry.count_reject(
+                    self.session.source if self.session else self.kind, "protocol"
+                )
                 log.warning("feed_rejected", feed=self.kind, code=event.code, reason=event.reason)
                 return (event.code, event.reason)
             elif self.session is not None:
-                self.session.handle(event)
+                self.registry.handle(self.session, event)
         return None
 
-    def _count_reject(self, source: str) -> None:
-        if self.metrics is not None:
-            self.metrics.source_rejects_total.labels(source=source).inc()
+    def end(self, reason: str) -> None:
+        """End this feed's call (the edge hung up, hit a limit...), if it is still open."""
+        if self.session is not None and not self.session.finished:
+            self.registry.end(self.session, reason)

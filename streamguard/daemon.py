@@ -37,6 +37,7 @@ from streamguard.alerts.server import (
     healthz_route,
     make_process_request,
     metrics_route,
+    select_subprotocol,
 )
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
@@ -45,7 +46,7 @@ from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
 from streamguard.notify import Notifier
-from streamguard.scoring.engine import ScoringEngine
+from streamguard.scoring.engine import ScoringEngine, probe_detector
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
 from streamguard.sources.websocket import feed_handler
@@ -130,6 +131,7 @@ class Daemon:
             )
         if s.model.torchscript:
             await asyncio.to_thread(self.detector.use_torchscript)
+        await asyncio.to_thread(probe_detector, self.detector)
         info = self.detector.info
         log.info(
             "model_loaded",
@@ -226,6 +228,7 @@ class Daemon:
                 max_size=s.server.max_message_bytes,
                 # Audio barely compresses; permessage-deflate would only cost CPU per frame.
                 compression=None,
+                select_subprotocol=select_subprotocol,
             )
         except OSError as exc:  # port taken, address not ours, host unknown: one clear line
             raise bind_error("HTTP/WebSocket", s.server.host, s.server.port, exc) from None
@@ -268,6 +271,7 @@ class Daemon:
                 "engine_heartbeat_age_seconds": round(engine.heartbeat_age(), 3),
                 "windows_scored": engine.stats.scored,
                 "windows_dropped": engine.stats.dropped_lag + engine.stats.dropped_overflow,
+                "windows_failed": engine.stats.failed,
                 "realtime_factor": round(engine.stats.realtime_factor, 4),
                 "engine_utilization": round(engine.stats.utilization, 3),
                 "device": str(self.detector.device) if self.detector else None,

@@ -33,8 +33,9 @@ class Metrics:
         )
         self.source_rejects_total = Counter(
             "source_rejects_total",
-            "Feeds refused (bad protocol, limits, auth)",
-            ["source"],
+            "Feeds refused or closed by the daemon, by source and reason "
+            "(protocol, capacity, draining, auth...)",
+            ["source", "reason"],
             namespace=ns,
             registry=r,
         )
@@ -51,6 +52,14 @@ class Metrics:
         self.windows_dropped_total = Counter(
             "windows_dropped_total",
             "Windows dropped unscored (reason: lag = too old when reached, queue = engine full)",
+            ["reason"],
+            namespace=ns,
+            registry=r,
+        )
+        self.windows_failed_total = Counter(
+            "windows_failed_total",
+            "Windows the model failed on, even retried alone (reason: error, nonfinite, "
+            "out_of_range)",
             ["reason"],
             namespace=ns,
             registry=r,

@@ -65,3 +65,35 @@ def tiny_model_dir(tiny_detector, tiny_model_params, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("models") / "tiny"
     save_model_dir(directory, tiny_detector.module, tiny_detector.info, tiny_model_params)
     return directory
+
+
+def misbehaving_detector(inner, *, mode: str, loud: float = 0.7, name: str = "broken"):
+    """A real detector broken the way real models break, on windows whose peak exceeds ``loud``.
+
+    ``mode``: ``"nan"`` (an fp16 overflow or a bad fine-tune: NaN scores), ``"raise"`` (a
+    kernel failure: the forward pass raises) or ``"oom"`` (any batch larger than 2 raises
+    CUDA's out-of-memory error, whatever the input). The probe windows the daemon checks at
+    start-up (silence and quiet noise) stay below ``loud``, so such a model starts; serve it
+    eager (``torchscript=False``): a trace would bake the data-dependent branch away.
+    """
+    import torch
+
+    from streamguard.model import Detector
+
+    class Misbehaving(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner.module
+
+        def forward(self, x):
+            out = self.inner(x)
+            hit = x.abs().amax(dim=1) > loud
+            if mode == "nan":
+                return torch.where(hit, torch.full_like(out, float("nan")), out)
+            if mode == "raise" and bool(hit.any()):
+                raise RuntimeError("simulated kernel failure")
+            if mode == "oom" and x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("simulated: CUDA out of memory")
+            return out
+
+    return Detector(Misbehaving(), inner.info.replace(name=name), device="cpu")

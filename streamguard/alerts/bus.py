@@ -3,8 +3,9 @@
 Usage (daemon wiring)::
 
     bus = AlertBus(detector.info.name, metrics=metrics)
-    bus.publish("call_started", call_id, None, "twilio", metadata={...}, sample_rate=8000)
-    bus.publish("score", call_id, "inbound", "twilio", start=0.0, end=4.0, p_fake=0.7, smoothed=0.6)
+    bus.publish(CallStarted(call_id=call_id, track=None, source="twilio", metadata={...}))
+    bus.publish(Score(call_id=call_id, track="inbound", source="twilio",
+                      start=0.0, end=4.0, p_fake=0.7, smoothed=0.6))
 
     sub = bus.subscribe(SubscriptionFilter(call_id="CA123", types={"alert"}), max_queue=256)
     sub.on_ready = some_callback    # called (synchronously, inside publish) when events arrive
@@ -33,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from streamguard.metrics import Metrics
 
 log = structlog.get_logger("streamguard.alerts")
+
+_PUBLISHABLE = frozenset(m for name, m in EVENT_MODELS.items() if name != "dropped")
 
 # Log level per event type: scores are one per hop per track (hundreds a second on a busy
 # daemon), so they go to debug; an alert being raised is what an operator must see.
@@ -184,36 +187,24 @@ class AlertBus:
         """
         return sum(len(sub) for sub in self._subs)
 
-    def publish(
-        self,
-        type: str,
-        call_id: str | None,
-        track: str | None,
-        source: str | None,
-        **fields: Any,
-    ) -> EventBase:
-        """Build, number, log and fan out one event; returns it.
+    def publish(self, draft: EventBase) -> EventBase:
+        """Number, time-stamp, log and fan out one event; returns the published event.
 
-        ``fields`` are the type's own fields (see events.py); unknown or missing ones raise
-        pydantic's ``ValidationError`` here, at the publisher.
+        ``draft`` is a typed event built by its producer (its own fields already validated
+        there); the bus adds ``seq``, ``ts`` and ``model``. ``dropped`` notices are the bus's
+        own, per subscriber, and an event that was already published cannot be published again.
         """
-        model = EVENT_MODELS.get(type)
-        if model is None or type == "dropped":
-            raise ValueError(f"cannot publish event type {type!r}")
-        event = model(
-            seq=self._seq + 1,
-            ts=format_ts(self._clock()),
-            call_id=call_id,
-            track=track,
-            source=source,
-            model=self.model_name,
-            **fields,
-        )
+        if isinstance(draft, Dropped) or type(draft) not in _PUBLISHABLE:
+            raise ValueError(f"cannot publish event type {draft.type!r}")
+        if draft.published:
+            raise ValueError(f"event already published as seq {draft.seq}")
+        event = draft.stamped(seq=self._seq + 1, ts=format_ts(self._clock()), model=self.model_name)
+        kind = event.type
         self._seq += 1
         self._history.append(event)
-        getattr(log, _LOG_LEVELS.get(type, "info"))(type, **event.to_dict())
+        getattr(log, _LOG_LEVELS.get(kind, "info"))(kind, **event.to_dict())
         if self._metrics is not None:
-            self._metrics.events_published_total.labels(type=type).inc()
+            self._metrics.events_published_total.labels(type=kind).inc()
         for sub in list(self._subs):
             if sub.filter.matches(event):
                 sub._offer(event)
@@ -227,19 +218,30 @@ class AlertBus:
         *,
         max_queue: int | None = None,
         since: int | None = None,
+        tail: int | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> Subscription:
-        """Add a subscriber. With ``since``, first replay matching events with ``seq > since``.
+        """Add a subscriber. With ``since``, first replay matching events with ``seq > since``;
+        with ``tail``, first replay the last ``tail`` matching events (what a dashboard wants
+        after a reload: recent calls, without knowing a seq). Not both.
 
         Events older than the history ring are reported as one ``dropped`` notice (its count is
         then the number of missing seqs, an upper bound for a filtered subscriber).
         """
+        if since is not None and tail is not None:
+            raise ValueError("since and tail are mutually exclusive")
+        if tail is not None and tail < 0:
+            raise ValueError("tail must be >= 0")
         sub = Subscription(
             filter=filter or SubscriptionFilter(),
             max_queue=max_queue or self.max_queue,
             _bus=self,
             on_ready=on_ready,
         )
+        if tail:
+            matching = [e for e in self._history if sub.filter.matches(e)]
+            for event in matching[-tail:]:
+                sub._offer(event)
         if since is not None and since < self._seq:
             oldest = self._history[0].seq if self._history else self._seq + 1
             if since + 1 < oldest:

@@ -1,21 +1,24 @@
 """The one schema for every event streamguard publishes (DESIGN.md, "Events").
 
 Every event is a frozen pydantic model with the common fields ``type``, ``seq``, ``ts``,
-``call_id``, ``track``, ``source`` and ``model``, plus the fields of its type. Events are built
-only by :class:`streamguard.alerts.bus.AlertBus` (which assigns ``seq`` and ``ts``), serialised
-with :meth:`EventBase.to_json` and read back with :func:`parse_event` (the ``watch`` client and
-tests). Keeping the schema here, and nowhere else, is what lets the README document it once.
+``call_id``, ``track``, ``source`` and ``model``, plus the fields of its type. Producers build
+the typed model themselves (``Score(call_id=..., track=..., source=..., start=..., ...)``) and
+hand it to :meth:`streamguard.alerts.bus.AlertBus.publish`, which stamps ``seq``, ``ts`` and
+``model`` (:meth:`EventBase.stamped`). Events are serialised with :meth:`EventBase.to_json` and
+read back with :func:`parse_event` (the ``watch`` client and tests). Keeping the schema here, and
+nowhere else, is what lets the README document it once.
 
-Models forbid unknown fields so a typo in ``bus.publish("score", ..., p_fak=0.3)`` fails at the
-publisher instead of silently shipping a malformed event. Floats are rounded when the model is
-built (probabilities to 4 decimals, seconds to milliseconds) so the JSON stays short and stable.
+Building the model where the event is made means a bad field (a typo, a NaN probability, a
+negative time) fails at its producer, in a unit test, rather than inside the publish path of a
+running daemon. Models forbid unknown fields. Floats are rounded when the model is built
+(probabilities to 4 decimals, seconds to milliseconds) so the JSON stays short and stable.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -67,7 +70,12 @@ class CallSummary(_Frozen):
     speech_seconds: float = Field(ge=0, description="seconds the VAD judged to be speech")
     windows_scored: int = Field(ge=0, description="windows the model scored")
     windows_skipped: int = Field(ge=0, description="windows skipped for too little speech")
-    windows_dropped: int = Field(ge=0, default=0, description="windows dropped for engine lag")
+    windows_dropped: int = Field(
+        ge=0, default=0, description="windows dropped unscored: the engine lagged or was full"
+    )
+    windows_failed: int = Field(
+        ge=0, default=0, description="windows the model failed on (error or non-finite score)"
+    )
     max_smoothed: float | None = Field(description="highest smoothed score; null if none scored")
     mean_smoothed: float | None = Field(description="mean smoothed score; null if none scored")
     verdict: Verdict
@@ -94,6 +102,7 @@ def combine_summaries(tracks: dict[str, CallSummary]) -> CallSummary:
             windows_scored=0,
             windows_skipped=0,
             windows_dropped=0,
+            windows_failed=0,
             max_smoothed=None,
             mean_smoothed=None,
             verdict="inconclusive",
@@ -111,6 +120,7 @@ def combine_summaries(tracks: dict[str, CallSummary]) -> CallSummary:
         windows_scored=sum(s.windows_scored for s in summaries),
         windows_skipped=sum(s.windows_skipped for s in summaries),
         windows_dropped=sum(s.windows_dropped for s in summaries),
+        windows_failed=sum(s.windows_failed for s in summaries),
         max_smoothed=max((s.max_smoothed for s in scored), default=None),  # type: ignore[type-var]
         mean_smoothed=(
             sum(s.mean_smoothed * s.windows_scored for s in scored) / n_scored  # type: ignore[operator]
@@ -122,15 +132,30 @@ def combine_summaries(tracks: dict[str, CallSummary]) -> CallSummary:
 
 
 class EventBase(_Frozen):
-    """Fields every event carries."""
+    """Fields every event carries.
+
+    ``seq``, ``ts`` and ``model`` belong to the publisher: a producer leaves them at their
+    defaults and :meth:`stamped` fills them in when the event is published.
+    """
 
     type: str
-    seq: int = Field(ge=0, description="monotonic per daemon; a resumable cursor")
-    ts: str = Field(description="wall clock when published, ISO 8601 UTC with ms and Z")
+    seq: int = Field(0, ge=0, description="assigned when published; a resumable cursor")
+    ts: str = Field("", description="wall clock when published, ISO 8601 UTC with ms and Z")
     call_id: str | None = Field(description="the call; null on `dropped`")
     track: str | None = Field(description="the track; null on call-level events")
     source: Source | None = Field(description="feed kind; null on `dropped`")
-    model: str = Field(description="name of the detector model the daemon runs")
+    model: str = Field("", description="name of the detector model the daemon runs")
+
+    @property
+    def published(self) -> bool:
+        """True once the publisher has stamped it (seqs start at 1)."""
+        return self.seq > 0
+
+    def stamped(self, *, seq: int, ts: str, model: str) -> Self:
+        """A copy carrying the publisher's fields (the fields of the type are already valid)."""
+        if seq < 1:
+            raise ValueError(f"seq must be >= 1, got {seq}")
+        return self.model_copy(update={"seq": seq, "ts": ts, "model": model})
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

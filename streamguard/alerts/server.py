@@ -31,10 +31,11 @@ string (parse it with :func:`query_params`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import http
 import json
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -58,7 +59,15 @@ WsHandler = Callable[["ServerConnection"], Awaitable[None]]
 HttpRoute = Callable[[Request], Response]
 ProcessRequest = Callable[["ServerConnection", Request], Response | None]
 
-ALERTS_QUERY_KEYS = frozenset({"call_id", "types", "since", "token"})
+ALERTS_QUERY_KEYS = frozenset({"call_id", "types", "since", "tail", "token"})
+
+#: The WebSocket subprotocol a browser offers so it can carry a token without a URL or a
+#: header it cannot set: ``new WebSocket(url, ["streamguard.v1", BEARER_PREFIX + b64url])``.
+SUBPROTOCOL = "streamguard.v1"
+BEARER_PREFIX = "streamguard.bearer."
+#: Subprotocols the feeds' own clients offer (FreeSWITCH mod_audio_fork, jambonz); echoed back
+#: because their clients (like browsers) drop a connection whose server ignores the offer.
+KNOWN_SUBPROTOCOLS = (SUBPROTOCOL, "audio.drachtio.org", "audio.jambonz.org")
 
 
 # ---------------------------------------------------------------- HTTP helpers
@@ -139,13 +148,44 @@ def metrics_route(metrics: Metrics) -> HttpRoute:
 
 
 def request_token(request: Request) -> str | None:
-    """The bearer token of a request: ``Authorization: Bearer T`` or ``?token=T``."""
+    """The bearer token of a request, from (first found) ``Authorization: Bearer T``, the
+    subprotocol ``streamguard.bearer.<base64url(T)>`` (browsers: the only header a page can set
+    on a WebSocket, and it never lands in a URL or an access log), or ``?token=T``."""
     auth = request.headers.get("Authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+    for offered in _offered_subprotocols(request):
+        if offered.startswith(BEARER_PREFIX):
+            encoded = offered[len(BEARER_PREFIX) :]
+            try:
+                token = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return token or None
     return query_params(request.path).get("token") or None
+
+
+def _offered_subprotocols(request: Request) -> list[str]:
+    return [
+        item.strip()
+        for header in request.headers.get_all("Sec-WebSocket-Protocol")
+        for item in header.split(",")
+        if item.strip()
+    ]
+
+
+def select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> str | None:
+    """Echo the first subprotocol we know among those offered; never the bearer entry.
+
+    Offering none, or only unknown ones, is fine (the connection goes on without one), so
+    clients that do not care are never refused here.
+    """
+    for name in offered:
+        if name in KNOWN_SUBPROTOCOLS:
+            return name
+    return None
 
 
 def token_matches(expected: str, given: str | None) -> bool:
@@ -241,12 +281,12 @@ def alerts_handler(bus: AlertBus, *, max_queue: int = 256) -> WsHandler:
 
     async def handler(connection: ServerConnection) -> None:
         try:
-            filt, since = _parse_alerts_query(connection.request.path)
+            filt, since, tail = _parse_alerts_query(connection.request.path)
         except ValueError as exc:
             await connection.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
             return
         wake = asyncio.Event()
-        sub = bus.subscribe(filt, max_queue=max_queue, since=since, on_ready=wake.set)
+        sub = bus.subscribe(filt, max_queue=max_queue, since=since, tail=tail, on_ready=wake.set)
         if len(sub):
             wake.set()
         reader = asyncio.create_task(_discard_incoming(connection))
@@ -256,6 +296,7 @@ def alerts_handler(bus: AlertBus, *, max_queue: int = 256) -> WsHandler:
             call_id=filt.call_id,
             types=sorted(filt.types) if filt.types else None,
             since=since,
+            tail=tail,
         )
         try:
             while not reader.done():
@@ -279,22 +320,34 @@ def alerts_handler(bus: AlertBus, *, max_queue: int = 256) -> WsHandler:
     return handler
 
 
-def _parse_alerts_query(path: str) -> tuple[SubscriptionFilter, int | None]:
+def _parse_alerts_query(path: str) -> tuple[SubscriptionFilter, int | None, int | None]:
     params = query_params(path)
     unknown = sorted(set(params) - ALERTS_QUERY_KEYS)
     if unknown:
         raise ValueError(f"unknown query parameter(s): {', '.join(unknown)}")
-    since: int | None = None
-    if params.get("since"):
-        try:
-            since = int(params["since"])
-        except ValueError:
-            raise ValueError("since must be an integer seq") from None
-        if since < 0:
-            raise ValueError("since must be >= 0")
-    return SubscriptionFilter(
-        call_id=params.get("call_id") or None, types=parse_types(params.get("types"))
-    ), since
+    since = _non_negative_int(params, "since", "since must be an integer seq")
+    tail = _non_negative_int(params, "tail", "tail must be an integer count of events")
+    if since is not None and tail is not None:
+        raise ValueError("since and tail are mutually exclusive")
+    return (
+        SubscriptionFilter(
+            call_id=params.get("call_id") or None, types=parse_types(params.get("types"))
+        ),
+        since,
+        tail,
+    )
+
+
+def _non_negative_int(params: dict[str, str], key: str, message: str) -> int | None:
+    if not params.get(key):
+        return None
+    try:
+        value = int(params[key])
+    except ValueError:
+        raise ValueError(message) from None
+    if value < 0:
+        raise ValueError(f"{key} must be >= 0")
+    return value
 
 
 async def _discard_incoming(connection: ServerConnection) -> None:

@@ -172,6 +172,7 @@ class Smoother:
         speech_seconds: float,
         windows_skipped: int,
         windows_dropped: int = 0,
+        windows_failed: int = 0,
         min_speech_seconds: float = 2.0,
     ) -> CallSummary:
         """The track's ``call_ended`` summary. The verdict comes from the alert history
@@ -189,6 +190,7 @@ class Smoother:
             windows_scored=stats.windows,
             windows_skipped=windows_skipped,
             windows_dropped=windows_dropped,
+            windows_failed=windows_failed,
             max_smoothed=stats.max_smoothed,
             mean_smoothed=stats.mean_smoothed,
             verdict=policy_verdict(

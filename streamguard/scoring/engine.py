@@ -6,10 +6,19 @@ with :func:`streamguard.scoring.batching.score_windows` — the same function th
 uses — and hands each score back to the asyncio loop with ``call_soon_threadsafe``.
 
 It never falls behind silently:
-- a window that waited longer than ``max_lag_seconds`` is dropped (its callback is told
-  ``None``) and counted, so latency stays bounded when compute is slower than real time;
-- when the queue is full the *oldest* waiting window is dropped the same way;
+- a window that waited longer than ``max_lag_seconds`` is dropped (its callback gets
+  ``Unscored("lag")``) and counted, so latency stays bounded when compute is slower than real
+  time;
+- when the queue is full the *oldest* waiting window is dropped the same way (``"queue"``);
 - queue depth, batch size, inference time, lag and the real-time factor are exported.
+
+One bad window never costs another anything: a batch that raises, or that returns a
+non-finite (NaN/inf) or out-of-range score for some rows, has those rows retried once each,
+alone; what still fails is handed back as ``Unscored("error" | "nonfinite" | "out_of_range")``
+and counted in ``windows_failed_total{reason}``, and everything else in the batch keeps its
+score. A CUDA out-of-memory error halves the batch size (for the rest of the run) and
+retries. Each callback runs on its own, so one that raises cannot keep the others (and the
+drain that waits for them) from completing. Nothing non-finite ever leaves the engine.
 
 The worker also stamps a heartbeat after every wake-up; the daemon only pings the systemd
 watchdog while that heartbeat is fresh, so a stalled engine gets the service restarted.
@@ -24,19 +33,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import structlog
 
 from streamguard.audio.windows import Window
+from streamguard.errors import StreamguardError
 from streamguard.model.base import Detector
 from streamguard.scoring.batching import score_windows
+from streamguard.scoring.outcome import ScoreOutcome, Unscored
 
 log = structlog.get_logger(__name__)
 
 #: Seconds over which the worker's busy share (utilization) is measured.
 UTILIZATION_PERIOD = 2.0
 
-#: Called on the loop thread with P(fake), or ``None`` when the window was dropped.
-ScoreCallback = Callable[[float | None], None]
+#: Scores this far outside [0, 1] are rounding (fp16 sigmoids); further out is a broken model.
+RANGE_TOLERANCE = 1e-4
+
+#: Called on the loop thread with P(fake), or :class:`Unscored` saying why there is none.
+ScoreCallback = Callable[[ScoreOutcome], None]
 
 
 @dataclass
@@ -52,6 +67,7 @@ class EngineStats:
 
     submitted: int = 0
     scored: int = 0
+    failed: int = 0
     dropped_lag: int = 0
     dropped_overflow: int = 0
     batches: int = 0
@@ -102,6 +118,7 @@ class ScoringEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._util_mark = (time.monotonic(), 0.0)  # (when, inference_seconds then)
+        self._batch_cap = max_batch  # halved on CUDA out-of-memory
         self._pending = 0  # submitted, callback not yet run (loop thread only)
 
     # -- loop side ---------------------------------------------------------------------------
@@ -128,7 +145,7 @@ class ScoringEngine:
         if overflow is not None:
             self._pending -= 1
             self._count_drop("queue")
-            overflow.callback(None)
+            _run_callback(overflow.callback, Unscored("queue"))
         if self.metrics is not None:
             self.metrics.engine_queue_depth.set(depth)
 
@@ -182,44 +199,81 @@ class ScoringEngine:
             now = time.monotonic()
             fresh = [r for r in batch if now - r.enqueued <= self.max_lag]
             stale = [r for r in batch if now - r.enqueued > self.max_lag]
-            scores = []
+            outcomes: list[ScoreOutcome] = []
             elapsed = 0.0
             if fresh:
                 started = time.perf_counter()
-                try:
-                    scores = score_windows(
-                        self.detector, [r.window for r in fresh], max_batch=self.max_batch
-                    )
-                except Exception:  # a bug in a model must not kill the daemon silently
-                    log.exception("inference_failed", batch=len(fresh))
-                    stale.extend(fresh)
-                    fresh, scores = [], []
+                outcomes = self._score([r.window for r in fresh])
                 elapsed = time.perf_counter() - started
             self.stats.last_heartbeat = time.monotonic()
-            self._deliver(fresh, scores, stale, elapsed, now)
+            results = list(zip(fresh, outcomes, strict=True))
+            results += [(r, Unscored("lag")) for r in stale]
+            self._deliver(results, elapsed, now)
 
-    def _deliver(self, fresh, scores, stale, elapsed: float, now: float) -> None:
+    # -- inference, one window's failure isolated from the rest -----------------------------------
+    def _score(self, windows: list[Window]) -> list[ScoreOutcome]:
+        """One outcome per window; rows that fail in the batch are retried once, alone."""
+        try:
+            raw: np.ndarray | None = self._infer(windows)
+        except Exception as exc:  # retry each row alone: find the one that breaks the batch
+            log.warning("inference_failed", batch=len(windows), error=_describe(exc))
+            raw = None
+        outcomes: list[ScoreOutcome] = []
+        for i, window in enumerate(windows):
+            value = None if raw is None else _checked(raw[i])
+            outcomes.append(value if isinstance(value, float) else self._score_alone(window))
+        return outcomes
+
+    def _score_alone(self, window: Window) -> ScoreOutcome:
+        try:
+            outcome = _checked(self._infer([window])[0])
+        except Exception as exc:
+            log.warning("window_failed", start=window.start, error=_describe(exc))
+            return Unscored("error")
+        if isinstance(outcome, Unscored):
+            log.warning("window_failed", start=window.start, reason=outcome.reason)
+        return outcome
+
+    def _infer(self, windows: list[Window]) -> np.ndarray:
+        """Scores for ``windows``; on CUDA out-of-memory, halve the batch size and retry."""
+        while True:
+            try:
+                return score_windows(self.detector, windows, max_batch=self._batch_cap)
+            except _CUDA_OOM:
+                if self._batch_cap == 1:
+                    raise
+                self._batch_cap = max(1, min(self._batch_cap, len(windows)) // 2)
+                log.warning("cuda_out_of_memory", max_batch=self._batch_cap)
+                _empty_cuda_cache()
+
+    def _deliver(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
         stats = self.stats
-        stats.batches += 1 if fresh else 0
-        stats.scored += len(fresh)
-        stats.dropped_lag += len(stale)
+        scored = [r for r, o in results if isinstance(o, float)]
+        failed = [o.reason for _, o in results if isinstance(o, Unscored) and o.failed]
+        n_lag = sum(1 for _, o in results if isinstance(o, Unscored) and o.reason == "lag")
+        stats.batches += 1 if len(results) > n_lag else 0
+        stats.scored += len(scored)
+        stats.failed += len(failed)
+        stats.dropped_lag += n_lag
         stats.inference_seconds += elapsed
-        stats.audio_seconds_scored += len(fresh) * self.hop_seconds
+        stats.audio_seconds_scored += len(scored) * self.hop_seconds
         self._update_utilization(now)
         m = self.metrics
         if m is not None:
-            if fresh:
-                m.windows_scored_total.inc(len(fresh))
-                m.engine_batch_size.observe(len(fresh))
+            if scored:
+                m.windows_scored_total.inc(len(scored))
+                m.engine_batch_size.observe(len(results) - n_lag)
                 m.engine_inference_seconds.observe(elapsed)
-                for r in fresh:
+                for r in scored:
                     m.engine_lag_seconds.observe(now - r.enqueued + elapsed)
                 m.realtime_factor.set(stats.realtime_factor)
+            for reason in failed:
+                m.windows_failed_total.labels(reason=reason).inc()
+            if n_lag:
+                m.windows_dropped_total.labels(reason="lag").inc(n_lag)
             m.engine_queue_depth.set(self.depth)
         assert self._loop is not None
-        results = [(r.callback, float(s)) for r, s in zip(fresh, scores, strict=True)]
-        results += [(r.callback, None) for r in stale]
-        self._loop.call_soon_threadsafe(self._complete, results, len(stale))
+        self._loop.call_soon_threadsafe(self._complete, [(r.callback, o) for r, o in results])
 
     def _update_utilization(self, now: float) -> None:
         since, busy = self._util_mark
@@ -230,16 +284,79 @@ class ScoringEngine:
             if self.metrics is not None:
                 self.metrics.engine_utilization.set(self.stats.utilization)
 
-    def _complete(self, results, n_stale: int) -> None:
-        """On the loop thread: run the callbacks; idle once nothing submitted is outstanding."""
-        for _ in range(n_stale):
-            self._count_drop("lag")
+    def _complete(self, results: list[tuple[ScoreCallback, ScoreOutcome]]) -> None:
+        """On the loop thread: run every callback; idle once nothing submitted is outstanding."""
         self._pending -= len(results)
-        for callback, score in results:
-            callback(score)
+        for callback, outcome in results:
+            _run_callback(callback, outcome)
         if self._pending == 0:
             self._idle.set()
 
     def _count_drop(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.windows_dropped_total.labels(reason=reason).inc()
+
+
+def _run_callback(callback: ScoreCallback, outcome: ScoreOutcome) -> None:
+    """A callback that raises is a bug in its call; it must not cost the others their scores."""
+    try:
+        callback(outcome)
+    except Exception:
+        log.exception("score_delivery_failed")
+
+
+def _checked(value: float) -> ScoreOutcome:
+    """A model output as a P(fake) in [0, 1], or why it is not one."""
+    value = float(value)
+    if not np.isfinite(value):
+        return Unscored("nonfinite")
+    if not -RANGE_TOLERANCE <= value <= 1 + RANGE_TOLERANCE:
+        return Unscored("out_of_range")
+    return min(max(value, 0.0), 1.0)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about an exception (no traceback: it would carry frame locals into the log)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+def _cuda_oom_type() -> type[BaseException]:
+    import torch
+
+    return getattr(torch.cuda, "OutOfMemoryError", MemoryError)
+
+
+_CUDA_OOM = _cuda_oom_type()
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def probe_detector(detector: Detector) -> None:
+    """Refuse, in one line, a model whose scores are not finite P(fake) values.
+
+    Run once at start-up on a silent and a noisy window: a broken fine-tune or an fp16
+    overflow that turns every output into NaN would otherwise start, take calls, and alert on
+    nothing. Raises :class:`StreamguardError`.
+    """
+    n = detector.window_samples
+    rng = np.random.default_rng(0)
+    probe = np.stack([np.zeros(n, np.float32), (0.1 * rng.standard_normal(n)).astype(np.float32)])
+    try:
+        scores = np.asarray(detector(probe), dtype=np.float64).reshape(-1)
+    except Exception as exc:
+        raise StreamguardError(
+            f"model {detector.info.name} fails on a probe window: {_describe(exc)}"
+        ) from None
+    bad = [s for s in scores if not isinstance(_checked(s), float)]
+    if bad or scores.shape[0] != probe.shape[0]:
+        raise StreamguardError(
+            f"model {detector.info.name} returns invalid scores on a probe window "
+            f"({', '.join(f'{s:g}' for s in scores)}): not a P(fake) in [0, 1]; "
+            "refusing to serve it"
+        )

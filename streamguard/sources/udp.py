@@ -66,15 +66,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 except CallLimitReached as exc:
                     self.refused.add(call_id)
                     log.warning("rtp_call_refused", call_id=call_id, reason=str(exc))
-                    if self.metrics is not None:
-                        self.metrics.source_rejects_total.labels(source="rtp").inc()
+                    self.registry.count_reject("rtp", exc.reason)
                 continue
             session = self.sessions.get(call_id)
             if session is None:
                 continue
-            session.handle(event)
+            self.registry.handle(session, event)
             if session.over_limit and not session.finished:
-                session.end("limit")
+                self.registry.end(session, "limit")
             if session.finished or session.end_reason is not None:
                 self.sessions.pop(call_id, None)
 

@@ -56,7 +56,7 @@ def feed_handler(
                 close = feed.route(events)
                 if close is None and feed.session is not None and feed.session.over_limit:
                     close = (CloseCode.POLICY_VIOLATION, "call length limit reached")
-                    feed.session.end("limit")
+                    feed.end("limit")
                     feed.route(core.close())
                 if close is not None:
                     await connection.close(*close)
@@ -69,7 +69,6 @@ def feed_handler(
         finally:
             # Whatever happened to the socket, the call ends here, exactly once.
             feed.route(core.close())
-            if feed.session is not None and not feed.session.finished:
-                feed.session.end("closed")
+            feed.end("closed")
 
     return handler

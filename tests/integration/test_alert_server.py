@@ -7,6 +7,7 @@ Clients: websockets.asyncio.client.connect, http.client, and the ``watch`` comma
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import http.client
 import io
@@ -24,14 +25,16 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamguard.alerts.bus import AlertBus
-from streamguard.alerts.events import parse_event
+from streamguard.alerts.events import Alert, CallEnded, CallStarted, Score, parse_event
 from streamguard.alerts.server import (
+    BEARER_PREFIX,
     Health,
     WebSocketRouter,
     alerts_handler,
     healthz_route,
     make_process_request,
     metrics_route,
+    select_subprotocol,
 )
 from streamguard.commands.watch import format_event, subscription_url, watch
 from streamguard.metrics import Metrics
@@ -88,7 +91,10 @@ class Daemonish:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         listener.bind(("127.0.0.1", 0))
         async with serve(
-            self.router, sock=listener, process_request=self.process_request
+            self.router,
+            sock=listener,
+            process_request=self.process_request,
+            select_subprotocol=select_subprotocol,
         ) as server:
             self.port = server.sockets[0].getsockname()[1]
             self.server = server
@@ -103,20 +109,29 @@ class Daemonish:
 
     def score(self, call="A", i=0, track="inbound"):
         return self.bus.publish(
-            "score", call, track, "twilio", start=i, end=i + 4, p_fake=0.9, smoothed=0.8
+            Score(
+                call_id=call,
+                track=track,
+                source="twilio",
+                start=i,
+                end=i + 4,
+                p_fake=0.9,
+                smoothed=0.8,
+            )
         )
 
     def alert(self, call="A"):
         return self.bus.publish(
-            "alert",
-            call,
-            "inbound",
-            "twilio",
-            state="raised",
-            smoothed=0.8,
-            threshold=0.5,
-            start=0,
-            end=5,
+            Alert(
+                call_id=call,
+                track="inbound",
+                source="twilio",
+                state="raised",
+                smoothed=0.8,
+                threshold=0.5,
+                start=0,
+                end=5,
+            )
         )
 
     def ended(self, call="A"):
@@ -130,7 +145,9 @@ class Daemonish:
             mean_smoothed=0.7,
             verdict="fake",
         )
-        return self.bus.publish("call_ended", call, None, "twilio", summary=summary, reason="stop")
+        return self.bus.publish(
+            CallEnded(call_id=call, track=None, source="twilio", summary=summary, reason="stop")
+        )
 
 
 def run(coro):
@@ -167,7 +184,9 @@ def test_filtered_subscribers_get_exactly_their_events():
             connect(d.url() + "?call_id=A&types=score") as a_scores,
         ):
             await d.until_subscribers(4)
-            d.bus.publish("call_started", "A", None, "twilio", metadata={"x": 1})  # 1
+            d.bus.publish(
+                CallStarted(call_id="A", track=None, source="twilio", metadata={"x": 1})
+            )  # 1
             d.score("A", 0)  # 2
             d.score("B", 0)  # 3
             d.alert("A")  # 4
@@ -235,7 +254,11 @@ def test_a_subscriber_that_stops_reading_never_slows_the_others():
                 for i in range(n):
                     # random padding: permessage-deflate would shrink a repeated one to nothing
                     padding = os.urandom(1000).hex()
-                    d.bus.publish("call_started", f"C{i}", None, "native", metadata={"p": padding})
+                    d.bus.publish(
+                        CallStarted(
+                            call_id=f"C{i}", track=None, source="native", metadata={"p": padding}
+                        )
+                    )
                     await asyncio.sleep(0)
                 await task
                 drops = d.metrics.registry.get_sample_value("streamguard_subscriber_drops_total")
@@ -350,6 +373,38 @@ def test_token_auth_refuses_missing_and_wrong_accepts_right():
     assert (r["header"], r["query"], r["ingest"]) == (1, 2, "hello")
     assert r["healthz"] == 200  # probes need no secret
     assert r["http"] == (401, "Bearer")
+
+
+def bearer_subprotocol(token: str) -> str:
+    return BEARER_PREFIX + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def test_a_browser_carries_its_token_in_the_subprotocol_and_tail_replays_recent_events():
+    """What the dashboard does: no header, no token in the URL."""
+
+    async def main():
+        d = Daemonish(token="s3cret")
+        async with d.running():
+            for i in range(5):
+                d.score("A", i)
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(
+                    d.url(), subprotocols=["streamguard.v1", bearer_subprotocol("nope")]
+                ):
+                    pass
+            wrong = info.value.response.status_code
+            async with connect(
+                d.url("/alerts?tail=2"),
+                subprotocols=["streamguard.v1", bearer_subprotocol("s3cret")],
+            ) as ws:
+                chosen = ws.subprotocol
+                replayed = [parse_event(await ws.recv()).seq for _ in range(2)]
+            return wrong, chosen, replayed
+
+    wrong, chosen, replayed = run(main())
+    assert wrong == 401
+    assert chosen == "streamguard.v1"  # the bearer entry is never echoed back
+    assert replayed == [4, 5]
 
 
 def test_max_connections_answers_503():

@@ -6,7 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 from streamguard.alerts.bus import AlertBus, SubscriptionFilter, parse_types
+from streamguard.alerts.events import Alert, CallStarted, Dropped, Score
 from streamguard.metrics import Metrics
+
+NAN = float("nan")
 
 
 class FakeClock:
@@ -19,11 +22,17 @@ class FakeClock:
 
 
 def score(bus, call="A", i=0, track="inbound"):
-    return bus.publish("score", call, track, "twilio", start=i, end=i + 4, p_fake=0.5, smoothed=0.5)
+    return bus.publish(
+        Score(
+            call_id=call, track=track, source="twilio", start=i, end=i + 4, p_fake=0.5, smoothed=0.5
+        )
+    )
 
 
 def started(bus, call="A"):
-    return bus.publish("call_started", call, None, "twilio", metadata={"streamSid": "MZ1"})
+    return bus.publish(
+        CallStarted(call_id=call, track=None, source="twilio", metadata={"streamSid": "MZ1"})
+    )
 
 
 def seqs(events):
@@ -40,15 +49,33 @@ def test_publish_assigns_monotonic_seq_ts_and_model():
     assert a.metadata == {"streamSid": "MZ1"}
 
 
-def test_publish_refuses_unknown_type_dropped_and_bad_fields():
+def test_publish_refuses_dropped_and_republishing_and_bad_fields_fail_at_the_producer():
     bus = AlertBus("m")
-    with pytest.raises(ValueError):
-        bus.publish("nope", "A", None, "twilio")
-    with pytest.raises(ValueError):
-        bus.publish("dropped", None, None, None, count=1, first_seq=1, last_seq=1)
+    with pytest.raises(ValueError, match="cannot publish"):
+        bus.publish(
+            Dropped(call_id=None, track=None, source=None, count=1, first_seq=1, last_seq=1)
+        )
+    published = score(bus)
+    with pytest.raises(ValueError, match="already published"):
+        bus.publish(published)
+    with pytest.raises(ValidationError):  # no smoothed: the producer finds out, not the bus
+        Score(call_id="A", track="0", source="twilio", start=0, end=4, p_fake=0.5)
     with pytest.raises(ValidationError):
-        bus.publish("score", "A", "0", "twilio", start=0, end=4, p_fake=0.5)  # no smoothed
-    assert bus.last_seq == 0  # a refused event does not consume a seq
+        Score(call_id="A", track="0", source="twilio", start=0, end=4, p_fake=NAN, smoothed=0.5)
+    assert bus.last_seq == 1  # a refused event does not consume a seq
+
+
+def test_tail_replays_the_last_matching_events():
+    bus = AlertBus("m")
+    for i in range(5):
+        started(bus, f"C{i}")
+        score(bus, f"C{i}", i)
+    last_two_starts = bus.subscribe(SubscriptionFilter(types={"call_started"}), tail=2)
+    assert [e.call_id for e in last_two_starts.drain()] == ["C3", "C4"]
+    everything = bus.subscribe(tail=100)
+    assert seqs(everything.drain()) == list(range(1, 11))
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        bus.subscribe(since=1, tail=1)
 
 
 def test_filters_by_call_and_type():
@@ -62,15 +89,16 @@ def test_filters_by_call_and_type():
     started(bus, "B")
     score(bus, "B")
     bus.publish(
-        "alert",
-        "B",
-        "inbound",
-        "twilio",
-        state="raised",
-        smoothed=0.8,
-        threshold=0.5,
-        start=0,
-        end=5,
+        Alert(
+            call_id="B",
+            track="inbound",
+            source="twilio",
+            state="raised",
+            smoothed=0.8,
+            threshold=0.5,
+            start=0,
+            end=5,
+        )
     )
     assert seqs(everything.drain()) == [1, 2, 3, 4, 5]
     assert seqs(only_b.drain()) == [3, 4, 5]

@@ -1,6 +1,12 @@
-"""CallSession and CallRegistry: source events in, published events out (no network)."""
+"""CallSession (a pure core: events in, windows and typed events out) and the CallRegistry wiring.
+
+The session is driven here exactly as the daemon drives it, without a loop or a network: feed it
+source events, score the windows it hands out with the real tiny detector, hand the outcomes back.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -8,27 +14,48 @@ import pytest
 from streamguard.alerts.bus import AlertBus
 from streamguard.audio.file import read_audio
 from streamguard.calls import CallLimitReached, CallPolicy, CallRegistry, CallSession
+from streamguard.scoring.outcome import Unscored
 from streamguard.sources.base import Audio, CallEnd, CallStart, Gap, TrackEnd, TrackStart
 
 
 class Scorer:
-    """The engine's contract, run inline with the real tiny detector; can hold scores back."""
+    """Scores what a session hands out with the real detector, now or later (``hold``)."""
 
-    def __init__(self, detector, hold: bool = False):
+    def __init__(self, detector, session: CallSession, hold: bool = False):
         self.detector = detector
+        self.session = session
         self.hold = hold
         self.waiting: list = []
+        self.events: list[dict] = []
 
-    def __call__(self, window, callback) -> None:
-        if self.hold:
-            self.waiting.append((window, callback))
-        else:
-            callback(float(self.detector(window.samples[None])[0]))
+    def pump(self) -> None:
+        """Move the session's outputs: score its windows (unless held), collect its events."""
+        while True:
+            pending = self.session.windows_to_score()
+            if self.hold:
+                self.waiting += pending
+            else:
+                for item in pending:
+                    self.session.receive_score(item, self.score(item))
+            out = self.session.events_to_publish()
+            self.events += [e.to_dict() for e in out]
+            if not out and (self.hold or not pending):
+                return
 
-    def release(self, drop: bool = False) -> None:
+    def score(self, item) -> float:
+        return float(self.detector(item.window.samples[None])[0])
+
+    def feed(self, *events) -> list[dict]:
+        for event in events:
+            self.session.handle(event)
+            self.pump()
+        return self.events
+
+    def release(self, outcome=None) -> None:
         waiting, self.waiting = self.waiting, []
-        for window, callback in waiting:
-            callback(None if drop else float(self.detector(window.samples[None])[0]))
+        for item in waiting:
+            self.session.receive_score(item, self.score(item) if outcome is None else outcome)
+        self.pump()
 
 
 @pytest.fixture
@@ -37,33 +64,27 @@ def speech(fixtures_dir):
     return rate, audio[0]
 
 
-def make_session(tiny_detector, scorer, **policy):
-    bus = AlertBus("tiny")
-    sub = bus.subscribe()
+def make_session(tiny_detector, hold=False, info=None, **policy):
     session = CallSession(
         CallStart("c1", "native", {"customParameters": {"token": "s3cret", "agent": "7"}}),
-        info=tiny_detector.info,
+        info=info or tiny_detector.info,
         policy=CallPolicy(**policy),
-        submit=scorer,
-        publish=bus.publish,
     )
-    return session, sub
-
-
-def events(sub):
-    return [e.to_dict() for e in sub.drain()]
+    scorer = Scorer(tiny_detector, session, hold=hold)
+    scorer.pump()
+    return session, scorer
 
 
 def test_session_scores_each_hop_and_ends_with_summary(tiny_detector, speech):
     rate, audio = speech
-    session, sub = make_session(tiny_detector, Scorer(tiny_detector))
-    session.handle_all([TrackStart("0", rate)])
+    session, scorer = make_session(tiny_detector)
+    scorer.feed(TrackStart("0", rate))
     for i in range(0, audio.size, 160):  # 20 ms frames, as feeds send them
-        session.handle(Audio("0", audio[i : i + 160]))
-    session.handle_all([TrackEnd("0"), CallEnd("stop")])
-    out = events(sub)
+        scorer.feed(Audio("0", audio[i : i + 160]))
+    out = scorer.feed(TrackEnd("0"), CallEnd("stop"))
     assert out[0]["type"] == "call_started"
     assert out[0]["metadata"]["customParameters"] == {"token": "[redacted]", "agent": "7"}
+    assert out[0]["seq"] == 0  # the bus numbers events; the session only makes them
     scores = [e for e in out if e["type"] == "score"]
     assert [e["start"] for e in scores] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert out[-1]["type"] == "call_ended" and out[-1]["reason"] == "stop"
@@ -72,37 +93,66 @@ def test_session_scores_each_hop_and_ends_with_summary(tiny_detector, speech):
     assert session.finished
 
 
+def test_call_started_carries_the_declared_sample_rate(tiny_detector):
+    session = CallSession(
+        CallStart(
+            "c", "twilio", {"mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}
+        ),
+        info=tiny_detector.info,
+        policy=CallPolicy(),
+    )
+    (started,) = session.events_to_publish()
+    assert started.sample_rate == 8000
+    assert session.events_to_publish() == []  # each event is handed out once
+
+
 def test_call_ended_waits_for_outstanding_scores_and_counts_drops(tiny_detector, speech):
     rate, audio = speech
-    scorer = Scorer(tiny_detector, hold=True)
-    session, sub = make_session(tiny_detector, scorer)
-    session.handle_all([TrackStart("0", rate), Audio("0", audio), CallEnd("closed")])
-    assert [e["type"] for e in events(sub)] == ["call_started"]  # nothing scored yet
+    session, scorer = make_session(tiny_detector, hold=True)
+    out = scorer.feed(TrackStart("0", rate), Audio("0", audio), CallEnd("closed"))
+    assert [e["type"] for e in out] == ["call_started"]  # nothing scored yet
     assert not session.finished
-    scorer.release(drop=True)
-    (ended,) = events(sub)
+    scorer.release(Unscored("lag"))
+    ended = scorer.events[-1]
     assert ended["type"] == "call_ended"
     assert ended["summary"]["windows_dropped"] == 7
+    assert ended["summary"]["windows_failed"] == 0
     assert ended["summary"]["windows_scored"] == 0
     assert ended["summary"]["verdict"] == "inconclusive"
 
 
+def test_failed_windows_are_counted_apart_and_the_call_still_ends(tiny_detector, speech):
+    """The NaN hang: windows the model failed on must still let call_ended out."""
+    rate, audio = speech
+    session, scorer = make_session(tiny_detector, hold=True)
+    scorer.feed(TrackStart("0", rate), Audio("0", audio), CallEnd("stop"))
+    held = scorer.waiting
+    scorer.waiting = []
+    for i, item in enumerate(held):
+        outcome = Unscored("nonfinite") if i % 2 else scorer.score(item)
+        session.receive_score(item, outcome)
+    scorer.pump()
+    ended = scorer.events[-1]
+    assert ended["type"] == "call_ended" and session.finished
+    assert ended["summary"]["windows_failed"] == 3
+    assert ended["tracks"]["0"]["windows_failed"] == 3
+    assert ended["summary"]["windows_scored"] == 4
+    assert all(math.isfinite(e["p_fake"]) for e in scorer.events if e["type"] == "score")
+
+
 def test_gap_keeps_call_time(tiny_detector, speech):
     rate, audio = speech
-    session, sub = make_session(tiny_detector, Scorer(tiny_detector))
-    session.handle_all(
-        [TrackStart("0", rate), Gap("0", 2 * rate), Audio("0", audio), CallEnd("stop")]
-    )
-    ended = events(sub)[-1]
-    assert ended["summary"]["duration"] == pytest.approx(12.0)
+    _, scorer = make_session(tiny_detector)
+    out = scorer.feed(TrackStart("0", rate), Gap("0", 2 * rate), Audio("0", audio), CallEnd("stop"))
+    assert out[-1]["summary"]["duration"] == pytest.approx(12.0)
 
 
 def test_max_call_seconds_flags_the_session(tiny_detector, speech):
     rate, audio = speech
-    session, _ = make_session(tiny_detector, Scorer(tiny_detector), max_call_seconds=3.0)
-    session.handle_all([TrackStart("0", rate), Audio("0", audio[: 2 * rate])])
+    session, scorer = make_session(tiny_detector, max_call_seconds=3.0)
+    scorer.feed(TrackStart("0", rate), Audio("0", audio[: 2 * rate]))
     assert not session.over_limit
-    session.handle(Audio("0", audio[2 * rate : 4 * rate]))
+    scorer.feed(Audio("0", audio[2 * rate : 4 * rate]))
     assert session.over_limit
 
 
@@ -110,57 +160,61 @@ def test_alert_raised_when_scores_stay_high(tiny_detector, speech):
     """Threshold below every score of the tiny model: the alert must be raised after 2 windows."""
     rate, audio = speech
     info = tiny_detector.info.replace(threshold=0.01)
-    bus = AlertBus("tiny")
-    sub = bus.subscribe()
-    session = CallSession(
-        CallStart("c2", "native", {}),
-        info=info,
-        policy=CallPolicy(),
-        submit=Scorer(tiny_detector),
-        publish=bus.publish,
-    )
-    session.handle_all([TrackStart("0", rate), Audio("0", audio), CallEnd("stop")])
-    out = events(sub)
+    _, scorer = make_session(tiny_detector, info=info)
+    out = scorer.feed(TrackStart("0", rate), Audio("0", audio), CallEnd("stop"))
     alerts = [e for e in out if e["type"] == "alert"]
     assert [a["state"] for a in alerts] == ["raised"]
     assert alerts[0]["start"] == 0.0 and alerts[0]["end"] == 5.0
     assert out[-1]["summary"]["verdict"] == "fake"
 
 
-async def test_registry_limits_calls_and_drains(tiny_detector, speech):
+def test_input_after_the_call_ends_is_ignored(tiny_detector, speech):
+    """A track that starts during a drain must not keep call_ended waiting forever."""
+    rate, audio = speech
+    session, scorer = make_session(tiny_detector, hold=True)
+    scorer.feed(TrackStart("0", rate), Audio("0", audio[: 5 * rate]))
+    session.end("shutdown")
+    scorer.feed(TrackStart("late", rate), Audio("late", audio), Audio("0", audio))
+    scorer.release()
+    ended = scorer.events[-1]
+    assert ended["type"] == "call_ended" and ended["reason"] == "shutdown"
+    assert set(ended["tracks"]) == {"0"}
+    assert ended["summary"]["duration"] == pytest.approx(5.0)
+
+
+class InlineEngine:
+    """The engine's ``submit`` contract, run inline with the real tiny detector."""
+
+    def __init__(self, detector):
+        self.detector = detector
+
+    def __call__(self, window, callback) -> None:
+        callback(float(self.detector(window.samples[None])[0]))
+
+
+async def test_registry_moves_windows_and_events_limits_calls_and_drains(tiny_detector, speech):
     rate, audio = speech
     bus = AlertBus("tiny")
     sub = bus.subscribe()
     registry = CallRegistry(
         info=tiny_detector.info,
         policy=CallPolicy(),
-        submit=Scorer(tiny_detector),
+        submit=InlineEngine(tiny_detector),
         publish=bus.publish,
         max_calls=1,
     )
     session = registry.open(CallStart("a", "native", {}))
-    session.handle_all([TrackStart("0", rate), Audio("0", audio[: 5 * rate])])
+    registry.handle(session, TrackStart("0", rate))
+    registry.handle(session, Audio("0", audio[: 5 * rate]))
     with pytest.raises(CallLimitReached):
         registry.open(CallStart("b", "native", {}))
     await registry.drain()
     assert not registry.sessions
-    ended = [e for e in events(sub) if e["type"] == "call_ended"]
+    events = [e.to_dict() for e in sub.drain()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events][:2] == ["call_started", "score"]
+    ended = [e for e in events if e["type"] == "call_ended"]
     assert [(e["call_id"], e["reason"]) for e in ended] == [("a", "shutdown")]
     with pytest.raises(CallLimitReached, match="shutting down"):
         registry.open(CallStart("c", "native", {}))
     assert np.isfinite(ended[0]["summary"]["duration"])
-
-
-def test_input_after_the_call_ends_is_ignored(tiny_detector, speech):
-    """A track that starts during a drain must not keep call_ended waiting forever."""
-    rate, audio = speech
-    scorer = Scorer(tiny_detector, hold=True)
-    session, sub = make_session(tiny_detector, scorer)
-    session.handle_all([TrackStart("0", rate), Audio("0", audio[: 5 * rate])])
-    session.end("shutdown")
-    session.handle_all([TrackStart("late", rate), Audio("late", audio), Audio("0", audio)])
-    scorer.release()
-    ended = events(sub)[-1]
-    assert ended["type"] == "call_ended" and ended["reason"] == "shutdown"
-    assert set(ended["tracks"]) == {"0"}
-    assert ended["summary"]["duration"] == pytest.approx(5.0)

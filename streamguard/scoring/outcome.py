@@ -1,0 +1,36 @@
+"""What the scoring engine hands back for one window: a P(fake), or why there is none.
+
+Two kinds of "no score" mean different things to an operator, so they are kept apart all the
+way to the ``call_ended`` summary and the metrics:
+
+* **dropped** (``lag``, ``queue``): the engine could not get to the window in time. Capacity.
+* **failed** (``error``, ``nonfinite``, ``out_of_range``): the model ran and gave no usable
+  number, even when the window was retried alone. A broken model, a bad window or a GPU fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = ["DROP_REASONS", "FAIL_REASONS", "ScoreOutcome", "Unscored", "UnscoredReason"]
+
+UnscoredReason: TypeAlias = Literal["lag", "queue", "error", "nonfinite", "out_of_range"]
+DROP_REASONS: frozenset[str] = frozenset({"lag", "queue"})
+FAIL_REASONS: frozenset[str] = frozenset({"error", "nonfinite", "out_of_range"})
+
+
+@dataclass(frozen=True, slots=True)
+class Unscored:
+    """A window given back without a score, and why."""
+
+    reason: UnscoredReason
+
+    @property
+    def failed(self) -> bool:
+        """True when the model failed on it; False when it was dropped for capacity."""
+        return self.reason in FAIL_REASONS
+
+
+#: A window's result: P(fake) in [0, 1], or :class:`Unscored`.
+ScoreOutcome: TypeAlias = float | Unscored
