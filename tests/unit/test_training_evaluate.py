@@ -133,3 +133,28 @@ def test_evaluate_cli_uses_the_daemon_config(tiny_model_dir, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(manifest),
                  "--hop", "0"]) == 2  # fmt: skip
     assert "--hop" in capsys.readouterr().err
+
+
+def test_policy_calibration_keeps_real_calls_quiet():
+    """A real call with a 2-window burst must not alert under the chosen policy; a synthetic
+    call that stays high must, as early as the quiet constraint allows."""
+    from streamguard.training.evaluate import ClipResult
+    from streamguard.training.policy import calibrate
+
+    def call(label, scores):
+        n = len(scores)
+        return ClipResult(
+            example(Path(f"/x/{label}-{n}.wav"), label),
+            np.arange(n, dtype=float),
+            np.arange(n, dtype=float) + 4,
+            np.asarray(scores, np.float32),
+            duration=n + 3,
+            speech_seconds=n + 3,
+        )
+
+    real = [call(0, [0.1] * 10 + [0.9, 0.9] + [0.1] * 10) for _ in range(3)]
+    fake = [call(1, [0.2, 0.9, 0.95, 0.9, 0.9, 0.92, 0.9, 0.9]) for _ in range(3)]
+    best, rows = calibrate(real + fake, threshold=0.5, target=0.0)
+    assert best["real_alerted"] == 0.0 and best["fake_alerted"] == 1.0
+    assert best["settings"]["raise_after"] >= 2 or best["settings"]["mode"] != "ema"
+    assert any(r["real_alerted"] == 1.0 for r in rows)  # e.g. raise_after=1 pages on the burst
