@@ -68,6 +68,48 @@ def calibrate(results, threshold: float, target: float) -> tuple[dict, list[dict
     return min(pool, key=key), rows
 
 
+def results_from_report(folder: Path):
+    """The ClipResults of a finished ``streamguard evaluate --out`` folder (clips.csv and
+    windows.csv): calibrate again, at another threshold, without scoring anything again."""
+    import csv
+
+    import numpy as np
+    from streamguard.training.data import Example
+    from streamguard.training.evaluate import ClipResult
+
+    windows: dict[str, list[tuple[float, float, float]]] = {}
+    with (folder / "windows.csv").open(newline="") as fh:
+        for w in csv.DictReader(fh):
+            windows.setdefault(w["path"], []).append(
+                (float(w["start"]), float(w["end"]), float(w["score"]))
+            )
+    results = []
+    with (folder / "clips.csv").open(newline="") as fh:
+        for c in csv.DictReader(fh):
+            arr = np.asarray(windows.get(c["path"], []), dtype=np.float64).reshape(-1, 3)
+            example = Example(
+                Path(c["path"]),
+                int(c["label"]),
+                c["source"],
+                c["subset"] or None,
+                c["speaker"] or None,
+                c["attack"] or None,
+                c["condition"] or None,
+                family=c["family"] or None,
+            )
+            results.append(
+                ClipResult(
+                    example,
+                    arr[:, 0],
+                    arr[:, 1],
+                    arr[:, 2].astype(np.float32),
+                    duration=float(c["duration"]),
+                    speech_seconds=float(c["speech_seconds"]),
+                )
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     from streamguard.training.data import read_data
     from streamguard.training.evaluate import score_through_chain
@@ -76,18 +118,31 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model spec (default: the bundled model)")
-    parser.add_argument("--data", required=True, help="labelled calls (manifest CSV)")
+    parser.add_argument("--data", help="labelled calls (manifest CSV)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="instead of --data: a `streamguard evaluate --out` folder of the calls (no rescoring)",
+    )
+    parser.add_argument("--threshold", type=float, help="model threshold (default: the model's)")
     parser.add_argument(
         "--target", type=float, default=0.01, help="max share of real calls alerting"
     )
     parser.add_argument("--out", type=Path, help="write policy.json here")
     args = parser.parse_args(argv)
+    if (args.data is None) == (args.report is None):
+        parser.error("give exactly one of --data and --report")
     detector = load_detector(args.model, device="cpu")
-    data = read_data(args.data, None)
-    results, _ = score_through_chain(detector, data.examples, progress=True)
-    best, rows = calibrate(results, detector.info.threshold, args.target)
+    threshold = detector.info.threshold if args.threshold is None else args.threshold
+    if args.report is not None:
+        results = results_from_report(args.report)
+    else:
+        results, _ = score_through_chain(
+            detector, read_data(args.data, None).examples, progress=True
+        )
+    best, rows = calibrate(results, threshold, args.target)
     rows.sort(key=lambda r: (-(r["fake_alerted"] or 0), r["real_alerted"] or 0))
-    print(f"model {detector.info.name}, threshold {detector.info.threshold:.4f}, "
+    print(f"model {detector.info.name}, threshold {threshold:.4f}, "
           f"{best['n_real']} real / {best['n_fake']} synthetic calls")  # fmt: skip
     print(f"{'policy':58} {'real alerted':>12} {'fake alerted':>12} {'delay med':>9}")
     for r in [best, *[r for r in rows if (r["real_alerted"] or 0) <= args.target][:8]]:

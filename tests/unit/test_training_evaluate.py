@@ -110,6 +110,16 @@ def test_family_groups_follow_the_asvspoof_convention(tiny_detector, tmp_path):
             "roc_det_clips.png", "scores.png"} <= written  # fmt: skip
     text = (tmp_path / "o" / "metrics.txt").read_text()
     assert "WINDOWS" in text and "CLIPS" in text and "CALLS" in text and "family=neural" in text
+    # The written report reads back into the same results (the policy can be recalibrated
+    # from it without scoring again).
+    from streamguard.training.evaluate import chain_report as again
+    from streamguard.training.policy import results_from_report
+
+    back = results_from_report(tmp_path / "o")
+    assert [r.example.family for r in back] == [e.family for e in data.examples]
+    assert again(back, 0.5)["windows"]["pooled"]["eer"] == pytest.approx(
+        report["windows"]["pooled"]["eer"], abs=1e-5
+    )
 
 
 def test_evaluate_cli_uses_the_daemon_config(tiny_model_dir, tmp_path, capsys):

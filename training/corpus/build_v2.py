@@ -265,8 +265,8 @@ def real_game_jobs(seed: int) -> list[Job]:
                 split = "val" if stable_unit(f"fotaq:{dialogue}") < 0.3 else "test"
             by_split[split].append(
                 _job("real-fotaq", f"fotaq-{who}", name.removesuffix(".SB"), split, "fotaq",
-                     {"offset": offset, "size": size}, f"fotaq/{dialogue}", f"queen.1c#{name}",
-                     "en")
+                     {"offset": offset, "size": size}, f"fotaq/{dialogue}/{name[5:-3]}",
+                     f"queen.1c#{name}", "en")
             )  # fmt: skip
         for split, group in sorted(by_split.items()):
             jobs += shuffled(group, seed, f"fotaq:{split}")[: CAPS["fotaq"][split]]
@@ -672,21 +672,27 @@ def run(args: argparse.Namespace) -> int:
     if only:
         state = {"chain_version": CHAIN_VERSION, "clips": dict(state["clips"])}
     done: dict[str, dict] = state.setdefault("clips", {})
-    rows, failures = [], Counter()
+    rows, failures, unbuilt = [], Counter(), Counter()
     with tempfile.TemporaryDirectory(prefix="sg-corpus2-") as tmp_name:
         tmp = Path(tmp_name)
         gens = Generators(tmp)
-        mine = [j for j in jobs if not only or j.attack in only]
+        # Shuffled work order: a build stopped early (--finalize) still has every split and
+        # voice in proportion, not the train split of the first generators only.
+        mine = shuffled([j for j in jobs if not only or j.attack in only], args.seed, "order")
         pending = [
             j for j in mine
             if done.get(j.clip_id) is None
             or (done[j.clip_id].get("channel") and not (out / j.rel_path).is_file())
         ]  # fmt: skip
-        gens.prerender_festival([j for j in pending if j.kind in ("festival", "festival_hts")])
+        if not args.finalize:
+            gens.prerender_festival([j for j in pending if j.kind in ("festival", "festival_hts")])
         made = 0
         for job in tqdm(mine, desc="corpus v2", unit="clip", file=sys.stderr, mininterval=30):
             target = out / job.rel_path
             info = done.get(job.clip_id)
+            if args.finalize and (info is None or (info.get("channel") and not target.is_file())):
+                unbuilt[job.attack] += 1
+                continue
             if info is None or (info.get("channel") and not target.is_file()):
                 rng = rng_for(args.seed, "v2:" + job.clip_id)
                 phone = rng.random() < PHONE_SHARE
@@ -746,6 +752,7 @@ def run(args: argparse.Namespace) -> int:
     stats = v1.summarise(rows)
     stats["calls"] = dict(Counter(f"{c['subset']}/{c['label']}" for c in calls))
     stats["failures"] = dict(failures)
+    stats["unbuilt"] = dict(unbuilt)  # planned clips a --finalize build did not make
     stats["audit"] = audit(rows)
     (manifests / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     log(json.dumps({"failures": failures, "audit": stats["audit"]}, indent=1))
@@ -795,6 +802,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-install", action="store_true", help="never call apt-get or pip")
     parser.add_argument("--no-calls", action="store_true", help="skip the val/test calls")
     parser.add_argument("--limit", type=int, default=0, help="build only ~N clips (smoke test)")
+    parser.add_argument(
+        "--finalize",
+        action="store_true",
+        help="make no new clips: write the manifests from the clips finished so far",
+    )
     parser.add_argument(
         "--only",
         metavar="ATTACKS",
