@@ -112,7 +112,7 @@ def results_from_report(folder: Path):
 
 def main(argv: list[str] | None = None) -> int:
     from streamguard.training.data import read_data
-    from streamguard.training.evaluate import score_through_chain
+    from streamguard.training.evaluate import apply_policy, score_through_chain
 
     from streamguard.model import load_detector
 
@@ -125,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of --data: a `streamguard evaluate --out` folder of the calls (no rescoring)",
     )
     parser.add_argument("--threshold", type=float, help="model threshold (default: the model's)")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        metavar="CONFIG",
+        help="do not search: report the [smoothing] of this daemon config on the calls "
+        "(e.g. the test calls, after choosing on the validation calls)",
+    )
     parser.add_argument(
         "--target", type=float, default=0.01, help="max share of real calls alerting"
     )
@@ -140,6 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         results, _ = score_through_chain(
             detector, read_data(args.data, None).examples, progress=True
         )
+    if args.check is not None:
+        from streamguard.training.evaluate import format_policy_table, policy_report
+
+        from streamguard.config import load_config
+
+        settings = load_config(args.check).smoothing
+        apply_policy(results, settings, threshold)
+        print(f"[smoothing] of {args.check} at threshold {threshold:.4f}:")
+        print(format_policy_table(policy_report(results)))
+        return 0
     best, rows = calibrate(results, threshold, args.target)
     rows.sort(key=lambda r: (-(r["fake_alerted"] or 0), r["real_alerted"] or 0))
     print(f"model {detector.info.name}, threshold {threshold:.4f}, "
