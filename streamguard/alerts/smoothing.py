@@ -42,7 +42,9 @@ class SmoothingSettings(BaseModel):
     on_threshold: float | None = Field(None, ge=0, le=1, description="None = model threshold")
     off_threshold: float | None = Field(None, ge=0, le=1, description="None = on - margin")
     margin: float = Field(0.1, ge=0, le=1, description="default gap between on and off")
-    raise_after: int = Field(2, ge=1, description="consecutive windows >= on to raise")
+    raise_after: int = Field(
+        5, ge=1, description="consecutive windows >= on to raise (5 = ~8 s of call audio)"
+    )
     clear_after: int = Field(2, ge=1, description="consecutive windows < off to clear")
 
     @model_validator(mode="after")

@@ -153,7 +153,7 @@ def test_verdict_follows_the_alerts():
 
 
 def test_stats_and_summary_use_raw_scores_for_the_verdict():
-    s = Smoother(SmoothingSettings(mode="ema", ema_alpha=0.5), threshold=0.5)
+    s = Smoother(SmoothingSettings(mode="ema", ema_alpha=0.5, raise_after=2), threshold=0.5)
     assert s.stats().mean_smoothed is None and s.stats().max_smoothed is None
     for i, p in enumerate([0.9, 0.9, 0.9, 0.9]):
         s.push(p, i, i + 4)
