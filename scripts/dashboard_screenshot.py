@@ -24,7 +24,7 @@ from streamguard.client import send_frames  # noqa: E402
 from streamguard.commands.demo import demo_call_path  # noqa: E402
 from streamguard.config import load_config  # noqa: E402
 from streamguard.daemon import Daemon  # noqa: E402
-from streamguard.sources.file import read_audio  # noqa: E402
+from streamguard.audio.file import read_audio  # noqa: E402
 from streamguard.sources.senders import twilio_frames  # noqa: E402
 from tests.integration.browser import Browser  # noqa: E402
 

@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from streamguard.audio.resample import StreamResampler
-from streamguard.sources.file import read_audio
+from streamguard.audio.file import read_audio
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 8000

@@ -3,8 +3,8 @@
 Why these: the daemon hears calls, so the detector must not mistake a phone line's band limit,
 G.711 quantisation, level changes, background noise or a lost packet for "synthetic". Each op
 fires independently with its probability from
-:class:`streamguard.training.config.AugmentConfig`, in the order a call would apply them
-(talker -> room -> channel -> network):
+:class:`streamguard.training.config.AugmentConfig`, in the
+order a call would apply them (talker -> room -> channel -> network):
 speed -> gain -> noise -> telephone band + 8 kHz G.711 round trip -> packet-loss gaps.
 
 Every random draw comes from the ``torch.Generator`` passed in, so the same seed gives the same
@@ -22,6 +22,7 @@ import torch
 import torchaudio.functional as AF
 
 from streamguard.audio import codecs
+from streamguard.audio.pcm import fit_length
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,6 @@ def _uniform(gen: torch.Generator, low: float, high: float) -> float:
 
 def _chance(gen: torch.Generator, p: float) -> bool:
     return p > 0 and float(torch.rand((), generator=gen)) < p
-
-
-def fit_length(wave: torch.Tensor, n: int) -> torch.Tensor:
-    """Truncate, or zero-pad at the end, to exactly ``n`` samples."""
-    if wave.shape[-1] >= n:
-        return wave[..., :n]
-    return torch.nn.functional.pad(wave, (0, n - wave.shape[-1]))
 
 
 def speed_perturb(wave: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from streamguard.config import read_toml
 from streamguard.errors import ConfigError
 
 SourceType = Literal["manifest", "asvspoof2019", "asvspoof2021", "itw", "folder"]
@@ -44,6 +43,9 @@ class SourceConfig(_Strict):
     name: str | None = None  # source name in per-source metrics (default: derived from path)
     phases: list[str] | None = None  # ASVspoof 2021 only: keep these key "subset" values
     limit: int | None = Field(default=None, gt=0)  # keep the first N good rows (quick runs)
+    # Generator families (manifest column "family") kept out of train and val: the rows stay
+    # in test only. Leave-one-family-out runs set one family here.
+    exclude_families: list[str] = Field(default_factory=list)
 
 
 class DataConfig(_Strict):
@@ -235,6 +237,23 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = child
         node[leaf] = value
     return data
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; ConfigError with one line when it is missing or malformed.
+
+    The trainer reads its own files: it never imports the daemon's config module, so training
+    runs on a machine (or in a package) without the daemon's settings and their defaults.
+    """
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

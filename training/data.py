@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamguard.audio.pcm import fit_length, float_to_int16, int16_to_float
 from streamguard.errors import AudioError, ConfigError, StreamguardError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Example:
     condition: str | None = None
     origin: str = ""  # "file:line" of the row it came from
     stream: int = 0  # index of the configured source it came from (for sampling weights)
+    family: str | None = None  # generator family (formant, neural, vocoder, ...; "bonafide")
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,7 @@ def read_manifest(
                 attack=values.get("attack") or None,
                 condition=values.get("condition") or None,
                 origin=origin,
+                family=values.get("family") or None,
             )
         )
     return result
@@ -501,6 +504,11 @@ def load_sources(data_config) -> DataSplits:
         if cfg.limit is not None:
             got.examples = got.examples[: cfg.limit]
         got.examples = [dataclasses.replace(e, stream=index) for e in got.examples]
+        if cfg.exclude_families:
+            # Leave-one-family-out: the family's fakes never reach train or val; test keeps
+            # them, so the run's own test report measures the unseen family.
+            held = set(cfg.exclude_families)
+            got.examples = [e for e in got.examples if e.family not in held or e.subset == "test"]
         log.info("%s (%s): %s", cfg.path, cfg.type, got.summary())
         everything.extend(got)
     fixed = {s: [e for e in everything.examples if e.subset == s] for s in ("train", "val", "test")}
@@ -574,26 +582,17 @@ def sampling_weights(examples: Sequence[Example], stream_weights: Sequence[float
 
 
 def decode_audio(path: str | Path, sample_rate: int = 16_000) -> np.ndarray:
-    """Decode a file to float32 mono at ``sample_rate``, exactly as the scanner does: the file
-    source's reader (soundfile, ffmpeg fallback; one-line AudioError for anything unreadable)
-    and the per-track soxr stream resampler. Channels are averaged (a training clip is one
-    voice; the scanner instead scores each channel as its own track)."""
-    from streamguard.audio.resample import StreamResampler
-    from streamguard.sources.file import read_audio
+    """Decode a file to float32 mono at ``sample_rate``: :func:`streamguard.audio.file.decode_mono`
+    (the scanner's reader and its soxr stream resampler; one-line AudioError for anything
+    unreadable). Channels are averaged (a training clip is one voice; the scanner instead scores
+    each channel as its own track)."""
+    from streamguard.audio.file import decode_mono
 
-    rate, data = read_audio(path)
-    mono = data.mean(axis=0) if data.shape[0] > 1 else data[0]
-    if rate != sample_rate:
-        resampler = StreamResampler(rate, sample_rate)
-        mono = np.concatenate([resampler.push(mono), resampler.flush()])
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
-    if not np.all(np.isfinite(mono)):
-        raise AudioError(f"{path}: non-finite samples")
-    return mono
+    return decode_mono(path, sample_rate)
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+    return float_to_int16(x)
 
 
 class ClipStore:
@@ -622,20 +621,20 @@ class ClipStore:
             if cached is None:
                 cached = _to_int16(decode_audio(path, self.sample_rate))
                 self._memory[path] = cached
-            return cached.astype(np.float32) / 32767.0
+            return int16_to_float(cached)
         if self.mode == "dir":
             try:
                 cache_file = self._cache_file(path)
             except OSError as exc:
                 raise AudioError(f"cannot read {path}: {exc.strerror}") from None
             try:
-                return np.load(cache_file, allow_pickle=False).astype(np.float32) / 32767.0
+                return int16_to_float(np.load(cache_file, allow_pickle=False))
             except (OSError, ValueError):
                 clip = _to_int16(decode_audio(path, self.sample_rate))
                 tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
                 np.save(tmp, clip, allow_pickle=False)
                 os.replace(tmp, cache_file)
-                return clip.astype(np.float32) / 32767.0
+                return int16_to_float(clip)
         return decode_audio(path, self.sample_rate)
 
     def preload(
@@ -659,24 +658,10 @@ class ClipStore:
 def crop(
     clip: np.ndarray, samples: int, mode: str, rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """Exactly ``samples`` samples: zero-padded at the end when short; when long, a random crop
-    (``mode="random"``, needs ``rng``), the first ``samples`` (``"start"``) or the middle
-    (``"center"``)."""
-    n = clip.shape[0]
-    if n <= samples:
-        out = np.zeros(samples, dtype=np.float32)
-        out[:n] = clip
-        return out
-    if mode == "random":
-        assert rng is not None
-        start = int(rng.integers(0, n - samples + 1))
-    elif mode == "center":
-        start = (n - samples) // 2
-    elif mode == "start":
-        start = 0
-    else:
-        raise ValueError(f"unknown crop mode {mode!r}")
-    return np.ascontiguousarray(clip[start : start + samples], dtype=np.float32)
+    """Exactly ``samples`` samples (:func:`streamguard.audio.pcm.fit_length`): zero-padded at
+    the end when short; when long, a random crop (``mode="random"``, needs ``rng``), the first
+    ``samples`` (``"start"``) or the middle (``"center"``)."""
+    return fit_length(np.asarray(clip, dtype=np.float32), samples, mode, rng)  # type: ignore[arg-type]
 
 
 def item_seed(seed: int, epoch: int, index: int, draw: int = 0) -> int:

@@ -1,20 +1,39 @@
-"""Score labelled clips with a detector and report metrics per subset and pooled.
+"""Score labelled audio the way the daemon does, and report window-, clip- and call-level metrics.
 
-Scoring uses the :class:`streamguard.model.Detector` the daemon and scanner use (same module,
-same window), one fixed crop per clip (``start`` by default, like the card's truncation; or
-``center``), short clips zero-padded at the end.
+**How clips are scored** (:func:`score_through_chain`): every clip is decoded by the one file
+reader (:func:`streamguard.audio.file.decode_mono`, soxr stream resampling to 16 kHz), pushed
+whole through a :class:`~streamguard.audio.track.TrackPipeline` (ring buffer, webrtcvad gate,
+windower: the daemon's per-track chain, with the daemon's ``[track]`` settings), and the windows
+of all clips are scored in batches by :func:`streamguard.scoring.batching.score_windows`, the
+function the live engine and ``scan`` use. Nothing is cropped by hand: a 10 s clip gives the
+windows a 10 s call would (0-4, 1-5, ... s with a 1 s hop, where there is enough speech).
+
+**Three levels** of the report:
+
+* ``windows``: every scored window is one example with its clip's label (the detector's own
+  accuracy on what the daemon feeds it); the shipped threshold's false-alarm rate here is "real
+  windows flagged".
+* ``clips``: one score per clip, the mean of its window scores (clips without a scored window
+  are counted in ``no_windows``).
+* ``calls``: each clip replayed through the daemon's alert policy
+  (:class:`streamguard.alerts.smoothing.Smoother`: smoothing, on/off thresholds, ``raise_after``):
+  the share of real clips that raise an alert (the call-level false-alarm rate), the share of
+  fakes that do, the detection delay (call seconds until the alert), and the verdict.
 
 Groups: every example attribute with at least two distinct values (``source``, ``subset``,
-``condition``) gets a table; ``attack`` follows the ASVspoof convention, i.e. each attack's
-fakes are scored against *all* real clips of the evaluated set. Metric definitions are in
-:mod:`streamguard.training.metrics`.
+``condition``) gets a table; ``attack`` and ``family`` follow the ASVspoof convention, i.e. each
+attack's (family's) fakes are scored against *all* real clips of the evaluated set, which is the
+leave-one-family-out figure when the model was trained without that family. Metric definitions
+are in :mod:`streamguard.training.metrics`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +43,17 @@ from streamguard.errors import StreamguardError
 from streamguard.training import metrics
 from streamguard.training.data import ClipStore, Example, Problem, crop
 
-GROUP_KEYS = ("source", "subset", "condition", "attack")
+__all__ = [
+    "ClipResult",
+    "chain_report",
+    "evaluate_detector",
+    "evaluate_scores",
+    "score_examples",
+    "score_through_chain",
+]
+
+GROUP_KEYS = ("source", "subset", "condition", "attack", "family")
+CLASS_KEYS = ("attack", "family")  # fakes of one value against every real example
 REAL_ATTACKS = (None, "", "-", "bonafide")
 
 
@@ -70,13 +99,13 @@ def score_examples(
 def _group_members(examples: Sequence[Example], key: str) -> dict[str, np.ndarray]:
     """Value -> boolean mask of the examples in that group (attack: its fakes + all reals)."""
     values = [getattr(e, key) for e in examples]
-    if key == "attack":
+    if key in CLASS_KEYS:
         reals = np.array([e.label == 0 for e in examples])
         attacks = sorted(
             {
                 v
                 for v, e in zip(values, examples, strict=True)
-                if e.label == 1 and v not in REAL_ATTACKS
+                if e.label == 1 and v not in REAL_ATTACKS and v != "bonafide"
             }
         )
         return {
@@ -254,6 +283,314 @@ def write_report(
     return out
 
 
+# --------------------------------------------------------------------------- the daemon's chain
+
+
+@dataclass
+class ClipResult:
+    """One clip after the chain: its scored windows and what the alert policy made of them."""
+
+    example: Example
+    starts: np.ndarray  # window start, call seconds
+    ends: np.ndarray  # end of the window's real audio, call seconds
+    scores: np.ndarray  # P(fake) per window
+    duration: float = 0.0
+    speech_seconds: float = 0.0
+    windows_skipped: int = 0
+    alerts: list[tuple[str, float]] = field(default_factory=list)  # (raised|cleared, call s)
+    verdict: str = "inconclusive"
+
+    @property
+    def first_alert(self) -> float | None:
+        """Call seconds at which the first alert was raised (None: never)."""
+        return next((t for state, t in self.alerts if state == "raised"), None)
+
+    @property
+    def mean_score(self) -> float:
+        return float(np.mean(self.scores)) if self.scores.size else float("nan")
+
+
+def score_through_chain(
+    detector,
+    examples: Sequence[Example],
+    *,
+    track=None,
+    store: ClipStore | None = None,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> tuple[list[ClipResult], list[Problem]]:
+    """Every clip through the daemon's per-track chain; windows scored in shared batches.
+
+    ``track`` is a :class:`streamguard.audio.track.TrackSettings` (default: the daemon's
+    defaults); the detector's own window length always wins, as in the daemon.
+    """
+    from tqdm.auto import tqdm
+
+    from streamguard.audio.track import TrackPipeline, TrackSettings
+    from streamguard.scoring.batching import score_windows
+
+    track = track or TrackSettings()
+    rate = detector.info.sample_rate
+    store = store or ClipStore(rate, "none")
+    results: list[ClipResult] = []
+    problems: list[Problem] = []
+    pending: list[tuple[int, Any]] = []  # (result index, Window)
+    found: list[list[tuple[float, float, float]]] = []
+
+    def flush() -> None:
+        if pending:
+            scores = score_windows(detector, [w for _, w in pending], max_batch=batch_size)
+            for (i, w), p in zip(pending, scores, strict=True):
+                found[i].append((w.start, w.end, float(p)))
+            pending.clear()
+
+    for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
+        try:
+            clip = store.get(example.path)
+        except StreamguardError as exc:
+            problems.append(Problem(example.origin or str(example.path), str(exc)))
+            continue
+        pipe = TrackPipeline(rate, track, window_seconds=detector.info.window_seconds)
+        index = len(results)
+        found.append([])
+        pending.extend((index, w) for w in pipe.push(clip))
+        pending.extend((index, w) for w in pipe.finish())
+        results.append(
+            ClipResult(
+                example,
+                np.zeros(0),
+                np.zeros(0),
+                np.zeros(0, np.float32),
+                duration=pipe.duration_seconds,
+                speech_seconds=pipe.speech_seconds,
+                windows_skipped=pipe.windows_skipped,
+            )
+        )
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    for result, windows in zip(results, found, strict=True):
+        arr = np.asarray(windows, dtype=np.float64).reshape(-1, 3)
+        result.starts, result.ends = arr[:, 0], arr[:, 1]
+        result.scores = arr[:, 2].astype(np.float32)
+    return results, problems
+
+
+def apply_policy(results: Sequence[ClipResult], smoothing, threshold: float) -> None:
+    """Replay every clip's windows through the daemon's alert policy (in place): alerts and the
+    verdict, exactly as a call of that audio would end (``Smoother.summary``)."""
+    from streamguard.alerts.smoothing import Smoother
+
+    for r in results:
+        smoother = Smoother(smoothing, threshold)
+        r.alerts = []
+        for start, end, p in zip(r.starts, r.ends, r.scores, strict=True):
+            _, transition = smoother.push(float(p), float(start), float(end))
+            if transition is not None:
+                r.alerts.append((transition.state, transition.end))
+        r.verdict = smoother.summary(
+            threshold=threshold,
+            duration=r.duration,
+            speech_seconds=r.speech_seconds,
+            windows_skipped=r.windows_skipped,
+        ).verdict
+
+
+def policy_summary(results: Sequence[ClipResult]) -> dict[str, Any]:
+    """Call-level figures of a set of clips: alert rates per class, delays, verdicts."""
+    real = [r for r in results if r.example.label == 0]
+    fake = [r for r in results if r.example.label == 1]
+    delays = np.array([r.first_alert for r in fake if r.first_alert is not None])
+
+    def share(rows, pred) -> float | None:
+        return sum(1 for r in rows if pred(r)) / len(rows) if rows else None
+
+    return {
+        "n_real": len(real),
+        "n_fake": len(fake),
+        "real_alerted": share(real, lambda r: r.first_alert is not None),
+        "fake_alerted": share(fake, lambda r: r.first_alert is not None),
+        "real_verdict_fake": share(real, lambda r: r.verdict == "fake"),
+        "fake_verdict_fake": share(fake, lambda r: r.verdict == "fake"),
+        "inconclusive": share(list(results), lambda r: r.verdict == "inconclusive"),
+        "alerts_per_real_call": (
+            sum(sum(s == "raised" for s, _ in r.alerts) for r in real) / len(real) if real else None
+        ),
+        "delay_median_s": float(np.median(delays)) if delays.size else None,
+        "delay_p90_s": float(np.percentile(delays, 90)) if delays.size else None,
+        "delay_max_s": float(delays.max()) if delays.size else None,
+    }
+
+
+def policy_report(results: Sequence[ClipResult]) -> dict[str, Any]:
+    """``pooled`` and per-group :func:`policy_summary` (attack/family: fakes + all reals)."""
+    examples = [r.example for r in results]
+    report: dict[str, Any] = {"pooled": policy_summary(results), "groups": {}}
+    for key in GROUP_KEYS:
+        groups = _group_members(examples, key)
+        if groups:
+            report["groups"][key] = {
+                value: policy_summary([r for r, m in zip(results, mask, strict=True) if m])
+                for value, mask in groups.items()
+                if mask.any()
+            }
+    return report
+
+
+def format_policy_table(report: dict[str, Any]) -> str:
+    columns = (
+        ("real", "n_real", False),
+        ("fake", "n_fake", False),
+        ("real alerted", "real_alerted", True),
+        ("fake alerted", "fake_alerted", True),
+        ("real->fake verdict", "real_verdict_fake", True),
+        ("fake->fake verdict", "fake_verdict_fake", True),
+        ("delay med", "delay_median_s", False),
+        ("delay p90", "delay_p90_s", False),
+    )
+    rows = [["pooled"] + [_cell(report["pooled"].get(k), pct) for _, k, pct in columns]]
+    for key, groups in report["groups"].items():
+        for value, summary in groups.items():
+            rows.append([f"{key}={value}"] + [_cell(summary.get(k), pct) for _, k, pct in columns])
+    header = ["calls"] + [title for title, _, _ in columns]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def window_examples(results: Sequence[ClipResult]) -> tuple[list[Example], np.ndarray]:
+    """One example per scored window (its clip's attributes) and the window scores."""
+    examples = [r.example for r in results for _ in range(r.scores.size)]
+    scores = (
+        np.concatenate([r.scores for r in results]) if results else np.zeros(0, np.float32)
+    ).astype(np.float64)
+    return examples, scores
+
+
+def chain_report(results: Sequence[ClipResult], threshold: float, smoothing=None) -> dict[str, Any]:
+    """The full report: ``windows``, ``clips`` and (with ``smoothing``) ``calls``."""
+    from streamguard.alerts.smoothing import SmoothingSettings
+
+    smoothing = smoothing or SmoothingSettings()
+    win_examples, win_scores = window_examples(results)
+    scored = [r for r in results if r.scores.size]
+    report: dict[str, Any] = {
+        "threshold": float(threshold),
+        "windows": evaluate_scores(win_examples, win_scores, threshold),
+        "clips": evaluate_scores(
+            [r.example for r in scored], np.array([r.mean_score for r in scored]), threshold
+        ),
+        "no_windows": len(results) - len(scored),
+    }
+    apply_policy(results, smoothing, threshold)
+    report["calls"] = policy_report(results)
+    on, off = smoothing.thresholds(threshold)
+    report["policy"] = dict(smoothing.model_dump(), on=on, off=off)
+    # Back-compatible top level: the window-level pooled/groups.
+    report["pooled"], report["groups"] = report["windows"]["pooled"], report["windows"]["groups"]
+    return report
+
+
+def format_chain_report(report: dict[str, Any]) -> str:
+    pol = report["policy"]
+    return "\n".join(
+        [
+            "WINDOWS (every 4 s window the daemon would score; label = its clip's)",
+            format_table(report["windows"]),
+            "",
+            "CLIPS (mean window score per clip"
+            + (f"; {report['no_windows']} clips had no window with enough speech)"
+               if report["no_windows"] else ")"),
+            format_table(report["clips"]),
+            "",
+            f"CALLS (each clip replayed through the alert policy: {pol['mode']} "
+            f"alpha {pol['ema_alpha']:g}, on {pol['on']:.3f} / off {pol['off']:.3f}, "
+            f"raise after {pol['raise_after']} windows; delays in call seconds)",
+            format_policy_table(report["calls"]),
+        ]
+    )  # fmt: skip
+
+
+def write_chain_report(
+    out_dir: str | Path,
+    report: dict[str, Any],
+    results: Sequence[ClipResult],
+    *,
+    problems: Sequence[Problem] = (),
+    title: str = "",
+) -> Path:
+    """metrics.json, metrics.txt, clips.csv, windows.csv, and PNGs: roc_det.png / scores.png
+    (windows), roc_det_clips.png, delays.png (calls)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = dict(report, skipped=[str(p) for p in problems])
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "metrics.txt").write_text(format_chain_report(report) + "\n")
+    attrs = ("source", "subset", "speaker", "attack", "family", "condition")
+    with (out / "clips.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["path", "label", *attrs, "windows", "mean", "max", "first_alert", "alerts", "verdict",
+             "speech_seconds", "duration"]
+        )  # fmt: skip
+        for r in results:
+            e = r.example
+            writer.writerow(
+                [e.path, e.label, *(getattr(e, a) or "" for a in attrs), r.scores.size,
+                 _num(r.mean_score), _num(float(r.scores.max()) if r.scores.size else None),
+                 _num(r.first_alert), sum(s == "raised" for s, _ in r.alerts), r.verdict,
+                 f"{r.speech_seconds:.2f}", f"{r.duration:.2f}"]
+            )  # fmt: skip
+    with (out / "windows.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "start", "end", "score"])
+        for r in results:
+            for s, e, p in zip(r.starts, r.ends, r.scores, strict=True):
+                writer.writerow([r.example.path, r.example.label, f"{s:.3f}", f"{e:.3f}", _num(p)])
+    win_examples, win_scores = window_examples(results)
+    labels = np.array([e.label for e in win_examples], dtype=np.int64)
+    if labels.size:
+        plot_histogram(labels, win_scores, report["threshold"], out / "scores.png")
+    if metrics.has_both_classes(labels):
+        plot_curves(labels, win_scores, out / "roc_det.png", f"{title} (windows)")
+    scored = [r for r in results if r.scores.size]
+    clip_labels = np.array([r.example.label for r in scored], dtype=np.int64)
+    if metrics.has_both_classes(clip_labels):
+        clip_scores = np.array([r.mean_score for r in scored])
+        plot_curves(clip_labels, clip_scores, out / "roc_det_clips.png", f"{title} (clips)")
+    delays = [r.first_alert for r in results if r.example.label == 1 and r.first_alert is not None]
+    if delays:
+        plot_delays(
+            np.array(delays), sum(r.example.label == 1 for r in results), out / "delays.png"
+        )
+    return out
+
+
+def _num(value) -> str:
+    return (
+        "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6f}"
+    )
+
+
+def plot_delays(delays: np.ndarray, n_fake: int, path: Path) -> None:
+    """Share of synthetic calls alerted by call time t (a cumulative curve)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = np.sort(delays)
+    ax.step(xs, np.arange(1, xs.size + 1) / max(1, n_fake), where="post")
+    ax.set(xlabel="call seconds until the alert", ylabel="share of synthetic calls alerted",
+           ylim=(0, 1), title="detection delay")  # fmt: skip
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def evaluate_detector(
     detector,
     examples: Sequence[Example],
@@ -261,22 +598,20 @@ def evaluate_detector(
     threshold: float | None = None,
     out_dir: str | Path | None = None,
     store: ClipStore | None = None,
-    crop_mode: str = "start",
+    track=None,
+    smoothing=None,
     batch_size: int = 32,
     progress: bool = False,
 ) -> tuple[dict[str, Any], list[Problem]]:
-    """Score, report (at the model's own threshold unless given) and optionally write files."""
-    scores, kept, problems = score_examples(
-        detector,
-        examples,
-        store=store,
-        crop_mode=crop_mode,
-        batch_size=batch_size,
-        progress=progress,
+    """Score through the daemon's chain, report (at the model's own threshold unless given) and
+    optionally write files. ``track`` / ``smoothing``: the daemon's ``[track]`` / ``[smoothing]``
+    settings (default: the daemon's defaults)."""
+    results, problems = score_through_chain(
+        detector, examples, track=track, store=store, batch_size=batch_size, progress=progress
     )
     thr = detector.info.threshold if threshold is None else float(threshold)
-    report = evaluate_scores(kept, scores, thr)
+    report = chain_report(results, thr, smoothing)
     report["model"] = detector.info.name
     if out_dir is not None:
-        write_report(out_dir, report, kept, scores, problems=problems, title=detector.info.name)
+        write_chain_report(out_dir, report, results, problems=problems, title=detector.info.name)
     return report, problems

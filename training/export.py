@@ -178,10 +178,11 @@ def export_trained(
     """Calibrate on validation, evaluate val/test, and write model dir + eval reports."""
     from streamguard.model import Detector, ModelInfo, count_parameters
     from streamguard.training.evaluate import (
-        evaluate_scores,
+        chain_report,
         format_table,
-        score_examples,
-        write_report,
+        score_through_chain,
+        window_examples,
+        write_chain_report,
     )
 
     out_dir = Path(config.run.out_dir)
@@ -197,37 +198,39 @@ def export_trained(
     calibration: dict[str, Any] = {"method": "default", "threshold": 0.5}
     skipped: list = []
 
-    def score(examples: Sequence[Example]) -> tuple[np.ndarray, list, list]:
-        scores, kept, problems = score_examples(
+    def score(examples: Sequence[Example]):
+        # The daemon's chain (VAD, windows every hop, shared batching): the threshold is
+        # calibrated on the windows the daemon will really score, not on hand-made crops.
+        results, problems = score_through_chain(
             detector,
             examples,
             store=store,
-            crop_mode=seg.eval_crop,
             batch_size=config.run.eval_batch_size,
             progress=config.run.progress,
         )
         skipped.extend(problems)
-        return scores, kept, problems
+        return results, problems
 
-    def report(split: str, title: str, scores, kept, problems):
-        result = evaluate_scores(kept, scores, calibration["threshold"])
-        write_report(
+    def report(split: str, title: str, results, problems):
+        result = chain_report(results, calibration["threshold"])
+        write_chain_report(
             out_dir / "eval" / split,
             result,
-            kept,
-            scores,
+            results,
             problems=problems,
             title=f"{info.name} ({title})",
         )
-        echo(f"{title} at the exported threshold:\n" + format_table(result))
-        return result
+        echo(f"{title} at the exported threshold:\n" + format_table(result["windows"]))
+        return result["windows"]
 
     val_report = test_report = None
     if val:
-        scores, kept, problems = score(val)
+        results, problems = score(val)
+        kept, scores = window_examples(results)
         labels = np.array([e.label for e in kept])
         calibration = calibrate(labels, scores, target_far=config.export.target_far)
-        val_report = report("val", "validation", scores, kept, problems)
+        calibration["unit"] = "windows"
+        val_report = report("val", "validation", results, problems)
     if test:
         test_report = report("test", "test", *score(test))
     recipe = {
@@ -240,8 +243,8 @@ def export_trained(
         "epochs run": f"{len(history)} of {config.optim.epochs}",
         "best epoch": best["epoch"],
         "steps": history[-1]["global_step"] if history else 0,
-        "segment": f"{seg.seconds:g} s at {seg.sample_rate} Hz, random crops; eval crop "
-        f"{seg.eval_crop}",
+        "segment": f"{seg.seconds:g} s at {seg.sample_rate} Hz, random crops; validation "
+        f"crop {seg.eval_crop}; calibration and reports on the daemon's windows (VAD, 1 s hop)",
         "augmentation": ", ".join(
             f"{k} {v:g}" for k, v in config.augment.model_dump().items() if k.endswith("_p") and v
         )

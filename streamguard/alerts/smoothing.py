@@ -42,7 +42,9 @@ class SmoothingSettings(BaseModel):
     on_threshold: float | None = Field(None, ge=0, le=1, description="None = model threshold")
     off_threshold: float | None = Field(None, ge=0, le=1, description="None = on - margin")
     margin: float = Field(0.1, ge=0, le=1, description="default gap between on and off")
-    raise_after: int = Field(2, ge=1, description="consecutive windows >= on to raise")
+    raise_after: int = Field(
+        5, ge=1, description="consecutive windows >= on to raise (5 = ~8 s of call audio)"
+    )
     clear_after: int = Field(2, ge=1, description="consecutive windows < off to clear")
 
     @model_validator(mode="after")
@@ -90,8 +92,8 @@ class SmootherStats:
 class Smoother:
     """Smooths one track's window scores and decides alert transitions.
 
-    Also keeps the raw scores (one float per hop; bounded by ``[limits] max_call_seconds``) so
-    the call's verdict uses the same rule as ``scan``.
+    Also keeps the raw scores (one float per hop; bounded by ``[limits] max_call_seconds``); the
+    call's verdict is derived from this smoother's alerts, as ``scan``'s is.
     """
 
     def __init__(self, settings: SmoothingSettings, threshold: float):
@@ -175,11 +177,13 @@ class Smoother:
         windows_failed: int = 0,
         min_speech_seconds: float = 2.0,
     ) -> CallSummary:
-        """The track's ``call_ended`` summary; the verdict uses ``decide_verdict`` on raw scores.
+        """The track's ``call_ended`` summary. The verdict comes from the alert history
+        (:func:`~streamguard.scoring.verdict.policy_verdict`): ``fake`` exactly when this track
+        raised an alert, so the summary and the alerts tell one story.
 
-        ``threshold`` is the model's threshold (what ``scan`` uses), not the hysteresis ``on``.
+        ``threshold`` is kept for callers; the policy's own ``on`` threshold decides.
         """
-        from streamguard.scoring.verdict import decide_verdict
+        from streamguard.scoring.verdict import policy_verdict
 
         stats = self.stats()
         return CallSummary(
@@ -191,7 +195,10 @@ class Smoother:
             windows_failed=windows_failed,
             max_smoothed=stats.max_smoothed,
             mean_smoothed=stats.mean_smoothed,
-            verdict=decide_verdict(
-                self.scores, threshold, speech_seconds, min_speech_seconds=min_speech_seconds
+            verdict=policy_verdict(
+                stats.alerts_raised,
+                stats.windows,
+                speech_seconds,
+                min_speech_seconds=min_speech_seconds,
             ),
         )

@@ -145,9 +145,11 @@ def bytes_per_sample(encoding: str) -> int:
 
 
 def float_to_int16(samples: np.ndarray) -> np.ndarray:
-    """float samples in [-1, 1] -> int16 (rounded, clipped; NaN -> 0)."""
-    x = np.nan_to_num(np.asarray(samples, dtype=np.float64), nan=0.0, posinf=1.0, neginf=-1.0)
-    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype(np.int16)
+    """float samples in [-1, 1] -> int16 (rounded, clipped; NaN -> 0): the convention of
+    :mod:`streamguard.audio.pcm`."""
+    from streamguard.audio.pcm import float_to_int16 as convert
+
+    return convert(samples)
 
 
 def decode(encoding: str, payload: bytes | bytearray | memoryview) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamguard.audio.pcm import INT16_SCALE
+
 __all__ = ["SpeechFrame", "SpeechGate", "float_to_pcm16"]
 
 _VALID_RATES = (8_000, 16_000, 32_000, 48_000)
@@ -40,11 +42,13 @@ class SpeechFrame:
 def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
     """Float32 in [-1, 1] -> int16: ``x * 32768``, rounded, clipped to [-32768, 32767].
 
-    The same convention as :mod:`streamguard.audio.codecs` (16-bit PCM ``v`` is ``v / 32768``),
+    The one convention of :mod:`streamguard.audio.pcm` (16-bit PCM ``v`` is ``v / 32768``),
     so int16 -> float -> int16 is exact. Clipped, because a hot signal must not wrap around.
-    Three in-place numpy passes: this runs on every chunk of every live track.
+    Three in-place numpy passes: this runs on every chunk of every live track, so it stays in
+    float32 (:func:`~streamguard.audio.pcm.float_to_int16` is the float64, NaN-safe general form;
+    a source's audio is finite and within [-1, 1) by contract, sources/base.py).
     """
-    x = np.multiply(np.asarray(samples, dtype=np.float32).reshape(-1), np.float32(32768.0))
+    x = np.multiply(np.asarray(samples, dtype=np.float32).reshape(-1), np.float32(INT16_SCALE))
     np.rint(x, out=x)
     np.maximum(x, -32768.0, out=x)  # two ufuncs: cheaper to dispatch than np.clip
     np.minimum(x, 32767.0, out=x)

@@ -53,8 +53,8 @@ def _run_call(detector: Any, audio: np.ndarray, rate: int, stride: int) -> dict[
 def run_adaptive_bench(
     detector: Any, file: str, *, strides=(1, 2, 3), seconds: float = 60.0
 ) -> dict[str, Any]:
+    from streamguard.audio.file import read_audio
     from streamguard.bench.loadgen import call_audio
-    from streamguard.sources.file import read_audio
 
     rate, channels = read_audio(file)
     if channels.shape[0] < 2:

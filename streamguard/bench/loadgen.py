@@ -91,7 +91,7 @@ def call_audio(path: str, seconds: float, *, mix: bool = False) -> tuple[int, np
     ``mix`` sums the channels into one track: the bundled demo call's two speakers take
     turns, so their mix is one track of continuous conversation (every window has speech).
     """
-    from streamguard.sources.file import read_audio
+    from streamguard.audio.file import read_audio
 
     rate, channels = read_audio(path)
     if channels.shape[1] == 0:

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.speed) or args.speed <= 0:
         print("streamguard: error: --speed must be a number > 0", file=sys.stderr)
         return 2
-    from streamguard.sources.file import read_audio
+    from streamguard.audio.file import read_audio
 
     audio = read_audio(path)  # a bad --file fails here, before a daemon is started for it
     return asyncio.run(_demo(settings, args, path, audio))

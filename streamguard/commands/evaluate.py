@@ -1,5 +1,10 @@
-"""``streamguard evaluate``: score labelled audio with a model and report EER, AUC and friends,
-per subset (source, attack, condition) and pooled, at the model's own threshold (or --threshold).
+"""``streamguard evaluate``: score labelled audio the way the daemon does and report EER, AUC and
+friends per window, per clip and per call (the alert policy), per subset (source, attack, family,
+condition) and pooled, at the model's own threshold (or --threshold).
+
+Every clip runs whole through the daemon's per-track chain (resampler, VAD, windower; the
+``[track]`` settings of ``--config``, or the defaults) and the same batching as the live engine;
+the call-level figures replay each clip's windows through the ``[smoothing]`` alert policy.
 
 ``--data`` takes a manifest CSV, an ASVspoof 2019/2021 protocol, an In-the-Wild meta.csv or a
 folder labelled by path keywords; the format is detected unless ``--format`` says it.
@@ -30,10 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="write metrics.json, metrics.txt, scores.csv and PNGs here")
     parser.add_argument(
-        "--crop",
-        choices=("start", "center"),
-        default="start",
-        help="which 4 s of a longer clip to score (default: start)",
+        "--config",
+        metavar="PATH",
+        help="daemon config whose [track] and [smoothing] tables to use (default: the defaults)",
+    )
+    parser.add_argument(
+        "--hop", type=float, metavar="S", help="seconds between windows (default: [track])"
+    )
+    parser.add_argument(
+        "--min-speech",
+        type=float,
+        metavar="S",
+        help="VAD speech a window needs to be scored (default: [track])",
     )
     parser.add_argument(
         "--batch-size", type=int, default=32, help="clips per model call (default: %(default)s)"
@@ -50,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from streamguard.errors import ConfigError
     from streamguard.model import load_detector
     from streamguard.training.data import ReadResult, read_data, summarise_problems
-    from streamguard.training.evaluate import evaluate_detector, format_table
+    from streamguard.training.evaluate import evaluate_detector, format_chain_report
 
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")
@@ -76,13 +89,15 @@ def run(args: argparse.Namespace) -> int:
             "no usable clips in --data"
             + (f" ({len(data.problems)} rows skipped: {data.problems[0]})" if data.problems else "")
         )
+    track, smoothing = _policy(args)
     detector = load_detector(args.model, device=args.device)
     report, failed = evaluate_detector(
         detector,
         data.examples,
         threshold=args.threshold,
         out_dir=args.out,
-        crop_mode=args.crop,
+        track=track,
+        smoothing=smoothing,
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
@@ -91,9 +106,29 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(dict(report, skipped=[str(p) for p in problems]), indent=2))
     else:
         print(f"model {detector.info.name} ({detector.info.architecture})")
-        print(format_table(report))
+        print(format_chain_report(report))
         if problems:
             print(summarise_problems(problems))
         if args.out:
-            print(f"wrote {args.out}/metrics.json, metrics.txt, scores.csv and plots")
+            print(f"wrote {args.out}/metrics.json, metrics.txt, clips.csv, windows.csv and plots")
     return 0
+
+
+def _policy(args: argparse.Namespace):
+    """The daemon's ``[track]`` and ``[smoothing]`` (``--config`` or defaults) with the flags."""
+    from pydantic import ValidationError
+
+    from streamguard.config import load_config
+    from streamguard.errors import ConfigError
+
+    settings = load_config(args.config) if args.config else load_config(None)
+    changes = {}
+    if args.hop is not None:
+        changes["hop_seconds"] = args.hop
+    if args.min_speech is not None:
+        changes["min_speech_seconds"] = args.min_speech
+    try:
+        track = type(settings.track).model_validate({**settings.track.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ConfigError(f"--hop/--min-speech: {exc.errors()[0]['msg']}") from None
+    return track, settings.smoothing

@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
+    from streamguard.audio.file import read_audio
     from streamguard.client import send_frames
-    from streamguard.sources.file import read_audio
     from streamguard.sources.senders import frames_for
 
     if not math.isfinite(args.speed) or args.speed <= 0:

@@ -142,11 +142,11 @@ def scan_file(
     """
     import numpy as np
 
+    from streamguard.audio.file import open_audio
     from streamguard.audio.track import TrackPipeline
     from streamguard.report.scan_report import FileReport, TrackReport, WindowScore
     from streamguard.scoring.batching import score_windows
-    from streamguard.scoring.verdict import DEFAULT_MIN_SPEECH_SECONDS, decide_verdict
-    from streamguard.sources.file import open_audio
+    from streamguard.scoring.verdict import DEFAULT_MIN_SPEECH_SECONDS, replay_verdict
 
     with open_audio(path) as reader:
         names = ["mix"] if mix else [str(c) for c in range(reader.channels)]
@@ -183,7 +183,9 @@ def scan_file(
             track.windows_skipped = pipe.windows_skipped
             track.speech_seconds = pipe.speech_seconds
             track.duration = pipe.duration_seconds
-            track.verdict = decide_verdict(
+            # The daemon's alert policy replayed over the windows: scan's verdict is the one a
+            # live call of this audio would end with (fake = the alert would have been raised).
+            track.verdict = replay_verdict(
                 [w.p_fake for w in track.windows], threshold, track.speech_seconds
             )
         report = FileReport(

@@ -153,7 +153,6 @@ def fit_window(wave: np.ndarray, n: int) -> np.ndarray:
     The detector only takes full windows; this is the card's "pad or truncate to 4 s" for
     callers holding a clip of another length (e.g. a short file).
     """
-    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
-    if wave.shape[0] >= n:
-        return wave[:n].copy()
-    return np.pad(wave, (0, n - wave.shape[0]))
+    from streamguard.audio.pcm import fit_length
+
+    return np.array(fit_length(np.asarray(wave, dtype=np.float32).reshape(-1), n), copy=True)

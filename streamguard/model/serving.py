@@ -89,8 +89,8 @@ def demo_windows(window_samples: int, *, offset_seconds: float = 0.0) -> np.ndar
     """
     from importlib import resources
 
+    from streamguard.audio.file import read_audio
     from streamguard.audio.track import TrackPipeline, TrackSettings
-    from streamguard.sources.file import read_audio
 
     path = resources.files("streamguard") / "demo" / "demo_call.wav"
     rate, channels = read_audio(str(path))

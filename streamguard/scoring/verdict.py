@@ -1,16 +1,21 @@
-"""One verdict per track, shared by ``streamguard scan`` and the daemon's ``call_ended`` event.
+"""One verdict per track, shared by ``streamguard scan``, ``streamguard evaluate`` and the
+daemon's ``call_ended`` event, and derived from the **same policy as the alerts**.
 
 The rule (also in the README, "Verdicts"):
 
 1. **inconclusive** when no window was scored, or when the track held less than
    ``min_speech_seconds`` (default 2 s) of VAD speech: too little voice to judge.
-2. otherwise **fake** when the *mean* window score is >= ``threshold`` (the model's threshold),
+2. otherwise **fake** when the alert policy (:class:`streamguard.alerts.smoothing.Smoother`:
+   smoothing, on-threshold, ``raise_after`` consecutive windows) raised an alert at least once
+   on the track,
 3. else **real**.
 
-Why the mean and not the max: one odd window (a cough, a codec glitch) should not brand a whole
-call as synthetic; the live daemon's smoothed alerts exist for "somewhere in this call". Both
-callers pass the raw window P(fake): ``scan`` per file track, the daemon per call track
-(``Smoother.summary``), so a recorded call and the live call get the same verdict.
+Why: an operator must never see alerts on a call whose verdict then says "real", nor a "fake"
+verdict on a call that never alerted. (Before, the verdict compared the *mean* raw score with
+the threshold while alerts used smoothed runs: a real call could raise two alerts and end
+"real".) One odd window still cannot brand a call: the policy needs sustained evidence.
+
+:func:`decide_verdict` (the mean rule) stays for callers that judge a bare list of scores.
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["DEFAULT_MIN_SPEECH_SECONDS", "Verdict", "decide_verdict"]
+__all__ = [
+    "DEFAULT_MIN_SPEECH_SECONDS",
+    "Verdict",
+    "decide_verdict",
+    "policy_verdict",
+    "replay_verdict",
+]
 
 Verdict = Literal["fake", "real", "inconclusive"]
 
@@ -43,3 +54,41 @@ def decide_verdict(
         return "inconclusive"
     mean = math.fsum(values) / len(values)
     return "fake" if mean >= threshold else "real"
+
+
+def policy_verdict(
+    alerts_raised: int,
+    windows_scored: int,
+    speech_seconds: float,
+    *,
+    min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
+) -> Verdict:
+    """The track's verdict from its alert history (the rule in the module docstring)."""
+    if windows_scored == 0 or speech_seconds < min_speech_seconds:
+        return "inconclusive"
+    return "fake" if alerts_raised > 0 else "real"
+
+
+def replay_verdict(
+    scores: Sequence[float],
+    threshold: float,
+    speech_seconds: float,
+    smoothing=None,
+    *,
+    min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
+) -> Verdict:
+    """Replay raw window scores through the alert policy (``smoothing``: a
+    :class:`~streamguard.alerts.smoothing.SmoothingSettings`, default the daemon's defaults) and
+    return the verdict the daemon would give that track: what ``scan`` reports."""
+    from streamguard.alerts.smoothing import Smoother, SmoothingSettings
+
+    smoother = Smoother(smoothing or SmoothingSettings(), threshold)
+    values = [float(s) for s in scores if not math.isnan(float(s))]
+    for i, p in enumerate(values):
+        smoother.push(p, float(i), float(i + 1))
+    return policy_verdict(
+        smoother.stats().alerts_raised,
+        len(values),
+        speech_seconds,
+        min_speech_seconds=min_speech_seconds,
+    )

@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 import pytest
 
-from streamguard.sources.file import read_audio
+from streamguard.audio.file import read_audio
 
 from .conftest import Subscriber
 

@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from streamguard.audio.file import read_audio
 from streamguard.client import send_frames
-from streamguard.sources.file import read_audio
 from streamguard.sources.senders import l16_frames, native_frames, twilio_frames
 
 from .conftest import Subscriber

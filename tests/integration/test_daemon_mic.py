@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from streamguard.sources.file import read_audio
+from streamguard.audio.file import read_audio
 
 from .conftest import Subscriber
 

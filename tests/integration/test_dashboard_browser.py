@@ -14,10 +14,10 @@ import json
 import numpy as np
 import pytest
 
+from streamguard.audio.file import read_audio
 from streamguard.client import send_frames
 from streamguard.daemon import Daemon
 from streamguard.model import Detector
-from streamguard.sources.file import read_audio
 from streamguard.sources.senders import twilio_frames
 
 from .browser import Browser, TcpForwarder, needs_chromium

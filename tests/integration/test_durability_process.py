@@ -18,7 +18,7 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from streamguard.sources.file import read_audio
+from streamguard.audio.file import read_audio
 
 from .conftest import Subscriber
 from .test_serve_process import ServeProcess

@@ -19,9 +19,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from streamguard.audio.file import read_audio
 from streamguard.cli import main
 from streamguard.client import send_frames
-from streamguard.sources.file import read_audio
 from streamguard.sources.rtp import RtpPacket
 from streamguard.sources.senders import native_frames, twilio_frames
 

@@ -166,8 +166,8 @@ async def test_a_node_started_while_redis_is_down_catches_up(redis_server, tmp_p
 async def test_two_daemons_one_fleet_a_subscriber_on_either_sees_both_calls(
     make_daemon, redis_server, tmp_path, fixtures_dir
 ):
+    from streamguard.audio.file import read_audio
     from streamguard.client import send_frames
-    from streamguard.sources.file import read_audio
     from streamguard.sources.senders import native_frames
 
     from .conftest import Subscriber

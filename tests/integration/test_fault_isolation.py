@@ -13,10 +13,10 @@ import math
 
 import pytest
 
+from streamguard.audio.file import read_audio
 from streamguard.client import send_frames
 from streamguard.daemon import Daemon
 from streamguard.errors import StreamguardError
-from streamguard.sources.file import read_audio
 from streamguard.sources.senders import native_frames
 from tests.conftest import misbehaving_detector
 

@@ -22,8 +22,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from streamguard.audio.file import read_audio
 from streamguard.client import send_frames
-from streamguard.sources.file import read_audio
 from streamguard.sources.rtp import RtpPacket
 from streamguard.sources.senders import twilio_frames
 

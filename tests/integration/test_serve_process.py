@@ -15,7 +15,7 @@ import threading
 import pytest
 from websockets.asyncio.client import connect
 
-from streamguard.sources.file import read_audio
+from streamguard.audio.file import read_audio
 
 from .conftest import Subscriber
 

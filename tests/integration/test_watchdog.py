@@ -11,9 +11,9 @@ import time
 import pytest
 import structlog
 
+from streamguard.audio.file import read_audio
 from streamguard.daemon import Daemon
 from streamguard.notify import Notifier
-from streamguard.sources.file import read_audio
 from streamguard.sources.senders import native_frames
 from tests.conftest import misbehaving_detector
 

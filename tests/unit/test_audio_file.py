@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from streamguard.audio.file import open_audio, read_audio
 from streamguard.errors import AudioError
-from streamguard.sources.file import open_audio, read_audio
 
 
 @pytest.mark.parametrize(

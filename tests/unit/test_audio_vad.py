@@ -72,7 +72,7 @@ def test_flush_without_remainder_is_empty():
 def test_float_to_pcm16_clips_instead_of_wrapping():
     pcm = float_to_pcm16(np.array([0.0, 0.5, 1.0, 2.0, -1.0, -7.0], np.float32))
     assert pcm.dtype == np.int16
-    assert pcm.tolist() == [0, 16384, 32767, 32767, -32768, -32768]
+    assert pcm.tolist() == [0, 16384, 32767, 32767, -32768, -32768]  # x 32768 (audio.pcm)
 
 
 def test_loud_clipped_speech_is_still_classified(speech16k):

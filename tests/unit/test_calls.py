@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from streamguard.alerts.bus import AlertBus
+from streamguard.alerts.smoothing import SmoothingSettings
+from streamguard.audio.file import read_audio
 from streamguard.calls import CallLimitReached, CallPolicy, CallRegistry, CallSession
 from streamguard.scoring.outcome import Unscored
 from streamguard.sources.base import Audio, CallEnd, CallStart, Gap, TrackEnd, TrackStart
-from streamguard.sources.file import read_audio
 
 
 class Scorer:
@@ -157,10 +158,11 @@ def test_max_call_seconds_flags_the_session(tiny_detector, speech):
 
 
 def test_alert_raised_when_scores_stay_high(tiny_detector, speech):
-    """Threshold below every score of the tiny model: the alert must be raised after 2 windows."""
+    """Threshold below every score of the tiny model: the alert must be raised after 2 windows
+    (raise_after=2 here: the mechanics, not the shipped default)."""
     rate, audio = speech
     info = tiny_detector.info.replace(threshold=0.01)
-    _, scorer = make_session(tiny_detector, info=info)
+    _, scorer = make_session(tiny_detector, info=info, smoothing=SmoothingSettings(raise_after=2))
     out = scorer.feed(TrackStart("0", rate), Audio("0", audio), CallEnd("stop"))
     alerts = [e for e in out if e["type"] == "alert"]
     assert [a["state"] for a in alerts] == ["raised"]

@@ -145,10 +145,10 @@ def test_reload_takes_only_reloadable_sections():
     current = load_config(None)
     new = load_config(
         None,
-        {"smoothing": {"raise_after": 5}, "server": {"port": 1}, "logging": {"level": "debug"}},
+        {"smoothing": {"raise_after": 7}, "server": {"port": 1}, "logging": {"level": "debug"}},
     )
     merged, ignored = apply_reload(current, new)
-    assert merged.smoothing.raise_after == 5 and merged.logging.level == "debug"
+    assert merged.smoothing.raise_after == 7 and merged.logging.level == "debug"
     assert merged.server.port == current.server.port
     assert ignored == ["server"]
     assert set(current.reloadable()) == set(RELOADABLE_SECTIONS)

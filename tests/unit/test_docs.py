@@ -28,9 +28,9 @@ from pydantic_core import PydanticUndefined
 
 from streamguard.alerts import events as ev
 from streamguard.alerts.bus import AlertBus
+from streamguard.audio.file import read_audio
 from streamguard.calls import CallPolicy, CallSession
 from streamguard.config import Settings
-from streamguard.sources.file import read_audio
 from streamguard.sources.senders import twilio_frames
 from streamguard.sources.twilio import MediaStreamProtocol
 

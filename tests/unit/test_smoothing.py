@@ -135,8 +135,25 @@ def test_ema_smoothing_delays_a_single_spike():
     assert run(s, [0.1, 0.8, 0.1, 0.1]) == []  # 0.1 -> 0.45 -> 0.275: the spike never passes
 
 
+def test_verdict_follows_the_alerts():
+    """One story: a track whose alert was raised ends "fake", one that never alerted "real",
+    even when its mean raw score is above the threshold (no sustained run)."""
+    spiky = Smoother(SmoothingSettings(mode="ema", ema_alpha=1.0, raise_after=2), threshold=0.5)
+    for i, p in enumerate([0.9, 0.1, 0.9, 0.1, 0.9]):  # mean 0.58 >= 0.5, never 2 in a row
+        spiky.push(p, i, i + 4)
+    assert spiky.stats().alerts_raised == 0
+    ended = spiky.summary(threshold=0.5, duration=9, speech_seconds=9, windows_skipped=0)
+    assert ended.verdict == "real"
+    burst = Smoother(SmoothingSettings(mode="ema", ema_alpha=1.0, raise_after=2), threshold=0.5)
+    for i, p in enumerate([0.9, 0.9, 0.1, 0.1, 0.1, 0.1]):  # mean 0.37 < 0.5, but it alerted
+        burst.push(p, i, i + 4)
+    assert burst.stats().alerts_raised == 1
+    ended = burst.summary(threshold=0.5, duration=9, speech_seconds=9, windows_skipped=0)
+    assert ended.verdict == "fake"
+
+
 def test_stats_and_summary_use_raw_scores_for_the_verdict():
-    s = Smoother(SmoothingSettings(mode="ema", ema_alpha=0.5), threshold=0.5)
+    s = Smoother(SmoothingSettings(mode="ema", ema_alpha=0.5, raise_after=2), threshold=0.5)
     assert s.stats().mean_smoothed is None and s.stats().max_smoothed is None
     for i, p in enumerate([0.9, 0.9, 0.9, 0.9]):
         s.push(p, i, i + 4)

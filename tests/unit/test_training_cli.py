@@ -69,8 +69,9 @@ def test_train_then_evaluate_from_the_cli(tmp_path, capsys):
     assert "pooled" in text and "condition=alaw" in text and "attack=A07" in text
     assert "trial_metadata_LA.txt:6" in text  # the bad row is reported
     report = json.loads((report_dir / "metrics.json").read_text())
-    assert report["threshold"] == 0.5 and report["pooled"]["n"] == 5
-    assert {"roc_det.png", "scores.png", "scores.csv", "metrics.txt"} <= {
+    assert report["threshold"] == 0.5 and report["clips"]["pooled"]["n"] == 5
+    assert report["windows"]["pooled"]["n"] >= 5  # every window the daemon would score
+    assert {"roc_det.png", "scores.png", "clips.csv", "windows.csv", "metrics.txt"} <= {
         p.name for p in report_dir.iterdir()
     }
 

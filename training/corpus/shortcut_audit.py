@@ -1,0 +1,134 @@
+"""Shortcut audit: can a trivial classifier tell real from fake by bandwidth, energy, duration or
+language alone? If it can, a detector may be learning that instead of synthesis artefacts.
+
+Features per clip (computed on the 16 kHz wav as stored in the corpus):
+
+* ``duration`` (s);
+* ``energy``: RMS of the whole clip, RMS of the active frames, peak, noise floor (5th
+  percentile of 20 ms frame levels), share of active frames;
+* ``bandwidth``: frequency below which 95% / 99% of the energy lies, share of energy above 3.4,
+  4, 5 and 6 kHz;
+* ``language``: one-hot of the manifest's ``lang`` column.
+
+Each group (and all of them together) trains a logistic regression and a gradient-boosting
+classifier on the train split and reports ROC-AUC on the test split (by condition too). A model
+AUC from ``streamguard evaluate`` (``--model-auc``, the clip-level pooled AUC) is printed beside it
+for comparison. Run::
+
+    python training/corpus/shortcut_audit.py training/corpus/v2/manifest.csv --out runs/audit
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+GROUPS = {
+    "duration": ["duration"],
+    "energy": ["rms", "active_rms", "peak", "floor", "active_share"],
+    "bandwidth": ["roll95", "roll99", "above3k4", "above4k", "above5k", "above6k"],
+}
+
+
+def clip_features(path: Path) -> dict[str, float]:
+    import soundfile as sf
+
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    frame = sr // 50
+    n = max(1, len(x) // frame)
+    e = np.mean(x[: n * frame].reshape(n, -1).astype(np.float64) ** 2, axis=1) + 1e-12
+    db = 10 * np.log10(e)
+    active = db > db.max() - 40
+    spec = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / sr)
+    cum = np.cumsum(spec) / (spec.sum() + 1e-12)
+    total = spec.sum() + 1e-12
+    return {
+        "duration": len(x) / sr,
+        "rms": float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-12)),
+        "active_rms": float(10 * np.log10(np.mean(e[active]))),
+        "peak": float(20 * np.log10(np.abs(x).max() + 1e-9)),
+        "floor": float(np.percentile(db, 5)),
+        "active_share": float(active.mean()),
+        "roll95": float(freqs[np.searchsorted(cum, 0.95)]),
+        "roll99": float(freqs[min(len(freqs) - 1, np.searchsorted(cum, 0.99))]),
+        "above3k4": float(spec[freqs > 3400].sum() / total),
+        "above4k": float(spec[freqs > 4000].sum() / total),
+        "above5k": float(spec[freqs > 5000].sum() / total),
+        "above6k": float(spec[freqs > 6000].sum() / total),
+    }
+
+
+def read_rows(manifest: Path) -> list[dict]:
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["_path"] = (manifest.parent / r["path"]).resolve()
+        r["_y"] = 1 if r["label"] in ("fake", "1", "spoof") else 0
+    return rows
+
+
+def audit(rows: list[dict], progress: bool = True) -> dict:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from tqdm import tqdm
+
+    feats = [clip_features(r["_path"]) for r in tqdm(rows, disable=not progress, unit="clip")]
+    langs = sorted({r.get("lang", "") for r in rows})
+    for f, r in zip(feats, rows, strict=True):
+        for lang in langs:
+            f[f"lang={lang}"] = float(r.get("lang", "") == lang)
+    groups = dict(GROUPS, language=[f"lang={lang}" for lang in langs])
+    groups["all"] = [k for g in groups.values() for k in g]
+    train = [i for i, r in enumerate(rows) if r["subset"] == "train"]
+    test = [i for i, r in enumerate(rows) if r["subset"] == "test"]
+    y = np.array([r["_y"] for r in rows])
+    conditions = sorted({rows[i]["condition"] for i in test})
+    out: dict = {}
+    for name, keys in groups.items():
+        X = np.array([[f[k] for k in keys] for f in feats])
+        out[name] = {}
+        for model_name, model in (
+            ("logistic", make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))),
+            ("boosting", HistGradientBoostingClassifier(max_iter=200, random_state=0)),
+        ):
+            model.fit(X[train], y[train])
+            p = model.predict_proba(X[test])[:, 1]
+            res = {"test": float(roc_auc_score(y[test], p))}
+            for cond in conditions:
+                sel = np.array([rows[i]["condition"] == cond for i in test])
+                if len(set(y[test][sel])) == 2:
+                    res[cond] = float(roc_auc_score(y[test][sel], p[sel]))
+            out[name][model_name] = res
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("manifest", type=Path, help="corpus manifest with subset/lang columns")
+    parser.add_argument("--out", type=Path, help="write audit.json here")
+    parser.add_argument("--model-auc", type=float, help="the detector's clip-level test AUC")
+    args = parser.parse_args(argv)
+    result = audit(read_rows(args.manifest))
+    print(f"{'features':12} {'logistic AUC':>13} {'boosting AUC':>13}   (test split; 0.5 = chance)")
+    for name, res in result.items():
+        print(f"{name:12} {res['logistic']['test']:13.3f} {res['boosting']['test']:13.3f}")
+    if args.model_auc is not None:
+        print(f"{'detector':12} {args.model_auc:13.3f}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Calibrate the daemon's alert policy (``[smoothing]``) on labelled calls.
+
+Why: the model's threshold is set on single windows (e.g. 1% of real windows flagged), but a
+call of a few minutes has hundreds of windows, so a per-window rate of 1% would still page
+someone on most real calls. The policy (smoothing + ``raise_after`` consecutive windows over the
+on-threshold) decides how much sustained evidence an alert needs. This module scores every call
+once through the daemon's chain, replays each candidate policy over the scores, and picks the one
+that keeps real calls quiet (at most ``--target`` of them alert, default 1%) while alerting on as
+many synthetic calls as possible, as early as possible::
+
+    python -m streamguard.training.policy --data training/corpus/v2/val-calls.csv \
+        --out runs/policy            # the bundled model; --model SPEC for another
+
+Calibrate on validation calls, then check the chosen policy on the test calls with
+``streamguard evaluate --config`` (never choose it on the test calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+MODES: list[dict[str, Any]] = [{"mode": "ema", "ema_alpha": a} for a in (0.3, 0.5, 0.7, 1.0)] + [
+    {"mode": "mean", "mean_windows": n} for n in (3, 5)
+]
+RAISE_AFTER = (1, 2, 3, 4, 5, 6)
+ON_OFFSETS = (0.0, 0.05, 0.1, 0.15)  # on-threshold = model threshold + offset (capped < 1)
+
+
+def candidates(threshold: float) -> list[dict[str, Any]]:
+    out = []
+    for mode, raise_after, offset in product(MODES, RAISE_AFTER, ON_OFFSETS):
+        on = min(threshold + offset, 0.999)
+        out.append(dict(mode, raise_after=raise_after, on_threshold=None if not offset else on))
+    return out
+
+
+def calibrate(results, threshold: float, target: float) -> tuple[dict, list[dict]]:
+    """``(best settings, every candidate's row)``; best = fewest missed synthetic calls among
+    those with real-call alert rate <= target, then the shortest median delay, then the least
+    strict rule (no threshold offset, fewest windows)."""
+    from streamguard.alerts.smoothing import SmoothingSettings
+    from streamguard.training.evaluate import apply_policy, policy_summary
+
+    rows = []
+    for cand in candidates(threshold):
+        settings = SmoothingSettings(**cand)
+        apply_policy(results, settings, threshold)
+        summary = policy_summary(results)
+        rows.append({"settings": cand, **summary})
+    ok = [r for r in rows if (r["real_alerted"] or 0.0) <= target]
+    pool = ok or sorted(rows, key=lambda r: r["real_alerted"] or 0.0)[:1]
+
+    def key(r):
+        s = r["settings"]
+        return (
+            -(r["fake_alerted"] or 0.0),
+            r["delay_median_s"] if r["delay_median_s"] is not None else 1e9,
+            s.get("on_threshold") or 0.0,
+            s["raise_after"],
+        )
+
+    return min(pool, key=key), rows
+
+
+def results_from_report(folder: Path):
+    """The ClipResults of a finished ``streamguard evaluate --out`` folder (clips.csv and
+    windows.csv): calibrate again, at another threshold, without scoring anything again."""
+    import csv
+
+    import numpy as np
+
+    from streamguard.training.data import Example
+    from streamguard.training.evaluate import ClipResult
+
+    windows: dict[str, list[tuple[float, float, float]]] = {}
+    with (folder / "windows.csv").open(newline="") as fh:
+        for w in csv.DictReader(fh):
+            windows.setdefault(w["path"], []).append(
+                (float(w["start"]), float(w["end"]), float(w["score"]))
+            )
+    results = []
+    with (folder / "clips.csv").open(newline="") as fh:
+        for c in csv.DictReader(fh):
+            arr = np.asarray(windows.get(c["path"], []), dtype=np.float64).reshape(-1, 3)
+            example = Example(
+                Path(c["path"]),
+                int(c["label"]),
+                c["source"],
+                c["subset"] or None,
+                c["speaker"] or None,
+                c["attack"] or None,
+                c["condition"] or None,
+                family=c["family"] or None,
+            )
+            results.append(
+                ClipResult(
+                    example,
+                    arr[:, 0],
+                    arr[:, 1],
+                    arr[:, 2].astype(np.float32),
+                    duration=float(c["duration"]),
+                    speech_seconds=float(c["speech_seconds"]),
+                )
+            )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from streamguard.model import load_detector
+    from streamguard.training.data import read_data
+    from streamguard.training.evaluate import apply_policy, score_through_chain
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model spec (default: the bundled model)")
+    parser.add_argument("--data", help="labelled calls (manifest CSV)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="instead of --data: a `streamguard evaluate --out` folder of the calls (no rescoring)",
+    )
+    parser.add_argument("--threshold", type=float, help="model threshold (default: the model's)")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        metavar="CONFIG",
+        help="do not search: report the [smoothing] of this daemon config on the calls "
+        "(e.g. the test calls, after choosing on the validation calls)",
+    )
+    parser.add_argument(
+        "--target", type=float, default=0.01, help="max share of real calls alerting"
+    )
+    parser.add_argument("--out", type=Path, help="write policy.json here")
+    args = parser.parse_args(argv)
+    if (args.data is None) == (args.report is None):
+        parser.error("give exactly one of --data and --report")
+    detector = load_detector(args.model, device="cpu")
+    threshold = detector.info.threshold if args.threshold is None else args.threshold
+    if args.report is not None:
+        results = results_from_report(args.report)
+    else:
+        results, _ = score_through_chain(
+            detector, read_data(args.data, None).examples, progress=True
+        )
+    if args.check is not None:
+        from streamguard.config import load_config
+        from streamguard.training.evaluate import format_policy_table, policy_report
+
+        settings = load_config(args.check).smoothing
+        apply_policy(results, settings, threshold)
+        print(f"[smoothing] of {args.check} at threshold {threshold:.4f}:")
+        print(format_policy_table(policy_report(results)))
+        return 0
+    best, rows = calibrate(results, threshold, args.target)
+    rows.sort(key=lambda r: (-(r["fake_alerted"] or 0), r["real_alerted"] or 0))
+    print(f"model {detector.info.name}, threshold {threshold:.4f}, "
+          f"{best['n_real']} real / {best['n_fake']} synthetic calls")  # fmt: skip
+    print(f"{'policy':58} {'real alerted':>12} {'fake alerted':>12} {'delay med':>9}")
+    for r in [best, *[r for r in rows if (r["real_alerted"] or 0) <= args.target][:8]]:
+        s = r["settings"]
+        name = ", ".join(f"{k}={v}" for k, v in s.items() if v is not None)
+        delay = r["delay_median_s"]
+        print(f"{name:58} {100 * r['real_alerted']:11.2f}% {100 * r['fake_alerted']:11.2f}% "
+              f"{delay if delay is not None else float('nan'):9.1f}")  # fmt: skip
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "policy.json").write_text(
+            json.dumps({"best": best, "candidates": rows}, indent=1) + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
