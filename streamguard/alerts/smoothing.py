@@ -37,13 +37,13 @@ class SmoothingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["ema", "mean"] = "ema"
-    ema_alpha: float = Field(0.5, gt=0, le=1, description="weight of the newest window (ema)")
+    ema_alpha: float = Field(0.7, gt=0, le=1, description="weight of the newest window (ema)")
     mean_windows: int = Field(3, ge=1, description="windows averaged (mean)")
     on_threshold: float | None = Field(None, ge=0, le=1, description="None = model threshold")
     off_threshold: float | None = Field(None, ge=0, le=1, description="None = on - margin")
     margin: float = Field(0.1, ge=0, le=1, description="default gap between on and off")
     raise_after: int = Field(
-        5, ge=1, description="consecutive windows >= on to raise (5 = ~8 s of call audio)"
+        3, ge=1, description="consecutive windows >= on to raise (3 = ~6 s of call audio)"
     )
     clear_after: int = Field(2, ge=1, description="consecutive windows < off to clear")
 
