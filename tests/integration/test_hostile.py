@@ -207,7 +207,12 @@ async def test_a_good_call_is_untouched_by_a_hostile_network(make_daemon, fixtur
 
     # The good call: everything it got alone, nothing more, nothing less.
     assert code == 1000
-    assert fingerprint(sub.events, "CAneighbours") == alone
+    # Same windows, same scores: equal to the published rounding (4 decimals), give or take one
+    # unit, because a window batched with other calls' windows may differ in the last float bits.
+    neighbours = fingerprint(sub.events, "CAneighbours")
+    assert [w[:3] for w in neighbours] == [w[:3] for w in alone]
+    for got, want in zip(neighbours, alone, strict=True):
+        assert got[3:] == pytest.approx(want[3:], abs=1.5e-4), got[:3]
     (ended,) = [e for e in sub.of_type("call_ended") if e["call_id"] == "CAneighbours"]
     assert ended["reason"] == "stop"
     assert ended["summary"]["windows_dropped"] == ended["summary"]["windows_failed"] == 0
@@ -238,8 +243,10 @@ async def test_a_good_call_is_untouched_by_a_hostile_network(make_daemon, fixtur
     rtp_calls = {e["call_id"] for e in sub.of_type("call_started") if e["source"] == "rtp"}
     assert len(rtp_calls) == 4  # max_ssrcs_per_sender
     m = daemon.metrics.registry.get_sample_value
-    # The two half-handshakes and the garbage (never a complete HTTP request) timed out.
-    assert m("streamguard_handshake_timeouts_total", {}) == 3
+    # The two half-handshakes timed out. The garbage is not HTTP: websockets' parser refuses it
+    # at once (EOF, no answer) but the connection counts as timed out when the server has not
+    # seen the client's close before open_timeout, so it may or may not add a third.
+    assert m("streamguard_handshake_timeouts_total", {}) in (2.0, 3.0)
     assert m("streamguard_rtp_packets_refused_total", {"reason": "ssrcs"}) == 36 * 6
     assert m("streamguard_feed_throttled_seconds_total", {"source": "twilio"}) > 0
 
