@@ -33,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -337,12 +339,19 @@ def _build(front: Any, network: Any, window_samples: int, int8: bool) -> bytes:
     return model
 
 
-def build_in_subprocess(detector: Any, backend: str = "auto", timeout: float = 900.0) -> None:
+def build_in_subprocess(
+    detector: Any,
+    backend: str = "auto",
+    timeout: float = 900.0,
+    *,
+    cancelled: threading.Event | None = None,
+) -> None:
     """Export (and calibrate) ``backend``'s ONNX model into the cache from a child process.
 
     The export and the quantizer are mostly Python: in the daemon's own process they would hold
     the GIL for tens of seconds and starve the event loop. The child only fills the cache; the
-    caller then serves from it (the parity check runs here, on the real detector).
+    caller then serves from it (the parity check runs here, on the real detector). Setting
+    ``cancelled`` kills the child within a fraction of a second (a daemon stopping mid-build).
     """
     import multiprocessing as mp
 
@@ -357,9 +366,14 @@ def build_in_subprocess(detector: Any, backend: str = "auto", timeout: float = 9
         daemon=True,
     )
     proc.start()
-    proc.join(timeout)
+    deadline = time.monotonic() + timeout
+    while proc.is_alive() and time.monotonic() < deadline:
+        if cancelled is not None and cancelled.is_set():
+            break
+        proc.join(0.1)
     if proc.is_alive():
         proc.kill()
+        proc.join()
 
 
 def _build_to_cache(module: Any, window_samples: int, int8: bool) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import os
 import threading
+import weakref
 from typing import Any
 
 import structlog
@@ -79,30 +80,72 @@ def build_runners(
         if build_in_background and backend == "auto" and needs_build(detector, backend):
             with contextlib.suppress(BackendUnavailable):  # else eager until the build is done
                 serve(detector, "torchscript", threads=per_worker)
-            threading.Thread(
-                target=_upgrade, args=(detector, backend, per_worker), daemon=True
-            ).start()
+            _UPGRADES[detector] = BackendUpgrade(detector, backend, per_worker)
         else:
             serve(detector, backend, threads=per_worker)
     return [detector] * workers
 
 
-def _upgrade(detector: Any, backend: str, threads: int | None) -> None:
-    from streamguard.model.serving import build_in_subprocess, serve
+class BackendUpgrade:
+    """Build ``backend`` in a child process, then switch ``detector`` to it, from a thread.
 
-    log.info("backend_building", serving=detector.backend, target=backend)
-    try:
-        build_in_subprocess(detector, backend)  # the heavy part, off this process's GIL
-        name = serve(detector, backend, threads=threads)
-    except Exception as exc:  # keep serving what already works
-        log.warning("backend_build_failed", error=f"{type(exc).__name__}: {exc}"[:200])
-        return
-    log.info("backend_switched", backend=name, parity=detector.backend_parity)
+    Why a handle: the switch creates an ONNX Runtime session, whose C++ threads must not be
+    running when the interpreter exits (that aborts the process: "terminate called without an
+    active exception", exit status -6). :meth:`cancel` kills a build still running, keeps a
+    switch from starting, and waits for one already under way; :func:`close_runners` calls it.
+    """
+
+    def __init__(self, detector: Any, backend: str, threads: int | None) -> None:
+        self.detector, self.backend, self.threads = detector, backend, threads
+        self.cancelled = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="streamguard-backend-upgrade", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        from streamguard.model.serving import build_in_subprocess, serve
+
+        log.info("backend_building", serving=self.detector.backend, target=self.backend)
+        try:
+            # the heavy part, off this process's GIL
+            build_in_subprocess(self.detector, self.backend, cancelled=self.cancelled)
+            if self.cancelled.is_set():
+                return
+            name = serve(self.detector, self.backend, threads=self.threads)
+        except Exception as exc:  # keep serving what already works
+            log.warning("backend_build_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+            return
+        log.info("backend_switched", backend=name, parity=self.detector.backend_parity)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def cancel(self, timeout: float = 60.0) -> None:
+        self.cancelled.set()
+        self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until the switch is done or given up (tests, benchmarks)."""
+        self._thread.join(timeout)
+
+
+#: Upgrades still attached to a served detector (a copy made here), until close_runners.
+_UPGRADES: weakref.WeakKeyDictionary[Any, BackendUpgrade] = weakref.WeakKeyDictionary()
+
+
+def upgrade_of(runner: Any) -> BackendUpgrade | None:
+    """The background switch of this runner, if it has one."""
+    return _UPGRADES.get(runner)
 
 
 def close_runners(runners: list[Any]) -> None:
-    """Stop worker processes (in-process runners need nothing)."""
+    """Stop a background backend switch and worker processes (nothing else needs closing)."""
     for runner in {id(r): r for r in runners}.values():
+        upgrade = _UPGRADES.pop(runner, None)
+        if upgrade is not None:
+            upgrade.cancel()
         close = getattr(runner, "close", None)
         if close is not None:
             close()

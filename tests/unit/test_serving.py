@@ -94,3 +94,35 @@ def test_cuda_graphs_match_eager_on_a_gpu():
     detector = Detector(module, ModelInfo(name="t", architecture="koyelog-resnet"), device="cuda")
     assert serve(detector, "cuda-graphs") == "cuda-graphs"
     assert detector.backend_parity <= PARITY_TOLERANCE
+
+
+@pytest.mark.slow
+def test_the_daemon_switches_to_the_built_backend_in_the_background():
+    from streamguard.scoring.runners import build_runners, close_runners, upgrade_of
+
+    detector = fresh_tiny(11)  # weights no other test built
+    runners = build_runners(detector, backend="auto", workers=2, build_in_background=True)
+    assert runners[0] is runners[1] and runners[0] is not detector  # one shared served copy
+    upgrade = upgrade_of(runners[0])
+    assert upgrade is not None and runners[0].backend == "torchscript"  # serving at once
+    upgrade.wait(300)
+    assert runners[0].backend in ("onnxruntime-int8", "onnxruntime")
+    assert detector.backend == "eager"  # the caller's detector never changes under it
+    close_runners(runners)
+    assert upgrade_of(runners[0]) is None
+
+
+@pytest.mark.slow
+def test_stopping_during_the_build_kills_it_and_never_switches():
+    """A daemon stopped mid-build must not leave ONNX Runtime threads running at exit (abort)."""
+    import multiprocessing
+
+    from streamguard.scoring.runners import build_runners, close_runners, upgrade_of
+
+    runners = build_runners(fresh_tiny(12), backend="auto", build_in_background=True)
+    upgrade = upgrade_of(runners[0])
+    assert upgrade is not None and upgrade.running
+    close_runners(runners)
+    assert not upgrade.running
+    assert runners[0].backend == "torchscript"
+    assert not [p for p in multiprocessing.active_children() if p.name == "streamguard-onnx-build"]
