@@ -19,9 +19,11 @@ import json
 import math
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from streamguard.bench.stats import summary
@@ -101,6 +103,33 @@ async def _run_loadgen(job: dict[str, Any], timeout: float) -> dict[str, Any]:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+def bench_events(directory: str) -> dict[str, Any]:
+    """``[events]`` of a bench daemon: the default SQLite log (its cost is part of what is
+    measured), but in ``directory``, never the operator's log (a bench must not add its calls
+    to it, nor contend with a running daemon for its writer lock)."""
+    return {"backend": "sqlite", "path": str(Path(directory) / "events.db")}
+
+
+def calls_ended_in_log(directory: str, prefix: str = "bench-") -> int:
+    """How many ``call_ended`` events for the bench's calls the log holds (the daemon stopped)."""
+    from streamguard.alerts.bus import SubscriptionFilter
+    from streamguard.alerts.store import EventStore
+
+    store = EventStore(Path(directory) / "events.db", readonly=True)
+    try:
+        wanted = SubscriptionFilter(types=frozenset({"call_ended"}))
+        ended: set[str] = set()
+        after = 0
+        while True:
+            page = store.read(after, wanted)
+            ended |= {e.call_id for e in page.events if (e.call_id or "").startswith(prefix)}
+            if page.scanned_to <= after:
+                return len(ended)
+            after = page.scanned_to
+    finally:
+        store.close()
+
+
 async def run_level(
     detector: Any,
     calls: int,
@@ -109,6 +138,19 @@ async def run_level(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Start a daemon, push ``calls`` concurrent calls through it, stop it; the figures."""
+    with tempfile.TemporaryDirectory(prefix="streamguard-bench-") as state:
+        level = await _run_level(detector, calls, options, state, progress)
+        level["calls_ended_in_log"] = calls_ended_in_log(state)
+        return level
+
+
+async def _run_level(
+    detector: Any,
+    calls: int,
+    options: DaemonBenchOptions,
+    state: str,
+    progress: Callable[[int], None] | None,
+) -> dict[str, Any]:
     from streamguard.config import load_config
     from streamguard.daemon import Daemon
 
@@ -135,6 +177,7 @@ async def run_level(
                 "adaptive_stride": options.adaptive_stride,
             },
             "limits": {"max_calls": max(calls, 1)},
+            "events": bench_events(state),
             "logging": {"level": "warning"},
         },
     )

@@ -274,6 +274,11 @@ def format_daemon(levels: list[dict[str, Any]], ok: list[bool], hop_seconds: flo
         client = level["client"]
         late = client["sender_lateness_seconds"]["p95"] * 1000
         extra = f"; ERRORS: {client['errors'][:3]}" if client["errors"] else ""
+        in_log = level.get("calls_ended_in_log")
+        if in_log is not None and in_log != level["calls"]:
+            extra += f"; call_ended in the event log for {in_log} of {level['calls']} calls"
+        elif in_log is not None and client["errors"]:
+            extra += f" (the event log holds call_ended for all {in_log} calls)"
         lines.append(
             f"  {level['calls']:>3} calls: batch sizes {{{sizes}}}; load-generator CPU "
             f"{level['loadgen_cpu_seconds']:.1f} s, sender lateness p95 {late:.0f} ms{extra}"

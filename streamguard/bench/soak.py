@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -72,6 +73,12 @@ def _histogram(histogram: Any) -> tuple[float, float]:
 
 async def run_soak(detector: Any, options: SoakOptions, progress=None) -> dict[str, Any]:
     """Run one soak; the figures as a dict (see :func:`summarize`)."""
+    with tempfile.TemporaryDirectory(prefix="streamguard-soak-") as state:
+        return await _run_soak(detector, options, progress, state)
+
+
+async def _run_soak(detector: Any, options: SoakOptions, progress, state: str) -> dict[str, Any]:
+    from streamguard.bench.daemon_bench import bench_events
     from streamguard.config import load_config
     from streamguard.daemon import Daemon
 
@@ -85,6 +92,7 @@ async def run_soak(detector: Any, options: SoakOptions, progress=None) -> dict[s
             },
             "model": {"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms},
             "limits": {"max_calls": max(options.calls * 2, 1)},
+            "events": bench_events(state),
             "logging": {"level": "warning"},
         },
     )

@@ -7,6 +7,8 @@ figures are internally consistent, so a broken measurement fails here.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +93,9 @@ def test_daemon_suite_scores_every_window_it_reports(capsys, fixtures_dir):
     assert 0 < lag["p50"] <= lag["p95"] <= lag["max"] < 10
     assert level["cpu_seconds"] > 0 and level["peak_rss_mib"] >= level["base_rss_mib"] > 0
     assert client["first_score_lag_seconds"]["n"] == 2  # one first score per call (mono)
+    # Its own durable log, read back after the stop; the operator's log is never touched.
+    assert level["calls_ended_in_log"] == 2
+    assert not (Path(os.environ["STATE_DIRECTORY"]) / "events.db").exists()
 
 
 @pytest.mark.slow
