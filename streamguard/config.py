@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.errors import ConfigError
 from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from streamguard.tomlfile import read_toml
 
 RELOADABLE_SECTIONS = ("smoothing", "verdict", "logging")
 """Sections a SIGHUP re-reads and applies to running and new tracks; all else needs a restart."""
@@ -555,21 +555,6 @@ def _format_error(exc: ValidationError, origin: str) -> str:
         detail = f" (got {shown[:60] + '...' if len(shown) > 60 else shown})"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{origin}: {loc}: {msg}{detail}{more}"
-
-
-def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
-    """Parse a TOML file; a missing, unreadable or malformed one is one :class:`ConfigError`."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
 
 
 def load_config(

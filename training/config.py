@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streamguard.errors import ConfigError
+from streamguard.tomlfile import read_toml
 
 SourceType = Literal["manifest", "asvspoof2019", "asvspoof2021", "itw", "folder"]
 SUBSETS = ("train", "val", "test")
@@ -237,23 +238,6 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = child
         node[leaf] = value
     return data
-
-
-def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a dict; ConfigError with one line when it is missing or malformed.
-
-    The trainer reads its own files: it never imports the daemon's config module, so training
-    runs on a machine (or in a package) without the daemon's settings and their defaults.
-    """
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

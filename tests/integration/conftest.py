@@ -33,11 +33,12 @@ def daemon_settings(**sections):
 
 @pytest.fixture
 async def make_daemon(tiny_detector) -> AsyncIterator:
-    """Factory: ``await make_daemon(**config_sections)`` -> a started Daemon, stopped after."""
+    """Factory: ``await make_daemon(**config_sections)`` -> a started Daemon, stopped after.
+    ``detector=`` serves another detector than the tiny one."""
     started: list[Daemon] = []
 
-    async def factory(**sections) -> Daemon:
-        daemon = Daemon(daemon_settings(**sections), detector=tiny_detector)
+    async def factory(detector=None, **sections) -> Daemon:
+        daemon = Daemon(daemon_settings(**sections), detector=detector or tiny_detector)
         await daemon.start()
         started.append(daemon)
         return daemon

@@ -9,6 +9,7 @@ its scores raise an alert. Screenshots land in the test's tmp dir (``shots/``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 
 import numpy as np
@@ -21,7 +22,7 @@ from streamguard.model import Detector
 from streamguard.sources.senders import twilio_frames
 
 from .browser import Browser, TcpForwarder, needs_chromium
-from .conftest import Subscriber, daemon_settings
+from .conftest import Subscriber
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, needs_chromium]
 
@@ -77,18 +78,8 @@ def alerting_detector(tiny_detector):
 
 
 @pytest.fixture
-async def start_daemon(alerting_detector):
-    started: list[Daemon] = []
-
-    async def factory(**sections) -> Daemon:
-        daemon = Daemon(daemon_settings(**sections), detector=alerting_detector)
-        await daemon.start()
-        started.append(daemon)
-        return daemon
-
-    yield factory
-    for daemon in started:
-        await asyncio.wait_for(daemon.stop(), 30)
+def start_daemon(make_daemon, alerting_detector):
+    return functools.partial(make_daemon, alerting_detector)
 
 
 @pytest.fixture
