@@ -42,6 +42,17 @@ class Workload:
             f"{self.chunk_ms} ms frames"
         )
 
+    def options(self, base: DaemonBenchOptions, **changes: Any) -> DaemonBenchOptions:
+        """``base`` streaming this workload's calls."""
+        return replace(
+            base,
+            file=self.file,
+            protocol=self.protocol,
+            chunk_ms=self.chunk_ms,
+            mix=self.mix,
+            **changes,
+        )
+
 
 def search(
     detector: Any,
@@ -54,13 +65,7 @@ def search(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Find the largest passing level for ``workload``; every level's figures are kept."""
-    options = replace(
-        base,
-        file=workload.file,
-        protocol=workload.protocol,
-        chunk_ms=workload.chunk_ms,
-        mix=workload.mix,
-    )
+    options = workload.options(base)
     hop = options.hop_seconds
     calls = max(1, math.floor(0.85 * estimate_tracks / tracks_per_call))
     tried: dict[int, dict[str, Any]] = {}
@@ -103,14 +108,7 @@ def search(
 
 def first_score(detector: Any, workload: Workload, base: DaemonBenchOptions) -> dict[str, Any]:
     """One call on an idle daemon: how long after its first full window the first score comes."""
-    options = replace(
-        base,
-        file=workload.file,
-        protocol=workload.protocol,
-        chunk_ms=workload.chunk_ms,
-        mix=workload.mix,
-        call_seconds=min(base.call_seconds, 8.0),
-    )
+    options = workload.options(base, call_seconds=min(base.call_seconds, 8.0))
     level = asyncio.run(run_level(detector, 1, options))
     return {
         "first_score_lag_seconds": level["client"]["first_score_lag_seconds"]["p50"],
