@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streamguard.audio.file import read_audio  # noqa: E402
 from streamguard.client import send_frames  # noqa: E402
 from streamguard.commands.demo import demo_call_path  # noqa: E402
 from streamguard.config import load_config  # noqa: E402
 from streamguard.daemon import Daemon  # noqa: E402
-from streamguard.audio.file import read_audio  # noqa: E402
 from streamguard.sources.senders import twilio_frames  # noqa: E402
 from tests.integration.browser import Browser  # noqa: E402
 

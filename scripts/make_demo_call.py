@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from streamguard.audio.resample import StreamResampler
 from streamguard.audio.file import read_audio
+from streamguard.audio.resample import StreamResampler
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 8000
