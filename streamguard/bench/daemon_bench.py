@@ -103,11 +103,26 @@ async def _run_loadgen(job: dict[str, Any], timeout: float) -> dict[str, Any]:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
-def bench_events(directory: str) -> dict[str, Any]:
-    """``[events]`` of a bench daemon: the default SQLite log (its cost is part of what is
-    measured), but in ``directory``, never the operator's log (a bench must not add its calls
-    to it, nor contend with a running daemon for its writer lock)."""
-    return {"backend": "sqlite", "path": str(Path(directory) / "events.db")}
+def bench_settings(directory: str, **sections: Any) -> Any:
+    """The config of a bench daemon: loopback on a free port, no RTP or microphone, quiet logs,
+    and the default SQLite event log (its cost is part of what is measured) but in
+    ``directory``, never the operator's log (a bench must not add its calls to it, nor contend
+    with a running daemon for its writer lock). ``sections`` add the suite's own settings."""
+    from streamguard.config import load_config
+
+    return load_config(
+        None,
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "sources": {
+                "rtp": {"enabled": False, "host": "127.0.0.1", "port": 0},
+                "mic": {"enabled": False},
+            },
+            "events": {"backend": "sqlite", "path": str(Path(directory) / "events.db")},
+            "logging": {"level": "warning"},
+            **sections,
+        },
+    )
 
 
 def calls_ended_in_log(directory: str, prefix: str = "bench-") -> int:
@@ -151,35 +166,25 @@ async def _run_level(
     state: str,
     progress: Callable[[int], None] | None,
 ) -> dict[str, Any]:
-    from streamguard.config import load_config
     from streamguard.daemon import Daemon
 
-    settings = load_config(
-        None,
-        {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "sources": {
-                "rtp": {"enabled": False, "host": "127.0.0.1", "port": 0},
-                "mic": {"enabled": False},
-            },
-            "model": {
-                "max_batch": options.max_batch,
-                "max_wait_ms": options.max_wait_ms,
-                "queue_size": options.queue_size,
-                "backend": options.backend,
-                "worker": options.worker,
-                "workers": options.workers,
-                "threads": options.threads,
-            },
-            "track": {
-                "hop_seconds": options.hop_seconds,
-                "coalesce_ms": options.coalesce_ms,
-                "adaptive_stride": options.adaptive_stride,
-            },
-            "limits": {"max_calls": max(calls, 1)},
-            "events": bench_events(state),
-            "logging": {"level": "warning"},
+    settings = bench_settings(
+        state,
+        model={
+            "max_batch": options.max_batch,
+            "max_wait_ms": options.max_wait_ms,
+            "queue_size": options.queue_size,
+            "backend": options.backend,
+            "worker": options.worker,
+            "workers": options.workers,
+            "threads": options.threads,
         },
+        track={
+            "hop_seconds": options.hop_seconds,
+            "coalesce_ms": options.coalesce_ms,
+            "adaptive_stride": options.adaptive_stride,
+        },
+        limits={"max_calls": max(calls, 1)},
     )
     daemon = Daemon(settings, detector=detector)
     await daemon.start()

@@ -78,23 +78,13 @@ async def run_soak(detector: Any, options: SoakOptions, progress=None) -> dict[s
 
 
 async def _run_soak(detector: Any, options: SoakOptions, progress, state: str) -> dict[str, Any]:
-    from streamguard.bench.daemon_bench import bench_events
-    from streamguard.config import load_config
+    from streamguard.bench.daemon_bench import bench_settings
     from streamguard.daemon import Daemon
 
-    settings = load_config(
-        None,
-        {
-            "server": {"host": "127.0.0.1", "port": 0},
-            "sources": {
-                "rtp": {"enabled": False, "host": "127.0.0.1", "port": 0},
-                "mic": {"enabled": False},
-            },
-            "model": {"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms},
-            "limits": {"max_calls": max(options.calls * 2, 1)},
-            "events": bench_events(state),
-            "logging": {"level": "warning"},
-        },
+    settings = bench_settings(
+        state,
+        model={"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms},
+        limits={"max_calls": max(options.calls * 2, 1)},
     )
     daemon = Daemon(settings, detector=detector)
     await daemon.start()
