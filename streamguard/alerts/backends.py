@@ -202,8 +202,18 @@ class SqliteBackend:
         )
 
     def health(self) -> dict[str, Any]:
-        failing = self.writer is not None and self.writer.failing
-        return {"backend": self.name, "degraded": failing, "event_log": str(self.path)}
+        """``degraded`` whenever events are not being committed (``problem`` says why);
+        ``rejected``: events set aside because the log cannot hold them."""
+        problem = self.writer.problem if self.writer is not None else None
+        out: dict[str, Any] = {
+            "backend": self.name,
+            "degraded": problem is not None,
+            "event_log": str(self.path),
+            "rejected": self.writer.rejected if self.writer is not None else 0,
+        }
+        if problem is not None:
+            out["problem"] = problem
+        return out
 
 
 def make_backend(settings: EventsSettings, *, metrics: Metrics | None = None) -> EventBackend:

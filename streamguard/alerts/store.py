@@ -20,6 +20,9 @@ Tables:
     Webhook deliveries given up after their last attempt.
 ``spool``
     Unnumbered events waiting for Redis (the fleet backend) while it is unreachable.
+``rejected_events``
+    Events the log could not hold (they cannot be serialised: a bug, or input no core should
+    have let through), with the reason: set aside so the events around them go on.
 
 Durability: every :meth:`append` is one transaction. With ``synchronous=NORMAL`` (the default)
 a commit reaches the operating system, not the disk: a process crash (``kill -9``) loses
@@ -85,11 +88,25 @@ CREATE TABLE IF NOT EXISTS spool (
     type TEXT NOT NULL,
     json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rejected_events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    type TEXT NOT NULL,
+    call_id TEXT,
+    error TEXT NOT NULL
+);
 """
 
 
 class EventLogError(StreamguardError):
     """The event log file cannot be opened or used (one line for the CLI)."""
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` and made writable (lone surrogates escaped)."""
+    if value is None:
+        return None
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _where(flt: SubscriptionFilter | None) -> tuple[str, list[object]]:
@@ -373,6 +390,22 @@ class EventStore:
             (endpoint, endpoint),
         ).fetchall()
         return [(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
+
+    # -- events the log cannot hold ---------------------------------------------------------
+    def add_rejected_event(self, event: EventBase, error: str) -> None:
+        """Record an event that cannot be written (what it was, never its content)."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO rejected_events (at, type, call_id, error) VALUES (?, ?, ?, ?)",
+                (time.time(), event.type, _text(event.call_id, 300), _text(error, 500)),
+            )
+
+    def rejected_events(self) -> list[tuple[str, str | None, str]]:
+        """``(type, call_id, error)`` of every event set aside, oldest first."""
+        rows = self.db.execute(
+            "SELECT type, call_id, error FROM rejected_events ORDER BY id"
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     # -- the spool (Redis unreachable) ------------------------------------------------------
     def spool_count(self) -> int:

@@ -316,3 +316,65 @@ async def test_a_failing_commit_is_retried_in_order_and_nothing_is_delivered_bef
     await asyncio.wait_for(writer.flush(), 10)
     assert [e.start for e in sub.drain()] == [0, 1, 2] and not writer.failing
     await writer.close()
+
+
+async def test_an_event_the_log_cannot_hold_is_set_aside_and_the_writer_goes_on(tmp_path):
+    """Issue #21 finding 1: one event pydantic cannot serialise (a lone surrogate, a value
+    nested past its depth limit) raised inside the writer thread, which died: nothing was
+    written after it while /healthz said ready. Now that event alone is set aside, with its
+    reason, and the events committed with it and after it go on."""
+    from streamguard.alerts.writer import GroupCommitWriter
+
+    path = tmp_path / "events.db"
+    metrics = Metrics()
+    bus = AlertBus("m", metrics=metrics)
+    writer = GroupCommitWriter(
+        EventStore(path), loop=asyncio.get_running_loop(), on_committed=bus.deliver,
+        metrics=metrics, interval=0.05,
+    )  # fmt: skip
+    writer.start()
+    bus.attach_log(writer.submit)
+    sub = bus.subscribe()
+    deep: object = 1
+    for _ in range(1200):
+        deep = {"k": deep}
+    poison = [
+        CallStarted(call_id="bad1", track=None, source="native", metadata={"a": "\ud800"}),
+        CallStarted(call_id="bad2", track=None, source="native", metadata={"deep": deep}),
+    ]
+    for i in range(3):  # in the same group commit as the poison ones
+        bus.publish(Score(call_id="A", track="0", source="native", start=i, end=i + 4,
+                          p_fake=0.5, smoothed=0.5))  # fmt: skip
+        if i < len(poison):  # as the bus hands them over when it does not log them
+            writer.submit(poison[i], "2025-01-31T12:00:00.000Z", "m")
+    await asyncio.wait_for(writer.flush(), 10)
+    bus.publish(started("after"))
+    await asyncio.wait_for(writer.flush(), 10)
+    seen = list(sub.drain())
+    assert [(e.type, e.call_id) for e in seen] == [("score", "A")] * 3 + [("call_started", "after")]
+    assert [e.seq for e in seen] == [1, 2, 3, 4]  # numbered without a gap
+    assert writer.problem is None and writer.rejected == 2
+    rejected_total = metrics.registry.get_sample_value(
+        "streamguard_events_rejected_total", {"type": "call_started"}
+    )
+    assert rejected_total == 2
+    await writer.close()
+    rejected = EventStore(path, readonly=True).rejected_events()
+    assert [(t, c) for t, c, _ in rejected] == [("call_started", "bad1"), ("call_started", "bad2")]
+    assert "surrogates not allowed" in rejected[0][2]
+
+
+async def test_health_says_degraded_when_the_writer_is_gone_or_stalled(tmp_path):
+    from streamguard.alerts import writer as writer_module
+
+    async with Node(tmp_path / "events.db") as node:
+        writer = node.backend.writer
+        assert node.backend.health()["degraded"] is False
+        writer._committing_since = writer_module.time.perf_counter() - 60  # a commit stuck
+        health = node.backend.health()
+        assert health["degraded"] is True and "waiting more than 10 s" in health["problem"]
+        writer._committing_since = None
+        writer._queue.put(writer_module._STOP)  # the thread ends, the backend does not
+        await asyncio.to_thread(writer._thread.join, 10)
+        health = node.backend.health()
+        assert health["degraded"] is True and "stopped" in health["problem"]
