@@ -423,25 +423,22 @@ class RedisBackend:
         events = [_event_of(fields) for _, fields in entries]  # the reader logged bad ones
         return Page([e for e in events if e is not None and flt.matches(e)], scanned)
 
-    async def tail(self, count: int, flt: SubscriptionFilter | None) -> Page:
+    async def tail_start(self, count: int, flt: SubscriptionFilter | None) -> int:
+        """The seq before the ``count``-th newest matching entry (0 when fewer match), walking
+        back one batch at a time: only a batch is ever held."""
         flt = flt or SubscriptionFilter()
-        top = "+"
-        picked: list[EventBase] = []
-        upto: int | None = None
-        while len(picked) < count:
+        top, seen = "+", 0
+        while True:
             entries = await self.redis.xrevrange(self.stream, top, "-", count=BATCH)
             if not entries:
-                break
-            if upto is None:
-                upto = seq_of(entries[0][0])
-            for _id, fields in entries:
+                return 0
+            for entry_id, fields in entries:
                 event = _event_of(fields)
                 if event is not None and flt.matches(event):
-                    picked.append(event)
-                    if len(picked) == count:
-                        break
+                    seen += 1
+                    if seen >= count:
+                        return seq_of(entry_id) - 1
             top = f"({entries[-1][0].decode()}"
-        return Page(list(reversed(picked)), upto or 0)
 
     async def oldest_seq(self) -> int | None:
         first = await self.redis.xrange(self.stream, "-", "+", count=1)

@@ -313,6 +313,19 @@ class EventStore:
         scanned = upto if len(rows) < limit else rows[-1][0]
         return Page([parse_event(j) for _, j in rows], max(scanned, after))
 
+    def tail_start(self, count: int, flt: SubscriptionFilter | None = None) -> int:
+        """Where to :meth:`read` from for the last ``count`` matching events: the seq before
+        the ``count``-th newest one (0 when fewer match). One index lookup; the events are
+        then read in pages, never all at once."""
+        if count < 1:
+            return self._max_seq()
+        where, args = _where(flt)
+        row = self.db.execute(
+            f"SELECT seq FROM events WHERE seq <= ?{where} ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            [self._max_seq(), *args, count - 1],
+        ).fetchone()
+        return 0 if row is None else int(row[0]) - 1
+
     def tail(self, count: int, flt: SubscriptionFilter | None = None) -> Page:
         """The last ``count`` matching events (oldest first)."""
         upto = self._max_seq()

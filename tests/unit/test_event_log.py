@@ -378,3 +378,40 @@ async def test_health_says_degraded_when_the_writer_is_gone_or_stalled(tmp_path)
         await asyncio.to_thread(writer._thread.join, 10)
         health = node.backend.health()
         assert health["degraded"] is True and "stopped" in health["problem"]
+
+
+async def test_a_tail_is_read_from_the_log_in_pages(tmp_path):
+    """Issue #21 finding 3: ``tail`` loaded every matching event at once (three idle
+    subscribers took a daemon from 1.0 to 2.4 GB). It now only finds where the last N begin;
+    the events come in pages, like any replay, matching filter included."""
+    from streamguard.alerts.follow import PAGE
+
+    class Recording(SqliteBackend):  # the real backend, noting how much each read returned
+        pages: list[int] = []
+
+        async def read(self, after, flt, limit):
+            page = await super().read(after, flt, limit)
+            self.pages.append(len(page.events))
+            return page
+
+    bus = AlertBus("m")
+    backend = Recording(EventsSettings(path=str(tmp_path / "events.db")))
+    await backend.start(bus)
+    for i in range(1300):
+        bus.publish(Score(call_id="A" if i % 2 else "B", track="0", source="native", start=i,
+                          end=i + 4, p_fake=0.5, smoothed=0.5))  # fmt: skip
+    await backend.flush()
+
+
+    async def first(n, flt=None, tail=None):
+        events = follow(bus, backend, flt, tail=tail)
+        try:
+            return [await anext(events) for _ in range(n)]
+        finally:
+            await events.aclose()
+
+    assert [e.seq for e in await first(1200, tail=1200)] == list(range(101, 1301))
+    assert max(backend.pages) <= PAGE and len(backend.pages) >= 3
+    only_a = await first(3, SubscriptionFilter(call_id="A"), tail=3)
+    assert [(e.call_id, e.seq) for e in only_a] == [("A", 1296), ("A", 1298), ("A", 1300)]
+    await backend.close()
