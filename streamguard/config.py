@@ -432,12 +432,14 @@ class WebhookSettings(_Section):
 
     @property
     def label(self) -> str:
+        """The endpoint's name in its cursor, metrics and logs: ``name``, else the URL's host
+        (and port) and path, never its userinfo (``https://user:password@host/...``)."""
         from urllib.parse import urlsplit
 
         if self.name:
             return self.name
         parts = urlsplit(self.url)
-        return f"{parts.netloc}{parts.path}"
+        return f"{parts.netloc.rpartition('@')[2]}{parts.path}"
 
     def secret_value(self) -> str:
         if self.secret is not None:
