@@ -110,9 +110,13 @@ def redact(value: Any) -> Any:
             stack.append((node, True))
             items = node.values() if isinstance(node, dict) else node
             for child in items:
-                if isinstance(child, _CONTAINERS) and id(child) not in done:
-                    if id(child) not in open_:  # else a cycle: _copied says so
-                        stack.append((child, False))
+                # a child already open is an ancestor (a cycle): _copied says so
+                if (
+                    isinstance(child, _CONTAINERS)
+                    and id(child) not in done
+                    and id(child) not in open_
+                ):
+                    stack.append((child, False))
             continue
         if isinstance(node, dict):
             copy: Any = {

@@ -3,6 +3,8 @@
 One :class:`EventStore` per connection. The daemon's writer thread owns the only writing one
 (:mod:`streamguard.alerts.writer`); readers (``/alerts`` replay, ``streamguard events``, the
 webhook deliverer) open their own, read-only or not, and never block the writer (WAL).
+The file is created 0600 in a directory created 0700 (:func:`create_private`): SQLite gives
+its ``-wal`` and ``-shm`` files the same mode.
 
 Tables:
 
@@ -147,6 +149,16 @@ def default_path() -> Path:
     return user_state_path("streamguard", appauthor=False) / "events.db"
 
 
+def create_private(path: Path) -> None:
+    """Create the log file (and its directory) readable by this user only, before SQLite
+    opens it: call metadata and the spool are in it, and SQLite gives the ``-wal`` and
+    ``-shm`` files it makes beside the log the log's own permissions. An existing file is
+    left as it is (an operator may have widened it on purpose)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class WriterLock:
     """An exclusive lock on ``<log>.lock``: one daemon writes a log file at a time.
 
@@ -159,7 +171,7 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -198,7 +210,7 @@ class EventStore:
                 uri = f"file:{self.path}?mode=ro"
                 self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)
                 self.db = sqlite3.connect(self.path, check_same_thread=False)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if not readonly:

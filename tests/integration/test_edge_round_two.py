@@ -528,3 +528,33 @@ async def test_duplicate_headers_are_a_400_without_a_traceback(debug_serve):
     assert not [r for r in logs if "exception" in r]  # (webhook retries may go on meanwhile)
     assert not [r for r in logs if r.get("logger", "").startswith("websockets.server")
                 and r.get("level") == "error"]  # fmt: skip
+
+
+# ---------------------------------------------------------------- finding 9 (the state files)
+
+
+async def test_the_event_log_files_are_private(make_daemon, speech, tmp_path):
+    """events.db was created 0644 (and its directory 0755): call metadata readable by every
+    user of the host. The unit now sets StateDirectoryMode=0700 and UMask=0077 too; this is
+    the daemon's own part, under the most common umask."""
+    import os
+    import stat
+
+    state = tmp_path / "state"
+    previous = os.umask(0o022)
+    try:
+        daemon = await make_daemon(events={"path": str(state / "events.db")})
+        rate, audio = short(speech, 1.0)
+        base = f"ws://127.0.0.1:{daemon.port}"
+        await send_frames(f"{base}/ingest", native_frames(audio, rate, call_id="private"))
+        await daemon.backend.flush()
+        modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in state.iterdir()}
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert modes == {
+        "events.db": 0o600,
+        "events.db-wal": 0o600,
+        "events.db-shm": 0o600,
+        "events.db.lock": 0o600,
+    }

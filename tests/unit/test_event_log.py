@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
@@ -387,7 +388,7 @@ async def test_a_tail_is_read_from_the_log_in_pages(tmp_path):
     from streamguard.alerts.follow import PAGE
 
     class Recording(SqliteBackend):  # the real backend, noting how much each read returned
-        pages: list[int] = []
+        pages: ClassVar[list[int]] = []
 
         async def read(self, after, flt, limit):
             page = await super().read(after, flt, limit)
@@ -401,7 +402,6 @@ async def test_a_tail_is_read_from_the_log_in_pages(tmp_path):
         bus.publish(Score(call_id="A" if i % 2 else "B", track="0", source="native", start=i,
                           end=i + 4, p_fake=0.5, smoothed=0.5))  # fmt: skip
     await backend.flush()
-
 
     async def first(n, flt=None, tail=None):
         events = follow(bus, backend, flt, tail=tail)
