@@ -16,6 +16,12 @@ Refusals happen at the HTTP handshake, before any WebSocket exists: 401 when no 
 presented, 403 when a wrong one was; the body says no more than that. Tokens and signatures are
 compared in constant time.
 
+Before any of that, every request names one of the daemon's own hosts (:class:`HostPolicy`,
+``[server] allowed_hosts``: a page on another site that rebinds its DNS name to 127.0.0.1 is
+still sent with its own ``Host``), and a browser-originated WebSocket (one with an ``Origin``)
+comes from an origin the operator listed (:func:`origin_key`, ``[server] allowed_origins``),
+or, for ``/alerts``, from the daemon's own page.
+
 :func:`exposure_problem` is the start-up rule: listening beyond loopback with a surface
 unprotected is refused (one line naming the missing key) unless
 ``[auth] allow_unauthenticated = true``.
@@ -24,8 +30,10 @@ unprotected is refused (one line naming the missing key) unless
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 from streamguard.alerts.server import request_token, token_matches
 from streamguard.dashboard import STATUS_PATH
@@ -36,7 +44,93 @@ if TYPE_CHECKING:
 
     from streamguard.config import Settings
 
-__all__ = ["AccessPolicy", "Guard", "Refusal", "exposure_problem", "is_loopback"]
+__all__ = [
+    "AccessPolicy",
+    "Guard",
+    "HostPolicy",
+    "Refusal",
+    "exposure_problem",
+    "host_key",
+    "is_loopback",
+    "origin_key",
+]
+
+#: Host names every daemon answers to, beside its bind address and ``[server] allowed_hosts``.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def host_key(value: str) -> str | None:
+    """The host part of a ``Host`` header or an ``allowed_hosts`` entry, compared without its
+    port, case or trailing dot; IPv6 literals in brackets, in their shortest form. None when
+    it is not a host at all."""
+    text = value.strip().lower()
+    if not text:
+        return None
+    if text.startswith("["):  # [v6] or [v6]:port
+        end = text.find("]")
+        literal, rest = text[1:end], text[end + 1 :]
+        if end < 0 or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+    elif text.count(":") > 1:  # a bare IPv6 literal (an allowed_hosts entry written so)
+        literal = text
+    else:
+        name, _, port = text.partition(":")
+        if port and not port.isdigit():
+            return None
+        name = name.rstrip(".")
+        ok = name and all(c.isalnum() or c in "-._" for c in name) and name.isascii()
+        return name if ok else None
+    try:
+        return f"[{ipaddress.IPv6Address(literal).compressed}]"
+    except ValueError:
+        return None
+
+
+def origin_key(value: str) -> str | None:
+    """An ``Origin`` (or an ``allowed_origins`` entry) as ``scheme://host[:port]``: lower case,
+    the scheme's default port dropped; None for ``null``, a path, or anything not http(s)."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None
+    host = host_key(f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname)
+    if host is None:
+        return None
+    scheme = parts.scheme.lower()
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+class HostPolicy:
+    """Which ``Host`` headers the daemon answers: its own names and addresses only.
+
+    A browser tricked by DNS rebinding (``rebind.evil.example`` now resolving to 127.0.0.1)
+    sends ``Host: rebind.evil.example``, and the matching ``Origin``, so a same-origin check
+    alone lets it through; refusing unknown hosts does not. ``*`` among the names turns the
+    check off (behind a proxy that checks it, say).
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        keys = [name.strip() for name in names]
+        self.any = "*" in keys
+        self.names = frozenset(k for k in (host_key(n) for n in keys if n != "*") if k)
+
+    @classmethod
+    def for_server(cls, bind_host: str, allowed: Iterable[str] = ()) -> HostPolicy:
+        """The bind address, localhost, 127.0.0.1 and [::1], plus ``allowed``."""
+        return cls([bind_host, *LOOPBACK_HOSTS, *allowed])
+
+    def allows(self, host: str | None) -> bool:
+        if self.any:
+            return True
+        key = host_key(host) if host is not None else None
+        return key is not None and key in self.names
+
 
 METRICS_PATH = "/metrics"
 

@@ -58,6 +58,10 @@ log = structlog.get_logger(__name__)
 
 #: WebSocket close code 1013 "try again later": the daemon is full or draining.
 CLOSE_TRY_AGAIN_LATER = 1013
+#: WebSocket close code 1008 "policy violation": a call id already live elsewhere.
+CLOSE_POLICY_VIOLATION = 1008
+#: WebSocket close code 1011 "internal error": the call could not be opened (a bug).
+CLOSE_INTERNAL_ERROR = 1011
 
 #: ``submit(window, callback)``: the scoring engine's; the callback later gets the outcome.
 Submit = Callable[[Window, Callable[[ScoreOutcome], None]], None]
@@ -119,6 +123,7 @@ class CallSession:
         self.call_id = start.call_id
         self.source = start.source
         self.metadata = start.metadata
+        self.share = start.share
         self.info = info
         self.policy = policy
         self.tracks: dict[str, _Track] = {}
@@ -183,6 +188,17 @@ class CallSession:
         for name in list(self.tracks):
             self._end_track(name)
         self._maybe_finish()
+
+    def abort(self, reason: str = "error") -> None:
+        """Finish at once, producing nothing more: the call never properly opened (its
+        ``call_started`` could not be published), so there is no call to end."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        for track in self.tracks.values():
+            track.ended = True
+        self.finished = True
+        self._windows_out.clear()
+        self._events_out.clear()
 
     def receive_score(self, pending: PendingWindow, outcome: ScoreOutcome) -> None:
         """The engine's outcome for a window this session handed out."""
@@ -303,12 +319,32 @@ def _declared_rate(metadata: dict[str, Any]) -> int | None:
     return None
 
 
-class CallLimitReached(Exception):
+class CallRefused(Exception):
+    """A call the registry will not open: ``code`` is the WebSocket close code for the feed,
+    ``reason`` the ``source_rejects_total`` label, the message the close reason."""
+
+    code = CLOSE_TRY_AGAIN_LATER
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CallLimitReached(CallRefused):
     """The daemon already has ``max_calls`` open calls, or is shutting down."""
 
     def __init__(self, message: str, *, reason: str = "capacity") -> None:
-        super().__init__(message)
-        self.reason = reason  # the metrics label: "capacity" or "draining"
+        super().__init__(message, reason=reason)  # "capacity" or "draining"
+
+
+class CallIdInUse(CallRefused):
+    """Another connection carries a live call with this id, and this one may not join it
+    (see :meth:`CallRegistry.open`)."""
+
+    code = CLOSE_POLICY_VIOLATION
+
+    def __init__(self) -> None:
+        super().__init__("call_id already live on another connection", reason="call_id_in_use")
 
 
 class CallRegistry:
@@ -332,28 +368,63 @@ class CallRegistry:
         self._metrics = metrics
         self.sessions: dict[int, CallSession] = {}  # keyed per connection: a callSid may repeat
         self._keys: dict[int, int] = {}  # id(session) -> key
+        self._by_call_id: dict[str, list[CallSession]] = {}  # the sessions of each call id
         self._ids = itertools.count(1)
         self._all_finished = asyncio.Event()
         self._all_finished.set()
         self.accepting = True
 
     def open(self, start: CallStart) -> CallSession:
-        """Start a session; raises :class:`CallLimitReached` when full or shutting down."""
+        """Start a session and publish its ``call_started``.
+
+        Raises :class:`CallLimitReached` when full or shutting down, :class:`CallIdInUse` when
+        ``start.call_id`` is live on another connection and this one may not join it. Anything
+        else that fails once the session is registered (publishing ``call_started``) takes
+        the session out again before the exception goes on: a call is either open with its
+        ``call_started`` handed to the bus, or not open at all; never held open by a failure.
+        """
         if not self.accepting:
             raise CallLimitReached("the daemon is shutting down", reason="draining")
         if len(self.sessions) >= self.max_calls:
             raise CallLimitReached(f"call limit reached ({self.max_calls} open calls)")
-        key = next(self._ids)
+        self._check_call_id(start)
         session = CallSession(start, info=self.info, policy=self.policy)
+        key = next(self._ids)
         self.sessions[key] = session
         self._keys[id(session)] = key
+        self._by_call_id.setdefault(session.call_id, []).append(session)
         self._all_finished.clear()
+        try:
+            self._flush(session)
+        except BaseException:
+            session.abort()
+            self._closed(session)
+            raise
         if self._metrics is not None:
             self._metrics.calls_total.labels(source=start.source).inc()
             self._metrics.calls_active.set(len(self.sessions))
         log.info("call_opened", call_id=start.call_id, source=start.source)
-        self._flush(session)
         return session
+
+    def _check_call_id(self, start: CallStart) -> None:
+        """A call id live on another connection is refused, so no feed can publish events
+        (a ``call_ended`` above all) under a call it does not carry; except the other tracks
+        of the same provider call: Twilio opens one stream per track for one callSid, each
+        naming its tracks (``CallStart.share``). A session that already ended (waiting for
+        its last scores) no longer holds its id."""
+        live = [s for s in self._by_call_id.get(start.call_id, ()) if s.end_reason is None]
+        if not live:
+            return
+        share = start.share
+        if share is not None and all(
+            s.share is not None
+            and s.source == start.source
+            and s.share.account == share.account
+            and not (s.share.tracks & share.tracks)
+            for s in live
+        ):
+            return
+        raise CallIdInUse()
 
     def handle(self, session: CallSession, event: SourceEvent) -> None:
         """Give one source event to ``session`` and move what it produced."""
@@ -376,12 +447,14 @@ class CallRegistry:
             lost = session.windows_lost_since_last_call()
             if lost:
                 self._metrics.windows_dropped_total.labels(reason="overwritten").inc(lost)
-        for pending in session.windows_to_score():
-            self._submit(pending.window, self._on_outcome(session, pending))
-        for event in session.events_to_publish():
-            self._publish(event)
-        if session.finished:
-            self._closed(session)
+        try:
+            for pending in session.windows_to_score():
+                self._submit(pending.window, self._on_outcome(session, pending))
+            for event in session.events_to_publish():
+                self._publish(event)
+        finally:  # a finished session leaves the registry even if a publish failed
+            if session.finished:
+                self._closed(session)
 
     def _on_outcome(
         self, session: CallSession, pending: PendingWindow
@@ -397,6 +470,11 @@ class CallRegistry:
         if key is None:
             return
         self.sessions.pop(key, None)
+        same = self._by_call_id.get(session.call_id, [])
+        if session in same:
+            same.remove(session)
+        if not same:
+            self._by_call_id.pop(session.call_id, None)
         if self._metrics is not None:
             self._metrics.calls_active.set(len(self.sessions))
         log.info("call_closed", call_id=session.call_id, reason=session.end_reason)
@@ -443,14 +521,28 @@ class CallFeed:
                 structlog.contextvars.bind_contextvars(call_id=event.call_id, source=event.source)
                 try:
                     self.session = self.registry.open(event)
-                except CallLimitReached as exc:
+                except CallRefused as exc:
                     self.registry.count_reject(event.source, exc.reason)
-                    return (CLOSE_TRY_AGAIN_LATER, str(exc))
+                    if isinstance(exc, CallIdInUse):
+                        log.warning("feed_refused", feed=self.kind, reason=exc.reason)
+                    return (exc.code, str(exc))
+                except Exception as exc:  # a bug: the registry has let go of the call already
+                    self.registry.count_reject(event.source, "error")
+                    log.error(
+                        "call_open_failed", feed=self.kind, error=f"{type(exc).__name__}: {exc}"
+                    )
+                    return (CLOSE_INTERNAL_ERROR, "internal error: the call could not be opened")
             elif isinstance(event, Reject):
                 self.registry.count_reject(
-                    self.session.source if self.session else self.kind, "protocol"
+                    self.session.source if self.session else self.kind, event.kind
                 )
-                log.warning("feed_rejected", feed=self.kind, code=event.code, reason=event.reason)
+                log.warning(
+                    "feed_rejected",
+                    feed=self.kind,
+                    code=event.code,
+                    reason=event.reason,
+                    kind=event.kind,
+                )
                 return (event.code, event.reason)
             elif self.session is not None:
                 self.registry.handle(self.session, event)

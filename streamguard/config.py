@@ -56,11 +56,30 @@ class ServerSettings(_Section):
     max_connections: int = Field(1000, ge=1)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Host names the port answers to besides the bind address, localhost, 127.0.0.1, [::1]
+    # ("*": any). Browser origins (scheme://host[:port]) whose pages may open WebSockets.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _names(self) -> ServerSettings:
+        from streamguard.access import host_key, origin_key
+
+        for entry in self.allowed_hosts:
+            if entry.strip() != "*" and host_key(entry) is None:
+                raise ValueError(f"allowed_hosts: {entry[:60]!r} is not a host name or address")
+        for entry in self.allowed_origins:
+            if origin_key(entry) is None:
+                raise ValueError(
+                    f"allowed_origins: {entry[:60]!r} is not an origin like "
+                    "https://dashboard.example.com (scheme, host, optional port; no path)"
+                )
         return self
 
     @property
@@ -413,12 +432,14 @@ class WebhookSettings(_Section):
 
     @property
     def label(self) -> str:
+        """The endpoint's name in its cursor, metrics and logs: ``name``, else the URL's host
+        (and port) and path, never its userinfo (``https://user:password@host/...``)."""
         from urllib.parse import urlsplit
 
         if self.name:
             return self.name
         parts = urlsplit(self.url)
-        return f"{parts.netloc}{parts.path}"
+        return f"{parts.netloc.rpartition('@')[2]}{parts.path}"
 
     def secret_value(self) -> str:
         if self.secret is not None:

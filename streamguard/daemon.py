@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 from websockets.asyncio.server import Server, serve
 
-from streamguard.access import AccessPolicy, exposure_problem, is_loopback
+from streamguard.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
 from streamguard.alerts.backends import EventBackend, make_backend
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import CallEnded, combine_summaries
@@ -342,6 +342,8 @@ class Daemon:
                 **dashboard_routes(self.status),
             },
             access=self.access,
+            hosts=HostPolicy.for_server(s.server.host, s.server.allowed_hosts),
+            allowed_origins=s.server.allowed_origins,
             same_origin_paths={s.alerts.path},
             max_connections=s.server.max_connections,
             max_calls_per_client=s.limits.max_calls_per_client,
@@ -367,6 +369,14 @@ class Daemon:
             )
         except OSError as exc:  # port taken, address not ours, host unknown: one clear line
             raise bind_error("HTTP/WebSocket", s.server.host, s.server.port, exc) from None
+        if not is_loopback(s.server.host) and not s.server.allowed_hosts:
+            log.warning(
+                "allowed_hosts_unset",
+                host=s.server.host,
+                hint="requests are answered only when their Host header is the bind address, "
+                "localhost, 127.0.0.1 or [::1] (else 421): list the names clients and probes "
+                "use in [server] allowed_hosts",
+            )
         if not s.server.tls and not is_loopback(s.server.host):
             log.warning(
                 "plaintext_beyond_loopback",

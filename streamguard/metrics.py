@@ -162,6 +162,14 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.events_rejected_total = Counter(
+            "events_rejected_total",
+            "Events the log could not hold (they cannot be serialised): set aside in its "
+            "rejected_events table, the others go on",
+            ["type"],
+            namespace=ns,
+            registry=r,
+        )
         self.events_retention_deleted_total = Counter(
             "events_retention_deleted_total",
             "Events deleted from the log by retention (retain_hours, max_mb)",

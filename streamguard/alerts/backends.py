@@ -9,8 +9,10 @@ The bus (alerts/bus.py) fans events out; a backend sits behind it:
   (``streamguard demo``, tests that do not care).
 
 Every backend answers the same questions, so ``/alerts``, webhooks and ``streamguard events``
-are written once (alerts/follow.py): ``read(after, filter)``, ``tail(n, filter)``,
-``oldest_seq()``, plus webhook cursors and crash recovery (``open_calls()``).
+are written once (alerts/follow.py): ``read(after, filter, limit)`` (one page),
+``tail_start(n, filter)`` (where the last n matching events begin: replays are then read in
+pages, never held whole), ``oldest_seq()``, plus webhook cursors and crash recovery
+(``open_calls()``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class EventBackend(Protocol):
     async def flush(self) -> None: ...
     async def close(self) -> None: ...
     async def read(self, after: int, flt: SubscriptionFilter | None, limit: int) -> Page: ...
-    async def tail(self, count: int, flt: SubscriptionFilter | None) -> Page: ...
+    async def tail_start(self, count: int, flt: SubscriptionFilter | None) -> int: ...
     async def oldest_seq(self) -> int | None: ...
     async def open_calls(self) -> list[CallStarted]: ...
     async def get_cursor(self, name: str) -> int | None: ...
@@ -77,11 +79,16 @@ class MemoryBackend:
                 picked.append(event)
         return Page(picked, scanned)
 
-    async def tail(self, count: int, flt: SubscriptionFilter | None) -> Page:
+    async def tail_start(self, count: int, flt: SubscriptionFilter | None) -> int:
         assert self.bus is not None
         flt = flt or SubscriptionFilter()
-        matching = [e for e in self.bus.history(0) if flt.matches(e)]
-        return Page(matching[-count:] if count else [], self.bus.last_seq)
+        seen = 0
+        for event in reversed(self.bus.history(0)):
+            if flt.matches(event):
+                seen += 1
+                if seen == count:
+                    return event.seq - 1
+        return 0 if count else self.bus.last_seq
 
     async def oldest_seq(self) -> int | None:
         assert self.bus is not None
@@ -181,8 +188,8 @@ class SqliteBackend:
     async def read(self, after: int, flt: SubscriptionFilter | None, limit: int) -> Page:
         return await asyncio.to_thread(lambda: self._readers.get().read(after, flt, limit=limit))
 
-    async def tail(self, count: int, flt: SubscriptionFilter | None) -> Page:
-        return await asyncio.to_thread(lambda: self._readers.get().tail(count, flt))
+    async def tail_start(self, count: int, flt: SubscriptionFilter | None) -> int:
+        return await asyncio.to_thread(lambda: self._readers.get().tail_start(count, flt))
 
     async def oldest_seq(self) -> int | None:
         return await asyncio.to_thread(lambda: self._readers.get().oldest_seq())
@@ -202,8 +209,18 @@ class SqliteBackend:
         )
 
     def health(self) -> dict[str, Any]:
-        failing = self.writer is not None and self.writer.failing
-        return {"backend": self.name, "degraded": failing, "event_log": str(self.path)}
+        """``degraded`` whenever events are not being committed (``problem`` says why);
+        ``rejected``: events set aside because the log cannot hold them."""
+        problem = self.writer.problem if self.writer is not None else None
+        out: dict[str, Any] = {
+            "backend": self.name,
+            "degraded": problem is not None,
+            "event_log": str(self.path),
+            "rejected": self.writer.rejected if self.writer is not None else 0,
+        }
+        if problem is not None:
+            out["problem"] = problem
+        return out
 
 
 def make_backend(settings: EventsSettings, *, metrics: Metrics | None = None) -> EventBackend:

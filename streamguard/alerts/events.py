@@ -326,6 +326,17 @@ def parse_event(data: str | bytes | dict[str, Any]) -> EventBase:
         raise EventParseError(f"invalid event: {where}: {first['msg']}") from None
 
 
+def json_problem(event: EventBase) -> str | None:
+    """Why ``event`` cannot be serialised (one line), or None. Its JSON is made (and kept, as
+    :meth:`EventBase.to_json` keeps it) to find out; the event logs call it to set aside the
+    one event they cannot hold rather than fail every event committed with it."""
+    try:
+        event.to_json()
+    except Exception as exc:  # pydantic's serialiser: PydanticSerializationError, ValueError...
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
+
+
 # The JSON of an unnumbered event starts ``{"type":"<type>","seq":0,``: ``type`` is always the
 # first field and its value a fixed name, so this is the first occurrence of ``"seq":0,``.
 _SEQ_PLACEHOLDER = '"seq":0,'

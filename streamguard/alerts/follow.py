@@ -11,6 +11,10 @@ duplicate, whatever was published during the replay.
 A ``since`` older than the backend keeps (retention, ``redis_maxlen``) gives one ``dropped``
 notice with ``reason: "retention"`` first: ``last_seq + 1`` is the oldest seq available.
 
+Replays are read :data:`PAGE` events at a time, ``tail`` included (it only finds where the last
+``tail`` events begin), so a subscriber costs one page of memory however much it asks for and
+however slowly it reads (its sender awaits each send before the next page is read).
+
 ``lossless`` (webhooks): a full live queue does not drop; the reader goes back to the log from
 its cursor. Otherwise (``/alerts``) the bus's bounded queue and ``dropped`` notices apply.
 """
@@ -54,11 +58,8 @@ async def follow(
         on_evicted=on_evicted,
     )
     try:
-        if tail:
-            page = await backend.tail(tail, flt)
-            for event in page.events:
-                yield event
-            cursor = page.scanned_to
+        if tail:  # the last ``tail`` events, read in pages like any replay
+            cursor = await backend.tail_start(tail, flt)
         elif since is not None:
             cursor = since
             oldest = await backend.oldest_seq()

@@ -16,6 +16,13 @@ of ``[events] path``, at most ``spool_max_events``; beyond it events are lost, c
 Redis answers again the spool is appended first, oldest first, then the outbox: in order.
 Subscribers of this node see spooled events once they are in the stream (they have a seq
 only then), never before.
+
+One event cannot stop the others: an event that cannot be serialised is set aside (the local
+file's ``rejected_events`` table, ``streamguard_events_rejected_total``) before a batch is
+appended or spooled, a stream entry that does not parse is logged, counted and skipped, and the
+sender and reader tasks outlive whatever else fails. ``/healthz`` says ``degraded`` while Redis
+is unreachable, when the sender is gone, or when the oldest event not yet appended or spooled
+has waited longer than :data:`~streamguard.alerts.writer.STALL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ from streamguard.alerts.bus import AlertBus, SubscriptionFilter
 from streamguard.alerts.events import (
     CallStarted,
     EventBase,
+    json_problem,
     parse_event,
     split_at_seq,
     with_seq,
 )
 from streamguard.alerts.store import EventStore, Page, WriterLock
+from streamguard.alerts.writer import STALL_SECONDS, set_aside
 
 if TYPE_CHECKING:
     from streamguard.config import EventsSettings
@@ -79,6 +88,14 @@ RETRY_SECONDS = 1.0
 BLOCK_MS = 1000
 
 
+def _event_of(fields: dict) -> EventBase | None:
+    """A stream entry's event, or None when the entry holds none."""
+    try:
+        return parse_event(fields[b"event"])
+    except (KeyError, ValueError):
+        return None
+
+
 def seq_of(entry_id: bytes | str) -> int:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-", 1)[0])
@@ -112,6 +129,9 @@ class RedisBackend:
         self.lost = 0
         self._appended_upto = 0  # highest seq this node appended
         self._start_after: int | None = None  # where the reader starts (None: the stream end)
+        self._read_upto = 0  # highest stream entry read (unparsable ones included)
+        self._sending_since: float | None = None  # submit time of the batch being sent
+        self.rejected = 0  # events set aside: they cannot be serialised (or parsed back)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, bus: AlertBus) -> None:
@@ -195,11 +215,39 @@ class RedisBackend:
             self._sending = True
             try:
                 ok = await self._send_once()
+            except Exception as exc:  # a bug (or the spool's disk): keep the sender alive
+                log.error("event_sender_error", error=f"{type(exc).__name__}: {exc}"[:300])
+                if self._metrics is not None:
+                    self._metrics.events_log_errors_total.inc()
+                ok = False
             finally:
                 self._sending = False
+                self._sending_since = None
             if not ok:  # Redis failed: what was pending is spooled; try again in a while
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
+
+    async def _writable(
+        self, batch: list[tuple[EventBase, float]]
+    ) -> list[tuple[EventBase, float]]:
+        """``batch`` without the events that cannot be serialised (each set aside). Their JSON
+        is made here once and kept, so appending or spooling them costs nothing more."""
+        kept = []
+        for item in batch:
+            error = json_problem(item[0])
+            if error is None:
+                kept.append(item)
+            else:
+                await self._reject(item[0], error)
+        return kept
+
+    async def _reject(self, event: EventBase, error: str) -> None:
+        self.rejected += 1
+        set_aside(event, error, metrics=self._metrics, record=None)
+        try:
+            await self._in_store(lambda s: s.add_rejected_event(event, error))
+        except Exception as exc:
+            log.error("event_rejected_not_recorded", error=str(exc)[:200])
 
     async def _send_once(self) -> bool:
         if self.spooled and not await self._drain_spool():
@@ -207,6 +255,10 @@ class RedisBackend:
             return False
         while self._outbox:
             batch, self._outbox = self._outbox[:BATCH], self._outbox[BATCH:]
+            self._sending_since = batch[0][1]
+            batch = await self._writable(batch)
+            if not batch:
+                continue
             try:
                 await self._append([e for e, _ in batch])
             except Exception as exc:
@@ -252,6 +304,7 @@ class RedisBackend:
         return True
 
     async def _spool(self, batch: list[tuple[EventBase, float]]) -> None:
+        batch = await self._writable(batch)
         if not batch:
             return
         drafts = [e for e, _ in batch]
@@ -319,7 +372,7 @@ class RedisBackend:
                 if self._start_after is None:
                     self._start_after = await self._stream_end()
                     self.bus.set_last_seq(self._start_after)
-                after = max(self.bus.last_seq, self._start_after)
+                after = max(self.bus.last_seq, self._start_after, self._read_upto)
                 reply = await self._reader_redis.xread(
                     {self.stream: f"{after}-0"}, count=BATCH, block=BLOCK_MS
                 )
@@ -337,10 +390,13 @@ class RedisBackend:
                 self._wake.set()
             for _stream, entries in reply or ():
                 own = self._own
-                events = [
-                    own.pop(seq_of(entry_id), None) or parse_event(fields[b"event"])
-                    for entry_id, fields in entries
-                ]
+                events = []
+                for entry_id, fields in entries:
+                    seq = seq_of(entry_id)
+                    self._read_upto = max(self._read_upto, seq)
+                    event = own.pop(seq, None) or self._parse_entry(seq, fields)
+                    if event is not None:
+                        events.append(event)
                 if own and len(own) > 10 * BATCH:  # read before we numbered them: forget
                     for seq in [q for q in own if q <= self.bus.last_seq]:
                         del own[seq]
@@ -349,35 +405,40 @@ class RedisBackend:
                     if self._metrics is not None:
                         self._metrics.events_last_seq.set(events[-1].seq)
 
-    async def _range(self, start: str, count: int) -> list[tuple[int, EventBase]]:
-        entries = await self.redis.xrange(self.stream, start, "+", count=count)
-        return [(seq_of(i), parse_event(f[b"event"])) for i, f in entries]
+    def _parse_entry(self, seq: int, fields: dict) -> EventBase | None:
+        """A stream entry as an event; None (logged, counted) for one that is not an event
+        (another writer's bug): the entries after it are still delivered."""
+        event = _event_of(fields)
+        if event is None:
+            self.rejected += 1
+            log.error("event_entry_unreadable", seq=seq)
+            if self._metrics is not None:
+                self._metrics.events_rejected_total.labels(type="unreadable").inc()
+        return event
 
     async def read(self, after: int, flt: SubscriptionFilter | None, limit: int) -> Page:
         flt = flt or SubscriptionFilter()
-        rows = await self._range(f"({after}-0", limit)
-        scanned = rows[-1][0] if rows else after
-        return Page([e for _, e in rows if flt.matches(e)], scanned)
+        entries = await self.redis.xrange(self.stream, f"({after}-0", "+", count=limit)
+        scanned = seq_of(entries[-1][0]) if entries else after
+        events = [_event_of(fields) for _, fields in entries]  # the reader logged bad ones
+        return Page([e for e in events if e is not None and flt.matches(e)], scanned)
 
-    async def tail(self, count: int, flt: SubscriptionFilter | None) -> Page:
+    async def tail_start(self, count: int, flt: SubscriptionFilter | None) -> int:
+        """The seq before the ``count``-th newest matching entry (0 when fewer match), walking
+        back one batch at a time: only a batch is ever held."""
         flt = flt or SubscriptionFilter()
-        top = "+"
-        picked: list[EventBase] = []
-        upto: int | None = None
-        while len(picked) < count:
+        top, seen = "+", 0
+        while True:
             entries = await self.redis.xrevrange(self.stream, top, "-", count=BATCH)
             if not entries:
-                break
-            if upto is None:
-                upto = seq_of(entries[0][0])
-            for _id, fields in entries:
-                event = parse_event(fields[b"event"])
-                if flt.matches(event):
-                    picked.append(event)
-                    if len(picked) == count:
-                        break
+                return 0
+            for entry_id, fields in entries:
+                event = _event_of(fields)
+                if event is not None and flt.matches(event):
+                    seen += 1
+                    if seen >= count:
+                        return seq_of(entry_id) - 1
             top = f"({entries[-1][0].decode()}"
-        return Page(list(reversed(picked)), upto or 0)
 
     async def oldest_seq(self) -> int | None:
         first = await self.redis.xrange(self.stream, "-", "+", count=1)
@@ -406,11 +467,28 @@ class RedisBackend:
     async def add_dead_letter(self, endpoint: str, seq: int, attempts: int, error: str) -> None:
         await self._in_store(lambda s: s.add_dead_letter(endpoint, seq, attempts, error))
 
+    @property
+    def problem(self) -> str | None:
+        """Why events are not being committed now (``/healthz`` says ``degraded``), or None."""
+        if not self.up:
+            return "redis unreachable: events are spooled"
+        if self._tasks and self._tasks[0].done() and not self._closing:
+            return "the event sender has stopped"
+        oldest = self._sending_since or (self._outbox[0][1] if self._outbox else None)
+        if oldest is not None and time.perf_counter() - oldest > STALL_SECONDS:
+            return f"events waiting more than {STALL_SECONDS:g} s to be appended"
+        return None
+
     def health(self) -> dict[str, Any]:
-        return {
+        problem = self.problem
+        out: dict[str, Any] = {
             "backend": self.name,
-            "degraded": not self.up,
+            "degraded": problem is not None,
             "redis_stream": self.stream,
             "spooled": self.spooled,
             "spool_lost": self.lost,
+            "rejected": self.rejected,
         }
+        if problem is not None:
+            out["problem"] = problem
+        return out

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -52,7 +52,7 @@ from streamguard.alerts.events import EventBase
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
-    from streamguard.access import AccessPolicy
+    from streamguard.access import AccessPolicy, HostPolicy
     from streamguard.alerts.backends import EventBackend
     from streamguard.metrics import Metrics
 
@@ -63,6 +63,9 @@ HttpRoute = Callable[[Request], Response]
 ProcessRequest = Callable[["ServerConnection", Request], Response | None]
 
 ALERTS_QUERY_KEYS = frozenset({"call_id", "types", "since", "tail", "token"})
+#: The most events ``/alerts?tail=N`` replays; a larger N is clamped to it (documented, so a
+#: dashboard asking for "everything recent" still gets a bounded answer).
+MAX_TAIL = 1000
 
 #: The WebSocket subprotocol a browser offers so it can carry a token without a URL or a
 #: header it cannot set: ``new WebSocket(url, ["streamguard.v1", BEARER_PREFIX + b64url])``.
@@ -258,6 +261,26 @@ class WebSocketRouter:
                     del self._calls_by_host[host]
 
 
+#: Headers whose meaning is ambiguous when a request repeats them: such a request is refused
+#: (400) before anything reads them (websockets' ``Headers.get`` raises on a repeated one).
+SINGLE_VALUED_HEADERS = (
+    "Host",
+    "Authorization",
+    "Origin",
+    "X-Twilio-Signature",
+    "X-API-KEY",
+    "Signature",
+    "Signature-Input",
+    "Audiohook-Session-Id",
+    "Audiohook-Organization-Id",
+    "Audiohook-Correlation-Id",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+)
+#: Methods the read-only HTTP endpoints answer; WebSocket handshakes are GETs.
+READ_METHODS = ("GET", "HEAD")
+
+
 def make_process_request(
     router: WebSocketRouter,
     *,
@@ -266,6 +289,8 @@ def make_process_request(
     protected_paths: Collection[str] = (),
     same_origin_paths: Collection[str] = (),
     access: AccessPolicy | None = None,
+    hosts: HostPolicy | None = None,
+    allowed_origins: Collection[str] = (),
     max_connections: int | None = None,
     max_calls_per_client: int = 0,
     handshake_checks: Mapping[str, ProcessRequest] | None = None,
@@ -273,25 +298,33 @@ def make_process_request(
 ) -> ProcessRequest:
     """Build ``process_request``: access rules, plain HTTP routes, 404, capacity limits.
 
-    Order: access (``access``, or the shorthand ``token`` for ``protected_paths``: 401 when no
-    credential was presented, 403 when a wrong one was, the body saying no more; HTTP routes and
-    WebSocket paths alike) -> unknown path 404 -> HTTP routes (``/healthz``, the dashboard's
-    static files: public) -> cross-origin 403 on ``same_origin_paths`` -> the path's own
+    Order: a header that must not repeat, repeated: 400 (``SINGLE_VALUED_HEADERS``) -> a
+    ``Host`` that is none of the daemon's (``hosts``, :class:`~streamguard.access.HostPolicy`;
+    None = any): 421 -> unknown path 404 -> a method other than GET/HEAD on an HTTP route, or
+    other than GET on a WebSocket path: 405 with ``Allow`` -> access (``access``, or the
+    shorthand ``token`` for ``protected_paths``: 401 when no credential was presented, 403 when
+    a wrong one was, the body saying no more; HTTP routes and WebSocket paths alike) -> HTTP
+    routes (``/healthz``, the dashboard's static files: public; HEAD gets the headers only) ->
+    a browser's WebSocket from an origin not allowed: 403 -> the path's own
     ``handshake_checks`` entry (a feed that authenticates its own way, e.g. AudioHook's API key
     and signature; it answers its refusal or ``None``) -> capacity 503 (``max_connections``) ->
     per-client 429 (``max_calls_per_client`` open calls from one address, 0 = no limit) ->
     ``None`` (carry on with the WebSocket handshake). Every refusal but the 404 is logged once
-    and counted in ``streamguard_requests_refused_total{surface,reason}``.
+    (one line, no traceback) and counted in ``streamguard_requests_refused_total{surface,
+    reason}``.
 
-    ``same_origin_paths``: a browser sends ``Origin`` with every WebSocket handshake, and no
-    same-origin policy stops a page from any site opening ``ws://127.0.0.1:8765/alerts``. So a
-    handshake whose ``Origin`` names another host than its ``Host`` header is refused there;
-    clients that send no ``Origin`` (``watch``, feeds, scripts) are unaffected.
+    Origins: a browser sends ``Origin`` with every WebSocket handshake, and no same-origin
+    policy stops a page from any site opening ``ws://127.0.0.1:8765/...``. So a WebSocket
+    handshake with an ``Origin`` is accepted only from ``allowed_origins`` or, on
+    ``same_origin_paths`` (``/alerts``: the daemon's own dashboard), from the origin the
+    ``Host`` header names. Clients that send no ``Origin`` (``watch``, Twilio and the other
+    platforms' servers, scripts) are unaffected.
     """
-    from streamguard.access import AccessPolicy
+    from streamguard.access import AccessPolicy, origin_key
 
     routes = dict(http_routes or {})
     same_origin = frozenset(same_origin_paths)
+    origins = frozenset(k for k in (origin_key(o) for o in allowed_origins) if k)
     checks = dict(handshake_checks or {})
     if access is None:
         access = AccessPolicy.single_token(token, protected_paths)
@@ -299,7 +332,12 @@ def make_process_request(
     def refuse(
         connection: ServerConnection, path: str, status: int, reason: str, text: str, **headers
     ) -> Response:
-        surface = access.surface(path) or path.strip("/").split("/")[0][:32] or "root"
+        # A label per path the daemon serves; any other path (a client's choice) is "other",
+        # so refusals cannot grow the metric's series without bound.
+        known = path in routes or path in router.routes
+        surface = access.surface(path) or (
+            (path.strip("/").split("/")[0][:32] or "root") if known else "other"
+        )
         if metrics is not None:
             metrics.requests_refused_total.labels(surface=surface, reason=reason).inc()
         log.warning(
@@ -313,6 +351,29 @@ def make_process_request(
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request_path(request.path)
+        repeated = next(
+            (name for name in SINGLE_VALUED_HEADERS if len(request.headers.get_all(name)) > 1),
+            None,
+        )
+        if repeated is not None:
+            text = f"bad request: repeated {repeated} header\n"
+            return refuse(connection, path, 400, "duplicate_header", text)
+        try:
+            return checked(connection, request, path)
+        except MultipleValuesError as exc:  # a repeated header some check reads: still a 400
+            text = f"bad request: repeated {str(exc)[:40]} header\n"
+            return refuse(connection, path, 400, "duplicate_header", text)
+
+    def checked(connection: ServerConnection, request: Request, path: str) -> Response | None:
+        if hosts is not None and not hosts.allows(request.headers.get("Host")):
+            return refuse(connection, path, 421, "host", "misdirected request: unknown Host\n")
+        route = routes.get(path)
+        if route is None and path not in router.routes:
+            return http_response(404, f"unknown path {path[:100]}\n")
+        allowed = READ_METHODS if route is not None else ("GET",)
+        if request.method not in allowed:
+            text = f"method {request.method[:16]} not allowed\n"
+            return refuse(connection, path, 405, "method", text, Allow=", ".join(allowed))
         refusal = access.check(path, request)
         if refusal is not None:
             if refusal.status == 401:
@@ -325,12 +386,17 @@ def make_process_request(
                     WWW_Authenticate="Bearer",
                 )
             return refuse(connection, path, 403, refusal.reason, "forbidden\n")
-        route = routes.get(path)
-        if route is None and path not in router.routes:
-            return http_response(404, f"unknown path {path[:100]}\n")
         if route is not None:
-            return route(request)
-        if path in same_origin and not is_same_origin(request):
+            response = route(request)
+            if request.method == "HEAD":  # the GET's status and headers, no body
+                response = Response(
+                    response.status_code, response.reason_phrase, response.headers, b""
+                )
+            return response
+        origin = request.headers.get("Origin")
+        if origin is not None and not (
+            origin_key(origin) in origins or (path in same_origin and is_same_origin(request))
+        ):
             return refuse(connection, path, 403, "origin", "cross-origin WebSocket refused\n")
         check = checks.get(path)
         if check is not None and (refusal := check(connection, request)) is not None:
@@ -446,7 +512,8 @@ def alerts_handler(
     disconnect_after_lost: int | None = None,
     close_timeout: float = 2.0,
 ) -> WsHandler:
-    """The ``/alerts`` handler: ``?call_id=ID&types=alert,call_ended&since=SEQ`` (or ``tail=N``).
+    """The ``/alerts`` handler: ``?call_id=ID&types=alert,call_ended&since=SEQ`` (or ``tail=N``,
+    at most :data:`MAX_TAIL`: a larger N is clamped).
 
     Replay comes from the backend's log, then live events from the bus, with no gap and no
     duplicate at the seam (alerts/follow.py). Each subscriber gets a bounded queue on the bus
@@ -563,6 +630,8 @@ def _parse_alerts_query(path: str) -> tuple[SubscriptionFilter, int | None, int 
         raise ValueError(f"unknown query parameter(s): {', '.join(unknown)}")
     since = _non_negative_int(params, "since", "since must be an integer seq")
     tail = _non_negative_int(params, "tail", "tail must be an integer count of events")
+    if tail is not None:
+        tail = min(tail, MAX_TAIL)
     if since is not None and tail is not None:
         raise ValueError("since and tail are mutually exclusive")
     return (

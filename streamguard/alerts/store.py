@@ -3,6 +3,8 @@
 One :class:`EventStore` per connection. The daemon's writer thread owns the only writing one
 (:mod:`streamguard.alerts.writer`); readers (``/alerts`` replay, ``streamguard events``, the
 webhook deliverer) open their own, read-only or not, and never block the writer (WAL).
+The file is created 0600 in a directory created 0700 (:func:`create_private`): SQLite gives
+its ``-wal`` and ``-shm`` files the same mode.
 
 Tables:
 
@@ -20,6 +22,9 @@ Tables:
     Webhook deliveries given up after their last attempt.
 ``spool``
     Unnumbered events waiting for Redis (the fleet backend) while it is unreachable.
+``rejected_events``
+    Events the log could not hold (they cannot be serialised: a bug, or input no core should
+    have let through), with the reason: set aside so the events around them go on.
 
 Durability: every :meth:`append` is one transaction. With ``synchronous=NORMAL`` (the default)
 a commit reaches the operating system, not the disk: a process crash (``kill -9``) loses
@@ -85,11 +90,25 @@ CREATE TABLE IF NOT EXISTS spool (
     type TEXT NOT NULL,
     json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rejected_events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    type TEXT NOT NULL,
+    call_id TEXT,
+    error TEXT NOT NULL
+);
 """
 
 
 class EventLogError(StreamguardError):
     """The event log file cannot be opened or used (one line for the CLI)."""
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` and made writable (lone surrogates escaped)."""
+    if value is None:
+        return None
+    return value[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _where(flt: SubscriptionFilter | None) -> tuple[str, list[object]]:
@@ -130,6 +149,16 @@ def default_path() -> Path:
     return user_state_path("streamguard", appauthor=False) / "events.db"
 
 
+def create_private(path: Path) -> None:
+    """Create the log file (and its directory) readable by this user only, before SQLite
+    opens it: call metadata and the spool are in it, and SQLite gives the ``-wal`` and
+    ``-shm`` files it makes beside the log the log's own permissions. An existing file is
+    left as it is (an operator may have widened it on purpose)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class WriterLock:
     """An exclusive lock on ``<log>.lock``: one daemon writes a log file at a time.
 
@@ -142,7 +171,7 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,7 +210,7 @@ class EventStore:
                 uri = f"file:{self.path}?mode=ro"
                 self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                create_private(self.path)
                 self.db = sqlite3.connect(self.path, check_same_thread=False)
             self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if not readonly:
@@ -296,6 +325,19 @@ class EventStore:
         scanned = upto if len(rows) < limit else rows[-1][0]
         return Page([parse_event(j) for _, j in rows], max(scanned, after))
 
+    def tail_start(self, count: int, flt: SubscriptionFilter | None = None) -> int:
+        """Where to :meth:`read` from for the last ``count`` matching events: the seq before
+        the ``count``-th newest one (0 when fewer match). One index lookup; the events are
+        then read in pages, never all at once."""
+        if count < 1:
+            return self._max_seq()
+        where, args = _where(flt)
+        row = self.db.execute(
+            f"SELECT seq FROM events WHERE seq <= ?{where} ORDER BY seq DESC LIMIT 1 OFFSET ?",
+            [self._max_seq(), *args, count - 1],
+        ).fetchone()
+        return 0 if row is None else int(row[0]) - 1
+
     def tail(self, count: int, flt: SubscriptionFilter | None = None) -> Page:
         """The last ``count`` matching events (oldest first)."""
         upto = self._max_seq()
@@ -373,6 +415,22 @@ class EventStore:
             (endpoint, endpoint),
         ).fetchall()
         return [(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
+
+    # -- events the log cannot hold ---------------------------------------------------------
+    def add_rejected_event(self, event: EventBase, error: str) -> None:
+        """Record an event that cannot be written (what it was, never its content)."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO rejected_events (at, type, call_id, error) VALUES (?, ?, ?, ?)",
+                (time.time(), event.type, _text(event.call_id, 300), _text(error, 500)),
+            )
+
+    def rejected_events(self) -> list[tuple[str, str | None, str]]:
+        """``(type, call_id, error)`` of every event set aside, oldest first."""
+        rows = self.db.execute(
+            "SELECT type, call_id, error FROM rejected_events ORDER BY id"
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     # -- the spool (Redis unreachable) ------------------------------------------------------
     def spool_count(self) -> int:

@@ -8,7 +8,13 @@ them out. So no subscriber or webhook ever sees an event the log does not hold, 
 never waits for the disk. Retention runs on the same thread, in small chunks between commits.
 
 A failed commit (disk full, I/O error) is logged, counted and retried every second with the
-same events, in order; nothing queued behind it is lost or reordered.
+same events, in order; nothing queued behind it is lost or reordered. An event the log cannot
+hold at all (it cannot be serialised) is set aside (:func:`set_aside`: the log's
+``rejected_events`` table, ``streamguard_events_rejected_total``, one error line) and the events
+committed with it go on. Nothing one event does stops the thread: whatever else goes wrong is
+logged, counted and retried, and :attr:`GroupCommitWriter.problem` says so (``/healthz``
+``degraded``), as it does when the thread is gone or a commit has been under way longer than
+:data:`STALL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from streamguard.alerts.events import EventBase
+from streamguard.alerts.events import EventBase, json_problem
 from streamguard.alerts.store import EventLogError, EventStore
 
 if TYPE_CHECKING:
@@ -34,6 +40,33 @@ log = structlog.get_logger("streamguard.events")
 
 #: How often the writer looks at retention when it has nothing else to do (seconds).
 RETENTION_EVERY = 5.0
+#: Events waiting this long (seconds) to be committed mean the log is not committing: degraded.
+STALL_SECONDS = 10.0
+
+
+def set_aside(
+    event: EventBase,
+    error: str,
+    *,
+    metrics: Metrics | None,
+    record: Callable[[EventBase, str], None] | None,
+) -> None:
+    """An event the log cannot hold: one error line (what it was, never its content), counted,
+    and recorded with ``record`` (the log's ``rejected_events`` table) when that still works.
+    Shared by the SQLite writer and the Redis backend."""
+    log.error(
+        "event_rejected",
+        type=event.type,
+        call_id=None if event.call_id is None else event.call_id[:100],
+        error=error,
+    )
+    if metrics is not None:
+        metrics.events_rejected_total.labels(type=event.type).inc()
+    if record is not None:
+        try:
+            record(event, error)
+        except Exception as exc:  # the log itself is failing: the line above is all we keep
+            log.error("event_rejected_not_recorded", error=str(exc)[:200])
 
 
 @dataclass
@@ -71,6 +104,9 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="event-log-writer", daemon=True)
         self.failing = False  # the last commit failed (health: degraded)
+        self.rejected = 0  # events set aside because the log cannot hold them
+        self._committing_since: float | None = None  # submit time of the batch being committed
+        self._closing = False
 
     def start(self) -> None:
         self._thread.start()
@@ -87,6 +123,18 @@ class GroupCommitWriter:
         self._queue.put(_Flush(future))
         await future
 
+    @property
+    def problem(self) -> str | None:
+        """Why events are not being committed now (``/healthz`` says ``degraded``), or None."""
+        if self._thread.ident is not None and not self._thread.is_alive() and not self._closing:
+            return "the event log writer has stopped"
+        if self.failing:
+            return "commits are failing (retried every second)"
+        since = self._committing_since
+        if since is not None and time.perf_counter() - since > STALL_SECONDS:
+            return f"events waiting more than {STALL_SECONDS:g} s to be committed"
+        return None
+
     async def close(self, timeout: float = 10.0) -> None:
         """Flush, stop the thread, close the file. A log that cannot commit (disk full) is
         given ``timeout`` seconds, then abandoned with one error line: a shutdown never hangs
@@ -98,6 +146,7 @@ class GroupCommitWriter:
                 "event_log_not_flushed", pending=self._queue.qsize(), path=str(self.store.path)
             )
             return
+        self._closing = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self.store.close()
@@ -114,7 +163,18 @@ class GroupCommitWriter:
             items = [first]
             if first is not _STOP and not isinstance(first, _Flush):
                 self._gather(items)
-            stop = self._commit(items)
+            try:
+                stop = self._commit(items)
+            except Exception as exc:  # a bug: say so, and keep the thread for the next events
+                log.error("event_log_writer_error", error=f"{type(exc).__name__}: {exc}"[:300])
+                if self._metrics is not None:
+                    self._metrics.events_log_errors_total.inc()
+                stop = any(item is _STOP for item in items)
+                for item in items:
+                    if isinstance(item, _Flush):
+                        self._loop.call_soon_threadsafe(_resolve, item.future)
+            finally:
+                self._committing_since = None
             if stop:
                 return
             now = time.monotonic()
@@ -153,16 +213,22 @@ class GroupCommitWriter:
                 drafts.append(draft)
                 stamps.append((ts, model))
                 started.append(t0)
+        if started:
+            self._committing_since = started[0]
         while drafts:
             try:
                 events = self.store.append(drafts, stamps=stamps)
             except EventLogError as exc:
-                if not self.failing:
-                    log.error("event_log_commit_failed", error=str(exc), pending=len(drafts))
-                self.failing = True
-                if self._metrics is not None:
-                    self._metrics.events_log_errors_total.inc()
-                time.sleep(1.0)
+                self._failed(str(exc), len(drafts))
+                continue
+            except Exception as exc:  # not the disk: an event the log cannot hold?
+                kept = [i for i, d in enumerate(drafts) if not self._set_aside_if_unwritable(d)]
+                if len(kept) == len(drafts):  # no single event to blame: retry like the disk
+                    self._failed(f"{type(exc).__name__}: {exc}"[:300], len(drafts))
+                    continue
+                drafts = [drafts[i] for i in kept]
+                stamps = [stamps[i] for i in kept]
+                started = [started[i] for i in kept]
                 continue
             if self.failing:
                 log.warning("event_log_commit_recovered")
@@ -172,6 +238,24 @@ class GroupCommitWriter:
         for flush in flushes:
             self._loop.call_soon_threadsafe(_resolve, flush.future)
         return stop
+
+    def _failed(self, error: str, pending: int) -> None:
+        """A commit failed for all its events: log once per outage, count, wait, retry."""
+        if not self.failing:
+            log.error("event_log_commit_failed", error=error, pending=pending)
+        self.failing = True
+        if self._metrics is not None:
+            self._metrics.events_log_errors_total.inc()
+        time.sleep(1.0)
+
+    def _set_aside_if_unwritable(self, draft: EventBase) -> bool:
+        """True (and the event set aside) when ``draft`` cannot be serialised."""
+        error = json_problem(draft)
+        if error is None:
+            return False
+        self.rejected += 1
+        set_aside(draft, error, metrics=self._metrics, record=self.store.add_rejected_event)
+        return True
 
     def _delivered(self, events: list[EventBase], started: list[float]) -> None:
         """On the loop: hand the committed events to the bus, then count them."""

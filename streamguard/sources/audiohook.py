@@ -65,6 +65,7 @@ from streamguard.sources.base import (
     ProtocolViolation,
     Reject,
     SourceEvent,
+    call_start_problem,
     rate_problem,
 )
 
@@ -165,9 +166,11 @@ def select_media(offered: object) -> dict[str, Any] | None:
 class _Disconnect(Exception):
     """A violation that ends the session with a server ``disconnect``."""
 
-    def __init__(self, reason: str, info: str, code: int = CLOSE_POLICY) -> None:
+    def __init__(
+        self, reason: str, info: str, code: int = CLOSE_POLICY, kind: str = "protocol"
+    ) -> None:
         super().__init__(info)
-        self.reason, self.info, self.code = reason, info, code
+        self.reason, self.info, self.code, self.kind = reason, info, code, kind
 
 
 class AudioHookProtocol(OneCallCore):
@@ -231,7 +234,7 @@ class AudioHookProtocol(OneCallCore):
         except _Disconnect as exc:
             return self._fail(exc)
         except ProtocolViolation as exc:
-            return self._fail(_Disconnect("error", exc.reason, exc.code))
+            return self._fail(_Disconnect("error", exc.reason, exc.code, exc.kind))
 
     def receive_bytes(self, data: bytes | bytearray | memoryview) -> list[SourceEvent]:
         if self.finished or self._call.finished:
@@ -378,6 +381,27 @@ class AudioHookProtocol(OneCallCore):
                 "no supported media offered (accepted: PCMU or L16, external/internal, 8-64 kHz)",
                 CLOSE_UNSUPPORTED,
             )
+        metadata: dict[str, Any] | None = None
+        if not self.probe:
+            fmt, rate, _ = _valid_media(media)  # type: ignore[misc]
+            metadata = {
+                "organizationId": org,
+                "conversationId": conversation,
+                "sessionId": self.session_id,
+                "participant": self._participant(participant),
+                "media": media,
+                "encoding": _FORMATS[fmt],
+                "sample_rate": rate,
+            }
+            if self.correlation_id:
+                metadata["correlationId"] = self.correlation_id
+            if language:
+                metadata["language"] = language
+            if custom:
+                metadata["customConfig"] = custom
+            # customConfig is the integration's own data: bound it before answering "opened".
+            if problem := call_start_problem(conversation, metadata):
+                raise _Disconnect("error", f"open: {problem}", CLOSE_POLICY, "metadata")
         self.language = language
         self._origin = position
         opened: dict[str, Any] = {"startPaused": False, "media": [media] if media else []}
@@ -390,23 +414,8 @@ class AudioHookProtocol(OneCallCore):
             self._encoding, self._rate, self._channels = _FORMATS[fmt], rate, channels
             self._frame_bytes = (1 if fmt == "PCMU" else 2) * len(channels)
         self._send("opened", opened)
-        if self.probe:
+        if metadata is None:  # Genesys' connection probe: answered, no call
             return []
-        metadata: dict[str, Any] = {
-            "organizationId": org,
-            "conversationId": conversation,
-            "sessionId": self.session_id,
-            "participant": self._participant(participant),
-            "media": media,
-            "encoding": self._encoding,
-            "sample_rate": self._rate,
-        }
-        if self.correlation_id:
-            metadata["correlationId"] = self.correlation_id
-        if language:
-            metadata["language"] = language
-        if custom:
-            metadata["customConfig"] = custom
         events = self._call.start_call(conversation, "audiohook", metadata)
         for name in self._channels:
             events += self._call.start_track(name, self._rate)
@@ -531,7 +540,9 @@ class AudioHookProtocol(OneCallCore):
         self._send("disconnect", {"reason": exc.reason, "info": exc.info[:200]})
         self.state = "failed"
         # After disconnect() the call is already over and the lifecycle has no Reject to give.
-        return self._call.reject(exc.code, exc.info) or [Reject(exc.code, exc.info)]
+        return self._call.reject(exc.code, exc.info, exc.kind) or [
+            Reject(exc.code, exc.info, exc.kind)
+        ]
 
 
 def _is_seq(value: object) -> bool:

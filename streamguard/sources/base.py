@@ -15,8 +15,17 @@ these events. The asyncio edge that owns the socket routes them:
   PBX said so (AudioSocket), ``closed`` = the connection went away, ``idle`` = RTP went quiet,
   ``bye`` = an RTCP BYE, ``error`` = ended by a :class:`Reject`).
 * :class:`Reject` — the input is unacceptable: close the connection with WebSocket close
-  ``code`` and ``reason``. A core that rejects mid-call has already emitted ``TrackEnd``/
-  ``CallEnd("error")`` just before it, so the edge never needs to clean up on its own.
+  ``code`` and ``reason`` (``kind`` is the metrics label: ``protocol``, or ``metadata`` for
+  call metadata over the bounds below). A core that rejects mid-call has already emitted
+  ``TrackEnd``/``CallEnd("error")`` just before it, so the edge never needs to clean up on its
+  own.
+
+Call metadata is data from strangers (any ``/ingest`` client, Twilio ``customParameters``, an
+AudioHook ``customConfig``): it is stored in the event log, sent to every subscriber and webhook
+and logged. :meth:`CallLifecycle.start_call` refuses a call whose metadata is nested deeper than
+:data:`MAX_METADATA_DEPTH`, holds more than :data:`MAX_METADATA_KEYS` keys or serialises to more
+than :data:`MAX_METADATA_BYTES`, or whose id is longer than :data:`MAX_CALL_ID_CHARS`
+(:func:`call_start_problem`), so every core that starts calls through it bounds them the same way.
 
 Invariants every core keeps: ``CallStart`` comes first and at most once; ``TrackStart`` precedes
 any ``Audio``/``Gap`` of its track; every started track gets exactly one ``TrackEnd`` before the
@@ -25,6 +34,7 @@ single ``CallEnd``; nothing follows ``CallEnd`` or ``Reject``. Cores never raise
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -33,11 +43,17 @@ import numpy as np
 __all__ = [
     "CLOSE_POLICY",
     "CLOSE_UNSUPPORTED",
+    "MAX_CALL_ID_CHARS",
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
+    "MAX_METADATA_KEYS",
     "MAX_SAMPLE_RATE",
+    "MAX_TRACK_NAME_CHARS",
     "MIN_SAMPLE_RATE",
     "Audio",
     "CallEnd",
     "CallLifecycle",
+    "CallShare",
     "CallStart",
     "Dtmf",
     "Gap",
@@ -47,6 +63,9 @@ __all__ = [
     "SourceEvent",
     "TrackEnd",
     "TrackStart",
+    "call_start_problem",
+    "is_text",
+    "metadata_problem",
     "rate_problem",
     "sequence_problems",
 ]
@@ -64,12 +83,38 @@ MAX_SAMPLE_RATE: Final = 64000
 #: Longest close reason a WebSocket close frame can carry (125-byte payload minus the code).
 MAX_CLOSE_REASON_BYTES: Final = 123
 
+#: Bounds on a call's metadata (see the module docstring). Depth counts the metadata object
+#: itself as level 1: ``{"customParameters": {"a": 1}}`` is 2 levels deep.
+MAX_METADATA_DEPTH: Final = 8
+#: Keys of every object in the metadata together.
+MAX_METADATA_KEYS: Final = 128
+#: The metadata as compact UTF-8 JSON.
+MAX_METADATA_BYTES: Final = 8192
+#: A call id (it is in every event, log line and subscriber filter).
+MAX_CALL_ID_CHARS: Final = 256
+#: A track name (the cores bound theirs to 64 already).
+MAX_TRACK_NAME_CHARS: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CallShare:
+    """Who else may carry tracks of a call: connections of the same provider ``account``
+    carrying none of these ``tracks`` (Twilio opens one stream per track for one callSid)."""
+
+    account: str
+    tracks: frozenset[str]
+
 
 @dataclass(frozen=True, slots=True)
 class CallStart:
+    """``share``: set by a core whose connection may be one of several carrying the call
+    (each naming its tracks); None (the rule) means this connection is the whole call, and
+    another live connection with the same ``call_id`` is refused (``CallRegistry.open``)."""
+
     call_id: str
     source: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    share: CallShare | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +157,12 @@ class CallEnd:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """Close the connection: ``code`` is a WebSocket close code, ``reason`` one short line."""
+    """Close the connection: ``code`` is a WebSocket close code, ``reason`` one short line,
+    ``kind`` what the daemon counts it as (``source_rejects_total{reason}``)."""
 
     code: int
     reason: str
+    kind: str = "protocol"
 
     def __post_init__(self) -> None:
         # A WebSocket close frame carries at most 123 bytes of UTF-8 reason; longer ones fail.
@@ -139,14 +186,75 @@ def rate_problem(rate: object) -> str | None:
     return None
 
 
+def metadata_problem(metadata: Any) -> str | None:
+    """Why ``metadata`` is over the bounds (depth, keys, bytes), or None.
+
+    Walks the structure without recursion and stops at the first bound crossed, so a value
+    nested a thousand levels deep (it parses: ``json`` allows that) costs no more than the
+    first few levels; only a structure within the depth and key bounds is serialised to be
+    measured.
+    """
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    keys = items = 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            return f"metadata nested deeper than {MAX_METADATA_DEPTH} levels"
+        if isinstance(node, dict):
+            keys += len(node)
+            if keys > MAX_METADATA_KEYS:
+                return f"metadata has more than {MAX_METADATA_KEYS} keys"
+            children: Any = node.values()
+        else:
+            children = node
+        items += len(node)
+        if items > MAX_METADATA_BYTES:  # every item is at least one byte of JSON
+            return f"metadata larger than {MAX_METADATA_BYTES} bytes"
+        for child in children:
+            if isinstance(child, dict | list | tuple):
+                stack.append((child, depth + 1))
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return "metadata is not JSON"
+    if not is_text(text):
+        return "metadata is not valid UTF-8 text (lone surrogate escapes)"
+    size = len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        return f"metadata larger than {MAX_METADATA_BYTES} bytes ({size})"
+    return None
+
+
+def is_text(value: str) -> bool:
+    """True when ``value`` can be written as UTF-8. JSON lets a peer send lone surrogates
+    (``"\\ud800"``); Python keeps them in a str, but no event holding one can be serialised."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def call_start_problem(call_id: str, metadata: dict[str, Any]) -> str | None:
+    """Why a call with this id and metadata must not start, or None (see the module docs)."""
+    if len(call_id) > MAX_CALL_ID_CHARS:
+        return f"call id longer than {MAX_CALL_ID_CHARS} characters"
+    if not is_text(call_id):
+        return "call id is not valid UTF-8 text"
+    return metadata_problem(metadata)
+
+
 class ProtocolViolation(Exception):
     """Raised inside a core's parsing and turned into a :class:`Reject` at its public method,
     so parsing code can bail out from any depth while the core itself never raises."""
 
-    def __init__(self, code: int, reason: str) -> None:
+    def __init__(self, code: int, reason: str, kind: str = "protocol") -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.kind = kind
 
 
 class CallLifecycle:
@@ -164,13 +272,27 @@ class CallLifecycle:
     def started(self) -> bool:
         return self.call_id is not None
 
-    def start_call(self, call_id: str, source: str, metadata: dict[str, Any]) -> list[SourceEvent]:
+    def start_call(
+        self,
+        call_id: str,
+        source: str,
+        metadata: dict[str, Any],
+        share: CallShare | None = None,
+    ) -> list[SourceEvent]:
+        """The call's :class:`CallStart`; raises :class:`ProtocolViolation` (1008, kind
+        ``metadata``) for an id or metadata over the bounds, before anything starts."""
+        if problem := call_start_problem(call_id, metadata):
+            raise ProtocolViolation(CLOSE_POLICY, problem, "metadata")
         self.call_id, self.source = call_id, source
-        return [CallStart(call_id, source, metadata)]
+        return [CallStart(call_id, source, metadata, share)]
 
     def start_track(self, track: str, sample_rate: int) -> list[SourceEvent]:
+        """The track's :class:`TrackStart` ([] if it started already); raises
+        :class:`ProtocolViolation` for a name that could not be written in an event."""
         if track in self.tracks:
             return []
+        if not track or len(track) > MAX_TRACK_NAME_CHARS or not is_text(track):
+            raise ProtocolViolation(CLOSE_POLICY, "a track name must be short UTF-8 text")
         self.tracks[track] = sample_rate
         return [TrackStart(track, sample_rate)]
 
@@ -185,11 +307,11 @@ class CallLifecycle:
         events.append(CallEnd(reason))
         return events
 
-    def reject(self, code: int, reason: str) -> list[SourceEvent]:
+    def reject(self, code: int, reason: str, kind: str = "protocol") -> list[SourceEvent]:
         """End whatever started (reason ``error``), then Reject; [] if already over."""
         if self.finished:
             return []
-        return [*self.end("error"), Reject(code, reason)]
+        return [*self.end("error"), Reject(code, reason, kind)]
 
 
 def sequence_problems(events: list[SourceEvent]) -> list[str]:

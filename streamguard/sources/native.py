@@ -118,7 +118,7 @@ class IngestProtocol(OneCallCore):
             try:
                 return self._metadata(text)
             except ProtocolViolation as exc:
-                return self._call.reject(exc.code, exc.reason)
+                return self._call.reject(exc.code, exc.reason, exc.kind)
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):

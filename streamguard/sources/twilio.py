@@ -48,6 +48,7 @@ from streamguard.sources.base import (
     CLOSE_UNSUPPORTED,
     Audio,
     CallLifecycle,
+    CallShare,
     Dtmf,
     Gap,
     OneCallCore,
@@ -156,6 +157,7 @@ class MediaStreamProtocol(OneCallCore):
         self._call = CallLifecycle()
         self._tracks: dict[str, _Track] = {}
         self._encoding = "mulaw"
+        self._declared: frozenset[str] = frozenset()  # start.tracks, when it names them
         self._reorder: ReorderBuffer[dict[str, Any]] = ReorderBuffer(reorder_depth, next_key=1)
         self.stats.reorder = self._reorder.stats
 
@@ -184,7 +186,7 @@ class MediaStreamProtocol(OneCallCore):
                     break
             return events
         except ProtocolViolation as exc:
-            return events + self._call.reject(exc.code, exc.reason)
+            return events + self._call.reject(exc.code, exc.reason, exc.kind)
 
     def receive_bytes(self, data: bytes) -> list[SourceEvent]:
         """Media streams are JSON text only; a binary frame is rejected."""
@@ -205,7 +207,7 @@ class MediaStreamProtocol(OneCallCore):
                 if self._call.finished:
                     return events
         except ProtocolViolation as exc:
-            return events + self._call.reject(exc.code, exc.reason)
+            return events + self._call.reject(exc.code, exc.reason, exc.kind)
         return events + self._call.end("closed")
 
     # ------------------------------------------------------------------ internals
@@ -293,13 +295,20 @@ class MediaStreamProtocol(OneCallCore):
             raise ProtocolViolation(CLOSE_POLICY, f"more than {_MAX_TRACKS} tracks on one stream")
         self._encoding = encoding or "mulaw"
         self._rate = rate
+        self._declared = frozenset(names)
         meta.update(encoding=self._encoding, sample_rate=rate)
-        events = self._call.start_call(call_id, source, meta)
+        # A stream that names its tracks may be one of several carrying the call (Twilio:
+        # <Stream track="inbound_track"> and another with "outbound_track", same callSid).
+        account = start.get("accountSid") if source == "twilio" else None
+        share = CallShare(f"{source}:{account or ''}", self._declared) if names else None
+        events = self._call.start_call(call_id, source, meta, share)
         for name in names:
             events += self._track(name)
         return events
 
     def _track(self, name: str) -> list[SourceEvent]:
+        if self._declared and name not in self._declared:
+            raise ProtocolViolation(CLOSE_POLICY, "media on a track the start message did not name")
         if name not in self._tracks:
             if len(self._tracks) >= _MAX_TRACKS:
                 raise ProtocolViolation(

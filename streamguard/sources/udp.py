@@ -15,7 +15,7 @@ import contextlib
 
 import structlog
 
-from streamguard.calls import CallLimitReached, CallRegistry, CallSession
+from streamguard.calls import CallRefused, CallRegistry, CallSession
 from streamguard.sources.admission import Admission, RtpAdmission, rtp_ssrc
 from streamguard.sources.base import CallStart
 from streamguard.sources.rtp import CallEvent, RtpDemux
@@ -93,10 +93,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             if isinstance(event, CallStart):
                 try:
                     self.sessions[call_id] = self.registry.open(event)
-                except CallLimitReached as exc:
+                except CallRefused as exc:
                     self.refused.add(call_id)
                     log.warning("rtp_call_refused", call_id=call_id, reason=str(exc))
                     self.registry.count_reject("rtp", exc.reason)
+                except Exception as exc:  # a bug: the registry has let go of the call already
+                    self.refused.add(call_id)
+                    log.error("call_open_failed", call_id=call_id, error=str(exc)[:200])
+                    self.registry.count_reject("rtp", "error")
                 continue
             session = self.sessions.get(call_id)
             if session is None:

@@ -13,6 +13,7 @@ from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import CallStarted, Score
 from streamguard.alerts.follow import follow
 from streamguard.alerts.redis_backend import RedisBackend
+from streamguard.alerts.store import EventStore
 from streamguard.config import EventsSettings
 from streamguard.metrics import Metrics
 
@@ -287,3 +288,36 @@ async def test_events_command_reads_the_stream_and_one_node_delivers_each_webhoo
     assert [json.loads(line)["seq"] for line in lines] == [8, 9, 10]
     assert await asyncio.to_thread(cli_main, [*args, "--tail", "2"]) == 0
     assert capsys.readouterr().out.count("score") == 2
+
+
+async def test_one_event_that_cannot_be_written_or_read_stops_no_other(redis_server, tmp_path):
+    """Issue #21 finding 1, the fleet's side: an event that cannot be serialised made the
+    sender spool it, fail again and die (nothing appended after it); a stream entry that is
+    not an event killed each node's reader. Now the one is set aside and the other skipped."""
+    async with (
+        Node(redis_server.url, tmp_path, "a") as a,
+        Node(redis_server.url, tmp_path, "b") as b,
+    ):
+        got = asyncio.create_task(collect(follow(b.bus, b.backend), 3))
+        await asyncio.sleep(0.1)
+        a.score("A", 0)
+        poison = CallStarted(call_id="bad", track=None, source="native", metadata={"a": "\ud800"})
+        a.backend._submit(poison, "2025-01-31T12:00:00.000Z", "a")  # as publish hands it over
+        a.score("A", 1)
+        await a.backend.flush()
+        raw = aioredis.from_url(redis_server.url)
+        (top,) = await raw.xrevrange("streamguard:events", "+", "-", count=1)
+        newest = int(top[0].decode().split("-")[0])
+        await raw.xadd("streamguard:events", {"event": b"not an event"}, id=f"{newest + 1}-0")
+        await raw.aclose()
+        a.score("A", 2)
+        events = await got
+        assert [(e.call_id, e.start) for e in events] == [("A", 0), ("A", 1), ("A", 2)]
+        assert events[2].seq == events[1].seq + 2  # the unreadable entry kept its place
+        assert (a.backend.rejected, b.backend.rejected) == (2, 1)  # a wrote and read; b read
+        assert a.backend.health()["degraded"] is False and b.backend.health()["degraded"] is False
+        rejected = a.metrics.registry.get_sample_value
+        assert rejected("streamguard_events_rejected_total", {"type": "call_started"}) == 1
+        assert rejected("streamguard_events_rejected_total", {"type": "unreadable"}) == 1
+    spool = EventStore(tmp_path / "a.db", readonly=True)
+    assert [(t, c) for t, c, _ in spool.rejected_events()] == [("call_started", "bad")]

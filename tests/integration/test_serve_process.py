@@ -50,6 +50,7 @@ class ServeProcess:
         ]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         self.logs: list[dict] = []
+        self.lines: list[str] = []  # stderr as written, JSON or not (tracebacks...)
         self.port: int | None = None
         self._port_known = threading.Event()
         threading.Thread(target=self._read_logs, daemon=True).start()
@@ -57,6 +58,7 @@ class ServeProcess:
     def _read_logs(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            self.lines.append(line)
             try:
                 record = json.loads(line)
             except ValueError:

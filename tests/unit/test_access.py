@@ -8,7 +8,15 @@ import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from streamguard.access import AccessPolicy, Guard, exposure_problem, is_loopback
+from streamguard.access import (
+    AccessPolicy,
+    Guard,
+    HostPolicy,
+    exposure_problem,
+    host_key,
+    is_loopback,
+    origin_key,
+)
 from streamguard.config import load_config
 from streamguard.errors import ConfigError, StreamguardError
 from streamguard.sources.twilio_signature import TwilioSignature, signature_for
@@ -176,3 +184,58 @@ async def test_the_daemon_refuses_to_start_exposed_before_loading_anything(tiny_
 def test_twilio_signature_settings_are_checked(twilio, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(None, {"sources": {"twilio": twilio}})
+
+
+# ---------------------------------------------------------------- Host and Origin (issue #21)
+
+
+@pytest.mark.parametrize(
+    "value, key",
+    [
+        ("127.0.0.1:8765", "127.0.0.1"),
+        ("LOCALHOST.", "localhost"),
+        ("[::1]:8765", "[::1]"),
+        ("[0:0:0:0:0:0:0:1]", "[::1]"),
+        ("::1", "[::1]"),  # an allowed_hosts entry may be written without brackets
+        ("screen.example.com:443", "screen.example.com"),
+        ("", None),
+        ("a b", None),
+        ("[::1]x", None),
+        ("host:port", None),
+        ("évil.example", None),
+    ],
+)
+def test_host_keys_ignore_port_case_and_trailing_dot(value, key):
+    assert host_key(value) == key
+
+
+@pytest.mark.parametrize(
+    "value, key",
+    [
+        ("http://127.0.0.1:8765", "http://127.0.0.1:8765"),
+        ("HTTPS://Dash.Example.com:443", "https://dash.example.com"),
+        ("http://[::1]:80", "http://[::1]"),
+        ("null", None),  # a sandboxed frame or a file:// page
+        ("file:///etc", None),
+        ("https://a.example/path", None),
+        ("https://user:pw@a.example", None),
+    ],
+)
+def test_origin_keys_are_scheme_host_and_a_non_default_port(value, key):
+    assert origin_key(value) == key
+
+
+def test_the_host_policy_knows_the_daemons_own_names_only():
+    policy = HostPolicy.for_server("10.0.0.7", ["screen.example.com"])
+    for host in ("10.0.0.7:8765", "localhost:1", "127.0.0.1", "[::1]:8765", "Screen.Example.COM"):
+        assert policy.allows(host), host
+    for host in ("rebind.evil.example:8765", "10.0.0.8", None, "", "127.0.0.2"):
+        assert not policy.allows(host), host
+    assert HostPolicy.for_server("127.0.0.1", ["*"]).allows("anything.example")
+
+
+def test_allowed_hosts_and_origins_are_checked_when_the_config_loads():
+    with pytest.raises(ConfigError, match="allowed_hosts: 'a b' is not a host"):
+        load_config(None, {"server": {"allowed_hosts": ["a b"]}})
+    with pytest.raises(ConfigError, match="allowed_origins: '\\*' is not an origin"):
+        load_config(None, {"server": {"allowed_origins": ["*"]}})

@@ -14,9 +14,24 @@ import pytest
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.file import read_audio
-from streamguard.calls import CallLimitReached, CallPolicy, CallRegistry, CallSession
+from streamguard.calls import (
+    CallFeed,
+    CallIdInUse,
+    CallLimitReached,
+    CallPolicy,
+    CallRegistry,
+    CallSession,
+)
 from streamguard.scoring.outcome import Unscored
-from streamguard.sources.base import Audio, CallEnd, CallStart, Gap, TrackEnd, TrackStart
+from streamguard.sources.base import (
+    Audio,
+    CallEnd,
+    CallShare,
+    CallStart,
+    Gap,
+    TrackEnd,
+    TrackStart,
+)
 
 
 class Scorer:
@@ -220,3 +235,95 @@ async def test_registry_moves_windows_and_events_limits_calls_and_drains(tiny_de
     with pytest.raises(CallLimitReached, match="shutting down"):
         registry.open(CallStart("c", "native", {}))
     assert np.isfinite(ended[0]["summary"]["duration"])
+
+
+class FailingPublish:
+    """The bus's publish, failing for the events ``fail`` picks (a bug somewhere behind it)."""
+
+    def __init__(self, bus: AlertBus, fail):
+        self.bus, self.fail = bus, fail
+
+    def __call__(self, event):
+        if self.fail(event):
+            raise RuntimeError(f"cannot publish {event.type}")
+        return self.bus.publish(event)
+
+
+def test_a_call_whose_call_started_cannot_be_published_is_not_left_open(tiny_detector):
+    """Registered, then call_started fails: the one path takes the call out again, so the
+    slot is free and the feed is told (1011) instead of the call staying open forever."""
+    bus = AlertBus("tiny")
+    publish = FailingPublish(bus, lambda e: e.call_id == "bad")
+    registry = CallRegistry(
+        info=tiny_detector.info,
+        policy=CallPolicy(),
+        submit=InlineEngine(tiny_detector),
+        publish=publish,
+        max_calls=1,
+    )
+    with pytest.raises(RuntimeError):
+        registry.open(CallStart("bad", "native", {}))
+    assert not registry.sessions
+    feed = CallFeed("native", registry)
+    assert feed.route([CallStart("bad", "native", {})]) == (
+        1011,
+        "internal error: the call could not be opened",
+    )
+    assert feed.session is None and not registry.sessions
+    good = registry.open(CallStart("good", "native", {}))  # the one slot is free
+    registry.end(good, "stop")
+    assert not registry.sessions
+
+
+def test_a_finished_call_leaves_the_registry_even_if_call_ended_fails(tiny_detector):
+    bus = AlertBus("tiny")
+    registry = CallRegistry(
+        info=tiny_detector.info,
+        policy=CallPolicy(),
+        submit=InlineEngine(tiny_detector),
+        publish=FailingPublish(bus, lambda e: e.type == "call_ended"),
+        max_calls=1,
+    )
+    session = registry.open(CallStart("a", "native", {}))
+    with pytest.raises(RuntimeError):
+        registry.end(session, "stop")
+    assert session.finished and not registry.sessions
+    registry.open(CallStart("b", "native", {}))
+
+
+def share(account: str, *tracks: str) -> CallShare:
+    return CallShare(account, frozenset(tracks))
+
+
+def test_a_live_call_id_is_refused_unless_it_is_another_track_of_the_same_call(tiny_detector):
+    registry = CallRegistry(
+        info=tiny_detector.info,
+        policy=CallPolicy(),
+        submit=InlineEngine(tiny_detector),
+        publish=AlertBus("tiny").publish,
+    )
+    inbound = registry.open(CallStart("CA1", "twilio", {}, share("twilio:AC1", "inbound")))
+    # Twilio's second stream of the call (<Stream track="outbound_track">): joins it.
+    outbound = registry.open(CallStart("CA1", "twilio", {}, share("twilio:AC1", "outbound")))
+    refused = [
+        CallStart("CA1", "native", {}),  # another feed reusing the id
+        CallStart("CA1", "twilio", {}),  # a stream that names no tracks: the whole call
+        CallStart("CA1", "twilio", {}, share("twilio:AC1", "inbound")),  # a track taken
+        CallStart("CA1", "twilio", {}, share("twilio:AC2", "x")),  # another account
+        CallStart("CA1", "telnyx", {}, share("twilio:AC1", "x")),  # another provider
+    ]
+    for start in refused:
+        with pytest.raises(CallIdInUse):
+            registry.open(start)
+    feed = CallFeed("native", registry)
+    assert feed.route([CallStart("CA1", "native", {})]) == (
+        1008,
+        "call_id already live on another connection",
+    )
+    # Once the call's connections have ended (even before their last scores), the id is free.
+    registry.end(inbound, "stop")
+    registry.end(outbound, "stop")
+    again = registry.open(CallStart("CA1", "native", {}))
+    with pytest.raises(CallIdInUse):
+        registry.open(CallStart("CA1", "native", {}))
+    registry.end(again, "stop")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
@@ -316,3 +317,101 @@ async def test_a_failing_commit_is_retried_in_order_and_nothing_is_delivered_bef
     await asyncio.wait_for(writer.flush(), 10)
     assert [e.start for e in sub.drain()] == [0, 1, 2] and not writer.failing
     await writer.close()
+
+
+async def test_an_event_the_log_cannot_hold_is_set_aside_and_the_writer_goes_on(tmp_path):
+    """Issue #21 finding 1: one event pydantic cannot serialise (a lone surrogate, a value
+    nested past its depth limit) raised inside the writer thread, which died: nothing was
+    written after it while /healthz said ready. Now that event alone is set aside, with its
+    reason, and the events committed with it and after it go on."""
+    from streamguard.alerts.writer import GroupCommitWriter
+
+    path = tmp_path / "events.db"
+    metrics = Metrics()
+    bus = AlertBus("m", metrics=metrics)
+    writer = GroupCommitWriter(
+        EventStore(path), loop=asyncio.get_running_loop(), on_committed=bus.deliver,
+        metrics=metrics, interval=0.05,
+    )  # fmt: skip
+    writer.start()
+    bus.attach_log(writer.submit)
+    sub = bus.subscribe()
+    deep: object = 1
+    for _ in range(1200):
+        deep = {"k": deep}
+    poison = [
+        CallStarted(call_id="bad1", track=None, source="native", metadata={"a": "\ud800"}),
+        CallStarted(call_id="bad2", track=None, source="native", metadata={"deep": deep}),
+    ]
+    for i in range(3):  # in the same group commit as the poison ones
+        bus.publish(Score(call_id="A", track="0", source="native", start=i, end=i + 4,
+                          p_fake=0.5, smoothed=0.5))  # fmt: skip
+        if i < len(poison):  # as the bus hands them over when it does not log them
+            writer.submit(poison[i], "2025-01-31T12:00:00.000Z", "m")
+    await asyncio.wait_for(writer.flush(), 10)
+    bus.publish(started("after"))
+    await asyncio.wait_for(writer.flush(), 10)
+    seen = list(sub.drain())
+    assert [(e.type, e.call_id) for e in seen] == [("score", "A")] * 3 + [("call_started", "after")]
+    assert [e.seq for e in seen] == [1, 2, 3, 4]  # numbered without a gap
+    assert writer.problem is None and writer.rejected == 2
+    rejected_total = metrics.registry.get_sample_value(
+        "streamguard_events_rejected_total", {"type": "call_started"}
+    )
+    assert rejected_total == 2
+    await writer.close()
+    rejected = EventStore(path, readonly=True).rejected_events()
+    assert [(t, c) for t, c, _ in rejected] == [("call_started", "bad1"), ("call_started", "bad2")]
+    assert "surrogates not allowed" in rejected[0][2]
+
+
+async def test_health_says_degraded_when_the_writer_is_gone_or_stalled(tmp_path):
+    from streamguard.alerts import writer as writer_module
+
+    async with Node(tmp_path / "events.db") as node:
+        writer = node.backend.writer
+        assert node.backend.health()["degraded"] is False
+        writer._committing_since = writer_module.time.perf_counter() - 60  # a commit stuck
+        health = node.backend.health()
+        assert health["degraded"] is True and "waiting more than 10 s" in health["problem"]
+        writer._committing_since = None
+        writer._queue.put(writer_module._STOP)  # the thread ends, the backend does not
+        await asyncio.to_thread(writer._thread.join, 10)
+        health = node.backend.health()
+        assert health["degraded"] is True and "stopped" in health["problem"]
+
+
+async def test_a_tail_is_read_from_the_log_in_pages(tmp_path):
+    """Issue #21 finding 3: ``tail`` loaded every matching event at once (three idle
+    subscribers took a daemon from 1.0 to 2.4 GB). It now only finds where the last N begin;
+    the events come in pages, like any replay, matching filter included."""
+    from streamguard.alerts.follow import PAGE
+
+    class Recording(SqliteBackend):  # the real backend, noting how much each read returned
+        pages: ClassVar[list[int]] = []
+
+        async def read(self, after, flt, limit):
+            page = await super().read(after, flt, limit)
+            self.pages.append(len(page.events))
+            return page
+
+    bus = AlertBus("m")
+    backend = Recording(EventsSettings(path=str(tmp_path / "events.db")))
+    await backend.start(bus)
+    for i in range(1300):
+        bus.publish(Score(call_id="A" if i % 2 else "B", track="0", source="native", start=i,
+                          end=i + 4, p_fake=0.5, smoothed=0.5))  # fmt: skip
+    await backend.flush()
+
+    async def first(n, flt=None, tail=None):
+        events = follow(bus, backend, flt, tail=tail)
+        try:
+            return [await anext(events) for _ in range(n)]
+        finally:
+            await events.aclose()
+
+    assert [e.seq for e in await first(1200, tail=1200)] == list(range(101, 1301))
+    assert max(backend.pages) <= PAGE and len(backend.pages) >= 3
+    only_a = await first(3, SubscriptionFilter(call_id="A"), tail=3)
+    assert [(e.call_id, e.seq) for e in only_a] == [("A", 1296), ("A", 1298), ("A", 1300)]
+    await backend.close()

@@ -4,7 +4,8 @@ The protocol cores never raise at all (they answer with a Reject); the byte-leve
 their documented error. Twilio/Telnyx JSON and random frame sequences for /ingest are fuzzed in
 test_twilio.py and test_native.py; this file covers the rest: structured /ingest handshakes,
 RTP headers with CSRC/extension/padding and the demux behind them, G.711 and the other codecs,
-the config loader, event parsing and the handshake's token reader.
+the config loader, event parsing and the handshake's token reader, and nested or oversized
+call metadata in every core that carries it (native, Twilio/Telnyx, AudioHook).
 """
 
 from __future__ import annotations
@@ -19,14 +20,29 @@ from hypothesis import strategies as st
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from streamguard.alerts.events import EVENT_TYPES, EventParseError, parse_event
+from streamguard.alerts.events import EVENT_TYPES, CallStarted, EventParseError, parse_event
 from streamguard.alerts.server import request_token
 from streamguard.audio.codecs import ENCODINGS, CodecError, StreamDecoder, decode
 from streamguard.config import load_config
 from streamguard.errors import ConfigError
-from streamguard.sources.base import Audio, sequence_problems
+from streamguard.sources.audiohook import AudioHookProtocol
+from streamguard.sources.base import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_KEYS,
+    Audio,
+    CallStart,
+    Reject,
+    metadata_problem,
+    sequence_problems,
+)
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.rtp import RtpDemux, RtpError, parse_rtp
+from streamguard.sources.twilio import MediaStreamProtocol
+from tests.audiohook_client import SAMPLE_ORG_ID, SAMPLE_PARTICIPANT, STEREO
+
+SESSION = "30b0e395-84d3-4570-ac13-9a62d8f514c0"
+CONVERSATION = "090eaa2f-72fa-480a-83e0-8667ff89c0ec"
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -78,6 +94,88 @@ def test_any_ingest_handshake_is_accepted_or_rejected_never_raised(meta, audio):
         events += core.receive_bytes(chunk)
     events += core.close()
     assert sequence_problems(events) == []
+
+
+# ---------------------------------------------------------------- metadata from strangers
+
+
+@st.composite
+def hostile_metadata(draw) -> dict:
+    """Metadata as a hostile client shapes it: nested (dicts or lists, up to far beyond the
+    bound), wide (many keys), padded (up to twice the byte bound), with odd text."""
+    leaf = draw(values | st.sampled_from(["\ud800", "é" * 50, 10**40, "Bearer x"]))
+    for _ in range(draw(st.integers(0, 3 * MAX_METADATA_DEPTH))):
+        leaf = {"k": leaf} if draw(st.booleans()) else [leaf]
+    width = draw(st.integers(0, 2 * MAX_METADATA_KEYS))
+    pad = draw(st.integers(0, 2 * MAX_METADATA_BYTES))
+    return {"deep": leaf, "wide": {f"k{i}": i for i in range(width)}, "pad": "x" * pad}
+
+
+def key_count(value: object) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(key_count(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(key_count(v) for v in value)
+    return 0
+
+
+def first_frames(kind: str, meta: dict) -> list[str]:
+    if kind == "native":
+        return [json.dumps({"sample_rate": 8000, "encoding": "mulaw", **meta})]
+    if kind == "twilio":
+        start = {"callSid": "CA1", "tracks": ["inbound"], "customParameters": meta}
+        return [json.dumps({"event": "start", "start": start})]
+    start = {"call_control_id": "v3:1", "custom_parameters": meta}  # telnyx
+    return [json.dumps({"event": "start", "sequence_number": "1", "start": start})]
+
+
+@FUZZ
+@given(kind=st.sampled_from(["native", "twilio", "telnyx"]), meta=hostile_metadata())
+def test_nested_or_oversized_metadata_is_bounded_by_every_core(kind, meta):
+    """A call starts only with metadata within the bounds (and then its call_started
+    serialises); everything else is a Reject of kind ``metadata``, never an exception."""
+    core = IngestProtocol() if kind == "native" else MediaStreamProtocol()
+    events = [e for frame in first_frames(kind, meta) for e in core.receive_text(frame)]
+    events += core.close()
+    assert sequence_problems(events) == []
+    starts = [e for e in events if isinstance(e, CallStart)]
+    # The client's part as the core stores it (Twilio/Telnyx nest it one level down); the
+    # core adds a few fields of its own, so near the bounds either answer is right.
+    own = meta if kind == "native" else {"customParameters": meta}
+    problem = metadata_problem(own)
+    near = len(json.dumps(own)) > MAX_METADATA_BYTES - 200 or key_count(own) > MAX_METADATA_KEYS - 8
+    if starts:
+        (start,) = starts
+        assert metadata_problem(start.metadata) is None and problem is None
+        CallStarted(call_id=start.call_id, track=None, source=start.source,
+                    metadata=start.metadata).to_json()  # fmt: skip
+    else:
+        (reject,) = [e for e in events if isinstance(e, Reject)]
+        assert reject.kind == "metadata", reject
+        assert problem is not None or near
+
+
+@FUZZ
+@given(meta=hostile_metadata())
+def test_nested_or_oversized_custom_config_is_bounded_by_audiohook(meta):
+    core = AudioHookProtocol(session_id=SESSION)
+    params = {
+        "organizationId": SAMPLE_ORG_ID,
+        "conversationId": CONVERSATION,
+        "participant": SAMPLE_PARTICIPANT,
+        "media": [STEREO],
+        "customConfig": meta,
+    }
+    message = {"version": "2", "id": SESSION, "type": "open", "seq": 1, "serverseq": 0,
+               "position": "PT0S", "parameters": params}  # fmt: skip
+    events = core.receive_text(json.dumps(message)) + core.close()
+    assert sequence_problems(events) == []
+    starts = [e for e in events if isinstance(e, CallStart)]
+    if starts:
+        assert metadata_problem(starts[0].metadata) is None
+    else:
+        (reject,) = [e for e in events if isinstance(e, Reject)]
+        assert reject.kind == "metadata", reject
 
 
 def test_nan_and_inf_float_audio_become_silence_not_nan():

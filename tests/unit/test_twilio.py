@@ -16,6 +16,7 @@ from streamguard.audio.codecs import decode, encode
 from streamguard.sources.base import (
     Audio,
     CallEnd,
+    CallShare,
     CallStart,
     Dtmf,
     Gap,
@@ -109,6 +110,8 @@ def test_twilio_call_with_both_tracks_of_real_speech():
             "encoding": "mulaw",
             "sample_rate": 8000,
         },
+        # It names its tracks: another stream of the call may carry others (none here).
+        CallShare("twilio:AC1", frozenset({"inbound", "outbound"})),
     )
     assert events[1:3] == [TrackStart("inbound", 8000), TrackStart("outbound", 8000)]
     np.testing.assert_array_equal(audio_of(events, "inbound"), decode("mulaw", raw))

@@ -10,7 +10,7 @@ import { callVerdict, DashboardState } from "./state.js";
 import { formatCallTime, level, timeline } from "./chart.js";
 
 const TOKEN_KEY = "streamguard.token";
-const TAIL = 5000; // events replayed on (re)load: the daemon sends at most its [alerts] history
+const TAIL = 1000; // events replayed on (re)load: the daemon replays at most 1,000 (?tail is capped)
 const STATUS_EVERY_MS = 5000;
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10000;
