@@ -583,7 +583,10 @@ def load_config(
 
 ENV_PREFIX = "STREAMGUARD_"
 #: ``STREAMGUARD_*`` variables that are settings of the process, not config keys.
-PROCESS_VARIABLES = frozenset({"STREAMGUARD_CACHE_DIR"})  # built serving models (model/serving.py)
+#: ``STREAMGUARD_CACHE_DIR``: built serving models (model/serving.py);
+#: ``STREAMGUARD_WEBHOOK_SECRET``: the secret ``streamguard webhook verify`` checks with (a
+#: receiver's, set in the same shells and units that run the daemon and ``streamguard events``).
+PROCESS_VARIABLES = frozenset({"STREAMGUARD_CACHE_DIR", "STREAMGUARD_WEBHOOK_SECRET"})
 
 
 def _check_environment(environ: Mapping[str, str]) -> None:

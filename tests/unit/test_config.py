@@ -326,3 +326,28 @@ def test_webhook_entries_are_checked(tmp_path):
         )
     with pytest.raises(ConfigError, match="http"):
         load_config(write(tmp_path, '[[webhooks]]\nurl = "ftp://h/x"\nsecret = "s"\n'))
+
+
+def _variables_the_commands_read() -> set[str]:
+    """Every ``STREAMGUARD_*`` name the product reads with ``os.environ.get``."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"os\.environ\.get\(\s*\"(STREAMGUARD_[A-Z0-9_]+)\"")
+    names: set[str] = set()
+    for folder in ("streamguard", "training"):
+        for source in (root / folder).rglob("*.py"):
+            names.update(pattern.findall(source.read_text(encoding="utf-8")))
+    return names
+
+
+def test_no_variable_a_command_reads_stops_the_daemons_config(monkeypatch, tmp_path):
+    """``streamguard webhook verify --help`` says to export STREAMGUARD_WEBHOOK_SECRET; the same
+    shell then runs ``serve``/``events``: the config must not read it as a section."""
+    names = _variables_the_commands_read()
+    assert {"STREAMGUARD_WEBHOOK_SECRET", "STREAMGUARD_CACHE_DIR"} <= names
+    for name in names:
+        monkeypatch.setenv(name, str(tmp_path) if name.endswith("_DIR") else "a-value")
+    config = tmp_path / "c.toml"
+    config.write_text("[server]\nport = 0\n")
+    assert load_config(config).server.port == 0
