@@ -14,8 +14,6 @@ Why: an operator must never see alerts on a call whose verdict then says "real",
 verdict on a call that never alerted. (Before, the verdict compared the *mean* raw score with
 the threshold while alerts used smoothed runs: a real call could raise two alerts and end
 "real".) One odd window still cannot brand a call: the policy needs sustained evidence.
-
-:func:`decide_verdict` (the mean rule) stays for callers that judge a bare list of scores.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from typing import Literal
 __all__ = [
     "DEFAULT_MIN_SPEECH_SECONDS",
     "Verdict",
-    "decide_verdict",
     "policy_verdict",
     "replay_verdict",
 ]
@@ -35,25 +32,6 @@ __all__ = [
 Verdict = Literal["fake", "real", "inconclusive"]
 
 DEFAULT_MIN_SPEECH_SECONDS = 2.0
-
-
-def decide_verdict(
-    scores: Sequence[float],
-    threshold: float,
-    speech_seconds: float,
-    *,
-    min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
-) -> Verdict:
-    """``"fake"`` | ``"real"`` | ``"inconclusive"`` by the rule in the module docstring.
-
-    NaN scores are ignored (a window that could not be scored); if nothing else is left the
-    verdict is inconclusive.
-    """
-    values = [float(s) for s in scores if not math.isnan(float(s))]
-    if not values or speech_seconds < min_speech_seconds:
-        return "inconclusive"
-    mean = math.fsum(values) / len(values)
-    return "fake" if mean >= threshold else "real"
 
 
 def policy_verdict(
