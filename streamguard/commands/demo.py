@@ -83,6 +83,7 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     from streamguard.commands.watch import format_event
     from streamguard.daemon import Daemon
     from streamguard.dashboard import dashboard_url
+    from streamguard.scoring.verdict import format_threshold
     from streamguard.sources.senders import frames_for
 
     out = sys.stdout
@@ -105,7 +106,7 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     if daemon.rtp_port is not None:
         print(f"  RTP on udp://{settings.sources.rtp.host}:{daemon.rtp_port}", file=out)
     print(
-        f"model: {info.name} ({info.architecture}), threshold {info.threshold:.3f}, "
+        f"model: {info.name} ({info.architecture}), threshold {format_threshold(info.threshold)}, "
         f"window {info.window_seconds:g} s, device {daemon.detector.device}",
         file=out,
     )

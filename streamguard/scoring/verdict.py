@@ -24,7 +24,9 @@ from typing import Literal
 
 __all__ = [
     "DEFAULT_MIN_SPEECH_SECONDS",
+    "THRESHOLD_DIGITS",
     "Verdict",
+    "format_threshold",
     "policy_verdict",
     "replay_verdict",
 ]
@@ -32,6 +34,17 @@ __all__ = [
 Verdict = Literal["fake", "real", "inconclusive"]
 
 DEFAULT_MIN_SPEECH_SECONDS = 2.0
+
+#: How many decimals a threshold is shown with, everywhere people read one: ``watch``/``demo``
+#: alert lines, ``model info``, ``scan`` reports and plots, the trainer's reports and the
+#: dashboard (``THRESHOLD_DIGITS`` in dashboard/static/chart.js). 0.8949 shows as 0.895 in
+#: each, never 0.89 in one place and 0.8949 in another. JSON output keeps the full value.
+THRESHOLD_DIGITS = 3
+
+
+def format_threshold(value: float) -> str:
+    """A P(fake) threshold as people see it (:data:`THRESHOLD_DIGITS` decimals)."""
+    return f"{value:.{THRESHOLD_DIGITS}f}"
 
 
 def policy_verdict(
