@@ -235,3 +235,59 @@ async def test_jambonz_listen_stereo_fork_as_siprec_delivers_it(make_daemon, fix
     assert {e["track"] for e in sub.of_type("score")} == {"0", "1"}
     assert ended["reason"] == "closed"
     assert ended["summary"]["duration"] == pytest.approx(stereo.shape[1] / rate, abs=0.05)
+
+
+@pytest.fixture
+def long_call(fixtures_dir, tmp_path):
+    """60 s of real speech (the 10 s fixture six times) as a WAV file."""
+    import soundfile
+
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    audio = np.tile(mono, 6)
+    path = tmp_path / "long_call.wav"
+    soundfile.write(path, audio.T, rate)
+    return path, rate, audio
+
+
+async def test_a_daemon_stopping_mid_call_closes_1001_and_the_sender_counts_what_went_out(
+    make_daemon, long_call
+):
+    daemon = await make_daemon()
+    _, rate, audio = long_call
+    frames = list(native_frames(audio, rate, call_id="cut"))
+    sending = asyncio.create_task(
+        send_frames(
+            f"ws://127.0.0.1:{daemon.port}/ingest", frames, realtime=True, speed=10
+        )  # 6 s of wall time
+    )
+    while not daemon.registry.sessions:  # the call is open: stop the daemon under it
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(daemon.stop(), 30)
+    result = await asyncio.wait_for(sending, 30)
+    assert (result.close_code, result.close_reason) == (1001, "server shutting down")
+    assert not result.complete and not result.ended_normally
+    assert 1 <= result.frames < len(frames)
+    assert result.audio_seconds < audio.shape[1] / rate
+
+
+async def test_feed_says_how_much_it_sent_when_the_daemon_closes_early(make_daemon, long_call):
+    """``streamguard feed``: an early close (here [limits] max_call_seconds: 1008) is an error
+    line naming the close and how much of the file went out, never "sent every frame"."""
+    import sys
+
+    daemon = await make_daemon(limits={"max_call_seconds": 2.0})
+    path, rate, audio = long_call
+    total = len(list(native_frames(audio, rate, call_id="x")))
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "streamguard.cli", "feed", str(path), "--protocol", "native"],
+        *["--url", f"ws://127.0.0.1:{daemon.port}", "--realtime", "--speed", "10"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 1 and out == b""
+    (line,) = err.decode().splitlines()
+    prefix = "streamguard: error: the daemon closed the call early (1008 call length limit reached)"
+    assert line.startswith(prefix), line
+    sent, of = (int(x) for x in line.split(" after ", 1)[1].split(" frames", 1)[0].split(" of "))
+    assert of == total and 2 * rate / 160 <= sent < total  # at least the 2 s the daemon took

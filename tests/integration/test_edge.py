@@ -238,6 +238,38 @@ async def test_calls_per_client_address(make_daemon):
     assert sample(daemon, "requests_refused_total", surface="twilio", reason="per_client") == 1
 
 
+async def test_a_call_over_max_calls_is_closed_1013_and_the_open_one_goes_on(make_daemon, speech):
+    daemon = await make_daemon(limits={"max_calls": 1})
+    base = f"ws://127.0.0.1:{daemon.port}"
+    rate, audio = short(speech, 5.0)
+    first_frames = list(native_frames(audio, rate, call_id="first"))
+    async with Subscriber(f"{base}/alerts") as sub, connect(f"{base}/ingest") as first:
+        await first.send(first_frames[0][1])  # the first call is open...
+        while len(daemon.registry.sessions) < 1:
+            await asyncio.sleep(0.01)
+        second = await send_frames(f"{base}/ingest", native_frames(audio, rate, call_id="second"))
+        for _, frame in first_frames[1:]:  # ... and goes on to its end
+            await first.send(frame)
+        (ended,) = await sub.wait_call_ended()
+    assert second.close_code == 1013 and second.close_reason == "call limit reached (1 open calls)"
+    assert ended["call_id"] == "first" and ended["reason"] == "stop"
+    assert [e["call_id"] for e in sub.of_type("call_started")] == ["first"]
+    assert sample(daemon, "source_rejects_total", source="native", reason="capacity") == 1
+
+
+async def test_a_call_over_max_call_seconds_is_closed_1008_and_ends_limit(make_daemon, speech):
+    daemon = await make_daemon(limits={"max_call_seconds": 2.0})
+    base = f"ws://127.0.0.1:{daemon.port}"
+    rate, audio = short(speech, 5.0)
+    async with Subscriber(f"{base}/alerts") as sub:
+        result = await send_frames(f"{base}/ingest", native_frames(audio, rate, call_id="long"))
+        (ended,) = await sub.wait_call_ended()
+    assert (result.close_code, result.close_reason) == (1008, "call length limit reached")
+    assert ended["call_id"] == "long" and ended["reason"] == "limit"
+    # the call ends at the limit: audio the feed sent after it is not part of the call
+    assert ended["summary"]["duration"] == pytest.approx(2.0, abs=0.05)
+
+
 async def test_a_feed_without_audio_is_closed_idle(make_daemon, speech):
     daemon = await make_daemon(limits={"idle_timeout_seconds": 0.5})
     base = f"ws://127.0.0.1:{daemon.port}"
