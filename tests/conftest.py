@@ -72,6 +72,23 @@ def tiny_detector(tiny_model_params):
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx_build(tiny_detector, _serving_cache) -> None:
+    """The production CPU backend (``onnxruntime-int8``) of ``tiny_detector``, built once per
+    run into the run's serving cache (model/serving.py keys it by the weights).
+
+    A daemon whose backend has no cached build serves TorchScript and starts the build in a
+    child process; a test daemon lives a few seconds, so teardown killed that build and every
+    daemon test scored with TorchScript. With the build cached, daemons started by the tests
+    (in this process, or as ``serve`` processes inheriting ``STREAMGUARD_CACHE_DIR``, from
+    ``tiny_model_dir`` too: the same weights) serve ONNX int8 from their first window, as a
+    production daemon does from its second start.
+    """
+    from streamguard.model.serving import build_onnx_runner
+
+    build_onnx_runner(tiny_detector.module, tiny_detector.window_samples, int8=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tiny_detector, tiny_model_params, tmp_path_factory) -> Path:
     """``tiny_detector`` saved in streamguard's model directory format."""
     from streamguard.model import save_model_dir

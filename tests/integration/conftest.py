@@ -15,6 +15,11 @@ from streamguard.config import load_config
 from streamguard.daemon import Daemon
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _daemons_serve_the_production_backend(tiny_onnx_build) -> None:
+    """Every daemon here scores through ONNX int8, the CPU default (see tiny_onnx_build)."""
+
+
 def daemon_settings(**sections):
     """Loopback, ephemeral ports, RTP off unless asked for; other sections as given."""
     overrides = {

@@ -131,6 +131,9 @@ async def test_healthz_and_metrics_answer_over_http(make_daemon, fixtures_dir):
     status, body = await asyncio.to_thread(get, "/healthz")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ready" and health["model"] == "tiny"
+    # the CPU's production backend scored the call (its build is cached once per test run)
+    assert health["backend"] == "onnxruntime-int8"
+    assert daemon.runners[0].backend_parity <= 0.01
     status, text = await asyncio.to_thread(get, "/metrics")
     assert status == 200
     scored = [
