@@ -49,6 +49,7 @@ class ServeProcess:
             "0",
         ]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []  # stderr as written (JSON log lines or not)
         self.logs: list[dict] = []
         self.port: int | None = None
         self._port_known = threading.Event()
@@ -57,6 +58,7 @@ class ServeProcess:
     def _read_logs(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            self.lines.append(line)
             try:
                 record = json.loads(line)
             except ValueError:
