@@ -16,7 +16,7 @@ from streamguard.audio.file import read_audio
 from streamguard.client import send_frames
 from streamguard.sources.senders import l16_frames, native_frames, twilio_frames
 
-from .conftest import Subscriber
+from .conftest import Subscriber, until
 
 pytestmark = pytest.mark.integration
 
@@ -294,14 +294,6 @@ async def test_feed_says_how_much_it_sent_when_the_daemon_closes_early(make_daem
     assert line.startswith(prefix), line
     sent, of = (int(x) for x in line.split(" after ", 1)[1].split(" frames", 1)[0].split(" of "))
     assert of == total and 2 * rate / 160 <= sent < total  # at least the 2 s the daemon took
-
-
-async def until(predicate, timeout: float = 30.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def test_retention_follows_the_events_settings(make_daemon, fixtures_dir, tmp_path):

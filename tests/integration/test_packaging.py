@@ -87,9 +87,7 @@ def test_wheel_has_one_top_level_package_and_carries_its_data(wheel):
     assert not missing, f"the wheel lacks {missing}"
 
 
-def test_installed_wheel_scans_a_file_outside_the_checkout(
-    wheel, tmp_path, fixtures_dir, capsys
-):
+def test_installed_wheel_scans_a_file_outside_the_checkout(wheel, tmp_path, fixtures_dir, capsys):
     target = tmp_path / "site"
     run(
         sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", target, wheel

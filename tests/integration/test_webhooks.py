@@ -21,7 +21,7 @@ from streamguard.metrics import Metrics
 from streamguard.webhooks.delivery import WebhookDeliverer
 from streamguard.webhooks.signing import SignatureError, verify
 
-from .conftest import Subscriber
+from .conftest import Subscriber, until
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec-test-0123456789"
@@ -116,13 +116,6 @@ class Node:
     def start_webhook(self, ep):
         deliverer = WebhookDeliverer(ep, self.bus, self.backend, metrics=self.metrics)
         return deliverer, asyncio.create_task(deliverer.run())
-
-
-async def until(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def stop(task):
