@@ -5,6 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+#: The suite's one hypothesis profile, in force for every property test (a test sets only its
+#: own max_examples). No deadline: on a loaded 2-core machine an example can take longer than
+#: hypothesis's 200 ms default for reasons that are not the code's; nor is slow data
+#: generation a failure. tests/unit/test_hypothesis_profile.py keeps it the only one.
+settings.register_profile(
+    "streamguard", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("streamguard")
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
