@@ -6,7 +6,9 @@
 #   certificate with it), redis-server (the fleet event backend, started by the tests on a free
 #   port).
 # Uses apt-get as root, or through sudo when available; otherwise says what is missing and
-# carries on (the tests that need a missing tool skip or fail with its name).
+# carries on (the tests that need a missing tool skip, naming it), except under CI=true, where
+# it fails: a CI run whose ffmpeg and chromium tests skipped would be green and prove nothing
+# (the tests fail there too: require_tool in tests/conftest.py).
 set -euo pipefail
 packages=(ffmpeg sox espeak-ng libportaudio2 openssl)
 packages+=(chromium chromium-driver fonts-dejavu-core)  # the dashboard's browser test
@@ -22,6 +24,9 @@ elif command -v sudo >/dev/null 2>&1; then
   sudo=(sudo)
 else
   echo "system-deps: missing ${missing[*]}; install them with apt-get as root" >&2
+  case "${CI:-}" in
+    true|TRUE|True|1|yes) echo "system-deps: CI is set: a missing package fails the run" >&2; exit 1 ;;
+  esac
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive

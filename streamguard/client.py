@@ -37,13 +37,25 @@ def split_ws_url(url: str) -> SplitResult:
     return parts
 
 
+#: Unpaced, the sender yields to the loop after this many frames, so that a close from the
+#: daemon is read (and the next send fails) before the rest of the file is written into the
+#: socket's buffers: ``frames`` then counts what went out before the close, not the whole file.
+YIELD_EVERY_FRAMES = 16
+
+
 @dataclass(frozen=True)
 class FeedResult:
-    frames: int
-    audio_seconds: float
+    frames: int  # frames written before the daemon closed (all of them when ``complete``)
+    audio_seconds: float  # call time of the last frame written
     wall_seconds: float
     close_code: int | None
     close_reason: str
+    complete: bool = True  # every frame was written before the daemon closed
+
+    @property
+    def ended_normally(self) -> bool:
+        """Every frame went out and the daemon ended the call (1000), as a finished call does."""
+        return self.complete and self.close_code in (1000, None)
 
 
 async def send_frames(
@@ -70,6 +82,7 @@ async def send_frames(
     started = time.monotonic()
     sent = 0
     last_at = 0.0
+    complete = False
     try:
         ssl_arg = {"ssl": ssl} if ssl is not None else {}
         async with connect(url, additional_headers=headers, max_size=None, **ssl_arg) as ws:
@@ -79,9 +92,12 @@ async def send_frames(
                         delay = started + send_at / speed - time.monotonic()
                         if delay > 0:
                             await asyncio.sleep(delay)
+                    elif sent % YIELD_EVERY_FRAMES == 0:
+                        await asyncio.sleep(0)  # read a close the daemon may have sent
                     await ws.send(frame)
                     sent += 1
                     last_at = send_at
+                complete = True
                 # The daemon closes once the call has ended; drain anything it says until then.
                 async with asyncio.timeout(close_timeout):
                     async for _ in ws:
@@ -111,4 +127,4 @@ async def send_frames(
         if url.startswith("wss://") and isinstance(exc, ConnectionResetError):
             reason += " (does the server speak TLS? a plain daemon takes ws://)"
         raise StreamguardError(f"cannot connect to {url}: {reason}") from None
-    return FeedResult(sent, last_at, time.monotonic() - started, code, reason)
+    return FeedResult(sent, last_at, time.monotonic() - started, code, reason, complete)

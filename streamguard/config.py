@@ -473,6 +473,8 @@ class LimitsSettings(_Section):
 # The TOML dict for the Settings being built; a ContextVar (not a class attribute) so two loads
 # in two threads or tasks never see each other's file.
 _TOML_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_TOML_DATA")
+# Set while load_config checks the file on its own (no environment, no flags).
+_FILE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("_FILE_ONLY", default=False)
 
 
 class _TomlDictSource(PydanticBaseSettingsSource):
@@ -517,6 +519,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _FILE_ONLY.get():
+            return (_TomlDictSource(settings_cls),)
         return (init_settings, env_settings, _TomlDictSource(settings_cls))
 
     @model_validator(mode="after")
@@ -547,14 +551,16 @@ def _printable(part: object) -> str:
     return text if text.isprintable() else repr(text)[1:-1]
 
 
-def _format_error(exc: ValidationError, origin: str) -> str:
-    errors = exc.errors()
+def _format_error(exc: ValidationError, origin: str, errors: list[Any] | None = None) -> str:
+    """One line for ``errors`` (default: all of ``exc``'s); a file check passes its own."""
+    blame_env = errors is None
+    errors = exc.errors() if errors is None else errors
     first = errors[0]
     # Keys come from the file or the environment: never let one break the line.
     loc = ".".join(_printable(p) for p in first["loc"]) or "(top level)"
     # Blame the environment variable when the bad value came from one (or a parent section's).
     parts = [str(p).upper() for p in first["loc"]]
-    for n in range(len(parts), 0, -1):
+    for n in range(len(parts), 0, -1) if blame_env else ():
         name = "STREAMGUARD_" + "__".join(parts[:n])
         if name in os.environ:
             origin = f"environment {name}"
@@ -595,6 +601,8 @@ def load_config(
         data = read_toml(path)
     token = _TOML_DATA.set(data)
     try:
+        if path is not None:
+            _check_file_alone(origin)
         return Settings(**(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, origin)) from None
@@ -602,9 +610,35 @@ def load_config(
         _TOML_DATA.reset(token)
 
 
+#: Errors a file may have on its own because the environment or a flag completes it (an
+#: ``api_key`` from the environment for an ``enabled`` AudioHook): left to the merged check.
+_NEEDS_THE_REST = frozenset({"value_error", "assertion_error", "missing"})
+
+
+def _check_file_alone(origin: str) -> None:
+    """Validate the file's own values (in ``_TOML_DATA``), without the environment or flags.
+
+    The merged check never sees a value that an override replaced, so ``port = "abc"`` in the
+    file would pass whenever ``--port`` is given, and fail later when it is not: a wrong type
+    or range in the file stops the daemon whatever overrides it (docs/operations.md).
+    """
+    mode = _FILE_ONLY.set(True)
+    try:
+        Settings()
+    except ValidationError as exc:
+        own = [e for e in exc.errors() if e["type"] not in _NEEDS_THE_REST]
+        if own:
+            raise ConfigError(_format_error(exc, origin, own)) from None
+    finally:
+        _FILE_ONLY.reset(mode)
+
+
 ENV_PREFIX = "STREAMGUARD_"
 #: ``STREAMGUARD_*`` variables that are settings of the process, not config keys.
-PROCESS_VARIABLES = frozenset({"STREAMGUARD_CACHE_DIR"})  # built serving models (model/serving.py)
+#: ``STREAMGUARD_CACHE_DIR``: built serving models (model/serving.py);
+#: ``STREAMGUARD_WEBHOOK_SECRET``: the secret ``streamguard webhook verify`` checks with (a
+#: receiver's, set in the same shells and units that run the daemon and ``streamguard events``).
+PROCESS_VARIABLES = frozenset({"STREAMGUARD_CACHE_DIR", "STREAMGUARD_WEBHOOK_SECRET"})
 
 
 def _check_environment(environ: Mapping[str, str]) -> None:

@@ -397,6 +397,9 @@ class Daemon:
             block_seconds=cfg.block_ms / 1000,
             stream_factory=self._mic_stream_factory,
         )
+        # Open the device now, before READY: no PortAudio or no input device stops the
+        # daemon with one line (docs/sources.md), rather than a "ready" daemon without its mic.
+        self.microphone.open()
         assert self.registry is not None
         feed = CallFeed("mic", self.registry, metrics=self.metrics)
 
@@ -406,7 +409,7 @@ class Daemon:
                 async for event in self.microphone.events():
                     feed.route([event])
             except StreamguardError as exc:
-                # One clear line; the other sources keep running without a microphone.
+                # Lost after start: one clear line; the other sources keep running.
                 log.error("microphone_unavailable", error=str(exc))
             finally:
                 self.metrics.mic_overflows_total.inc(self.microphone.stats.input_overflows)

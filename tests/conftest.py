@@ -5,8 +5,59 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+#: The suite's one hypothesis profile, in force for every property test (a test sets only its
+#: own max_examples). No deadline: on a loaded 2-core machine an example can take longer than
+#: hypothesis's 200 ms default for reasons that are not the code's; nor is slow data
+#: generation a failure. tests/unit/test_hypothesis_profile.py keeps it the only one.
+settings.register_profile(
+    "streamguard", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("streamguard")
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+
+#: Tools scripts/system-deps.sh installs, and the Debian package each comes from.
+TOOL_PACKAGES = {
+    "ffmpeg": "ffmpeg",
+    "sox": "sox",
+    "espeak-ng": "espeak-ng",
+    "openssl": "openssl",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+    "redis-server": "redis-server",
+}
+
+
+def in_ci() -> bool:
+    """``CI`` set as CI services set it (``true``/``1``): a missing tool is a failure there."""
+    import os
+
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_tool(*names: str) -> None:
+    """The one check for a system tool a test drives. Missing: the test skips on a developer's
+    machine, and FAILS under ``CI=true``, where scripts/system-deps.sh must have installed it
+    (a green run with the ffmpeg and chromium tests skipped proved nothing)."""
+    import shutil
+
+    missing = [n for n in names if shutil.which(n) is None]
+    if not missing:
+        return
+    packages = " ".join(sorted({TOOL_PACKAGES.get(n, n) for n in missing}))
+    why = f"{', '.join(missing)} not installed (scripts/system-deps.sh: apt-get install {packages})"
+    if in_ci():
+        pytest.fail(f"CI: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.requires_tool("ffmpeg", ...)``: :func:`require_tool` before the test."""
+    for mark in item.iter_markers("requires_tool"):
+        require_tool(*mark.args)
+
 
 #: A wav2vec2 encoder small enough for CPU tests (no dropout or masking: deterministic losses).
 TINY_WAV2VEC2_ENCODER = {
@@ -69,6 +120,23 @@ def tiny_detector(tiny_model_params):
     torch.manual_seed(0)
     module = build_module("koyelog-resnet", tiny_model_params)
     return Detector(module, ModelInfo(name="tiny", architecture="koyelog-resnet"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_build(tiny_detector, _serving_cache) -> None:
+    """The production CPU backend (``onnxruntime-int8``) of ``tiny_detector``, built once per
+    run into the run's serving cache (model/serving.py keys it by the weights).
+
+    A daemon whose backend has no cached build serves TorchScript and starts the build in a
+    child process; a test daemon lives a few seconds, so teardown killed that build and every
+    daemon test scored with TorchScript. With the build cached, daemons started by the tests
+    (in this process, or as ``serve`` processes inheriting ``STREAMGUARD_CACHE_DIR``, from
+    ``tiny_model_dir`` too: the same weights) serve ONNX int8 from their first window, as a
+    production daemon does from its second start.
+    """
+    from streamguard.model.serving import build_onnx_runner
+
+    build_onnx_runner(tiny_detector.module, tiny_detector.window_samples, int8=True)
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.errors import StreamguardError
+from streamguard.scoring.verdict import format_threshold
 from streamguard.training import metrics
 from streamguard.training.data import ClipStore, Example, Problem, crop
 
@@ -179,7 +180,7 @@ def format_table(report: dict[str, Any]) -> str:
     header = ["subset"] + [title for title, _, _ in TABLE_COLUMNS]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
-        f"threshold {report['threshold']:.4f} (P(fake) >= threshold is called fake)",
+        f"threshold {format_threshold(report['threshold'])} (P(fake) >= threshold is called fake)",
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -232,7 +233,7 @@ def plot_histogram(labels: np.ndarray, scores: np.ndarray, threshold: float, pat
         chosen = scores[labels == label]
         if chosen.size:
             ax.hist(chosen, bins=bins, alpha=0.55, color=colour, label=f"{name} (n={chosen.size})")
-    ax.axvline(threshold, c="k", ls="--", label=f"threshold {threshold:.3f}")
+    ax.axvline(threshold, c="k", ls="--", label=f"threshold {format_threshold(threshold)}")
     ax.set(xlabel="P(fake)", ylabel="clips", title="score distribution")
     ax.legend()
     fig.tight_layout()

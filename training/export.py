@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.errors import StreamguardError
+from streamguard.scoring.verdict import format_threshold
 from streamguard.training import metrics
 from streamguard.training.data import ClipStore, Example
 
@@ -94,12 +95,13 @@ def model_card(
         if small
         else ""
     )
+    threshold = format_threshold(calibration["threshold"])
     return f"""# {name}
 
 A streamguard deepfake-voice detector (`{architecture}`, {n_params:,} parameters), trained with
 `streamguard train`. Input: {window_seconds:g} s of {sample_rate} Hz mono audio; output: P(fake).
-A window is called fake when P(fake) >= **{calibration["threshold"]:.4f}** (stored in config.json
-as `threshold`).
+A window is called fake when P(fake) >= **{threshold}** (stored in config.json with all its
+digits as `threshold`).
 
 ## Decision threshold
 - method: {calibration["method"]} on the validation split
@@ -298,5 +300,6 @@ def export_trained(
         )
     except OSError as exc:
         raise StreamguardError(f"cannot write the model to {export_dir}: {exc}") from None
-    echo(f"exported {path} (threshold {calibration['threshold']:.4f}, {calibration['method']})")
+    shown = format_threshold(calibration["threshold"])
+    echo(f"exported {path} (threshold {shown}, {calibration['method']})")
     return path

@@ -112,6 +112,7 @@ def results_from_report(folder: Path):
 
 def main(argv: list[str] | None = None) -> int:
     from streamguard.model import load_detector
+    from streamguard.scoring.verdict import format_threshold
     from streamguard.training.data import read_data
     from streamguard.training.evaluate import apply_policy, score_through_chain
 
@@ -152,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = load_config(args.check).smoothing
         apply_policy(results, settings, threshold)
-        print(f"[smoothing] of {args.check} at threshold {threshold:.4f}:")
+        print(f"[smoothing] of {args.check} at threshold {format_threshold(threshold)}:")
         print(format_policy_table(policy_report(results)))
         return 0
     best, rows = calibrate(results, threshold, args.target)
     rows.sort(key=lambda r: (-(r["fake_alerted"] or 0), r["real_alerted"] or 0))
-    print(f"model {detector.info.name}, threshold {threshold:.4f}, "
+    print(f"model {detector.info.name}, threshold {format_threshold(threshold)}, "
           f"{best['n_real']} real / {best['n_fake']} synthetic calls")  # fmt: skip
     print(f"{'policy':58} {'real alerted':>12} {'fake alerted':>12} {'delay med':>9}")
     for r in [best, *[r for r in rows if (r["real_alerted"] or 0) <= args.target][:8]]:

@@ -94,8 +94,9 @@ class _Frozen(BaseModel):
 class CallSummary(_Frozen):
     """What one track (or, combined, one call) looked like when it ended.
 
-    ``verdict`` comes from :func:`streamguard.scoring.verdict.decide_verdict` over the raw window
-    scores, the same rule the offline ``scan`` command uses, so a recorded call and the live call
+    ``verdict`` comes from :func:`streamguard.scoring.verdict.policy_verdict`: the track's alert
+    history under the alert policy, the rule the offline ``scan`` command replays
+    (:func:`~streamguard.scoring.verdict.replay_verdict`), so a recorded call and the live call
     get the same answer.
     """
 

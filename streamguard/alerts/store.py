@@ -226,9 +226,10 @@ class EventStore:
                         (str(SCHEMA_VERSION),),
                     )
                     self.db.commit()
+            # SQLite reads the file's header only now: "file is not a database" is raised here.
+            self._last_seq = self._max_seq()
         except sqlite3.Error as exc:
             raise EventLogError(f"cannot open event log {self.path}: {exc}") from None
-        self._last_seq = self._max_seq()
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):

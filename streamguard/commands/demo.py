@@ -4,6 +4,10 @@ It starts the real daemon (default configuration, default model unless told othe
 subscribes to ``/alerts`` over a real WebSocket, streams the bundled demo call through
 ``/twilio`` in real time (as Twilio would) and prints every event as it arrives. The daemon
 then keeps running for other feeds until Ctrl-C, which drains it cleanly.
+
+Without ``--config`` (or ``STREAMGUARD_EVENTS__BACKEND``) the event log is in memory: a demo's
+events are not operational data, and a demo must never contend with a running ``serve`` for
+its log file. The help and the start banner say so.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from streamguard.commands.serve import add_override_arguments, overrides_from
 
@@ -24,7 +29,12 @@ def demo_call_path() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="daemon TOML config (default: built-in)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="daemon TOML config (default: built-in, with the event log in memory: nothing is "
+        "kept after the demo; a config or STREAMGUARD_EVENTS__BACKEND chooses a kept log)",
+    )
     add_override_arguments(parser)
     parser.add_argument(
         "--file",
@@ -71,6 +81,15 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_demo(settings, args, path, audio))
 
 
+def event_log_text(events: Any) -> str:
+    """Where the demo's events go (``[events]``), for its start banner."""
+    if events.backend == "memory":
+        return "in memory, not kept (pass --config with an [events] table to keep it)"
+    if events.backend == "redis":
+        return f"redis stream {events.redis_stream}"
+    return f"sqlite {events.resolved_path()}"
+
+
 async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) -> int:
     import asyncio
     import contextlib
@@ -83,6 +102,7 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     from streamguard.commands.watch import format_event
     from streamguard.daemon import Daemon
     from streamguard.dashboard import dashboard_url
+    from streamguard.scoring.verdict import format_threshold
     from streamguard.sources.senders import frames_for
 
     out = sys.stdout
@@ -104,8 +124,9 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     print(f"  dashboard: {dashboard_url(host, daemon.port)}", file=out)
     if daemon.rtp_port is not None:
         print(f"  RTP on udp://{settings.sources.rtp.host}:{daemon.rtp_port}", file=out)
+    print(f"  event log: {event_log_text(settings.events)}", file=out)
     print(
-        f"model: {info.name} ({info.architecture}), threshold {info.threshold:.3f}, "
+        f"model: {info.name} ({info.architecture}), threshold {format_threshold(info.threshold)}, "
         f"window {info.window_seconds:g} s, device {daemon.detector.device}",
         file=out,
     )

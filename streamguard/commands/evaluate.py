@@ -33,7 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold", type=float, help="decision threshold (default: the model's own)"
     )
-    parser.add_argument("--out", help="write metrics.json, metrics.txt, scores.csv and PNGs here")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write metrics.json, metrics.txt, clips.csv, windows.csv and PNGs (scores.png, "
+        "roc_det.png, roc_det_clips.png, delays.png) here",
+    )
     parser.add_argument(
         "--config",
         metavar="PATH",

@@ -9,6 +9,7 @@ Human lines as ``streamguard watch`` prints them, or the stored JSON lines with 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from streamguard.alerts.bus import SubscriptionFilter, parse_types
     from streamguard.commands.watch import format_event
     from streamguard.config import load_config
-    from streamguard.errors import ConfigError
+    from streamguard.errors import ConfigError, StreamguardError
 
     if args.since is not None and args.tail is not None:
         raise ConfigError("--since and --tail are mutually exclusive")
@@ -204,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
             out.flush()
     except KeyboardInterrupt:
         return 0
-    except BrokenPipeError:  # `streamguard events | head`
-        sys.stderr.close()
-        return 0
+    except sqlite3.Error as exc:  # a SQLite file, but not one a daemon wrote
+        raise StreamguardError(
+            f"cannot read event log {args.path or settings.resolved_path()}: {exc} "
+            "(not a streamguard event log?)"
+        ) from None
     return 0

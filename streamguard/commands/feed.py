@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     url = with_path(args.url, args.protocol)  # bad URLs fail before the file is decoded
     rate, channels = read_audio(args.file)
     try:
-        frames = frames_for(args.protocol, channels, rate, call_id=args.call_id)
+        frames = list(frames_for(args.protocol, channels, rate, call_id=args.call_id))
     except ValueError as exc:
         print(f"streamguard: error: {args.file}: {exc}", file=sys.stderr)
         return 2
@@ -90,9 +90,19 @@ def run(args: argparse.Namespace) -> int:
     result = asyncio.run(
         send_frames(url, frames, realtime=args.realtime, speed=args.speed, token=token)
     )
+    closed = f"{result.close_code} {result.close_reason}".rstrip()
+    if result.ended_normally:
+        print(
+            f"sent {result.frames} frames ({channels.shape[1] / rate:.2f} s of audio, "
+            f"{channels.shape[0]} track(s)) in {result.wall_seconds:.2f} s; "
+            f"daemon closed with {closed}"
+        )
+        return 0
+    # What went out before the close, never the whole file: the daemon did not take the rest.
     print(
-        f"sent {result.frames} frames ({channels.shape[1] / rate:.2f} s of audio, "
-        f"{channels.shape[0]} track(s)) in {result.wall_seconds:.2f} s; "
-        f"daemon closed with {result.close_code} {result.close_reason}".rstrip()
+        f"streamguard: error: the daemon closed the call early ({closed}) after "
+        f"{result.frames} of {len(frames)} frames ({result.audio_seconds:.2f} of "
+        f"{channels.shape[1] / rate:.2f} s of audio)",
+        file=sys.stderr,
     )
-    return 0 if result.close_code in (1000, None) else 1
+    return 1

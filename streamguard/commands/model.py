@@ -61,12 +61,14 @@ def describe(loaded: Any) -> dict[str, Any]:
 
 
 def _print_text(facts: dict[str, Any]) -> None:
+    from streamguard.scoring.verdict import format_threshold
+
     published = "yes" if facts["published_checkpoint"] else "no"
     rows = [
         ("name", facts["name"]),
         ("architecture", facts["architecture"]),
         ("parameters", f"{facts['parameters']:,}"),
-        ("threshold", facts["threshold"]),
+        ("threshold", format_threshold(facts["threshold"])),
         ("window", f"{facts['window_seconds']:g} s ({facts['window_samples']} samples)"),
         ("sample rate", f"{facts['sample_rate']} Hz"),
         ("format", facts["format"]),

@@ -56,7 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="P",
-        help="P(fake) at or above which a file is fake (default: the model's threshold)",
+        help="P(fake) a window must reach to count (marked * in the table); a track is fake "
+        "only when the alert policy raises: [smoothing] raise_after (default 3) windows in a "
+        "row at or above P after smoothing, so two starred windows can still be REAL "
+        "(default: the model's threshold)",
     )
     parser.add_argument(
         "--mix", action="store_true", help="mix all channels down to one track ('mix')"

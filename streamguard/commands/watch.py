@@ -47,6 +47,8 @@ def format_event(event: Any) -> str:
 
     ``HH:MM:SS.mmm  call/track  type  details``; unknown types fall back to their JSON.
     """
+    from streamguard.scoring.verdict import format_threshold
+
     e = event.to_dict() if hasattr(event, "to_dict") else dict(event)
     ts = str(e.get("ts", ""))
     clock = ts[11:23] if len(ts) >= 23 else ts
@@ -61,7 +63,9 @@ def format_event(event: Any) -> str:
     elif kind == "alert":
         state = str(e.get("state", "?"))
         label = "!! ALERT raised" if state == "raised" else "-- alert cleared"
-        detail = f"smoothed={_num(e.get('smoothed'))} threshold={_num(e.get('threshold'))} {window}"
+        threshold = e.get("threshold")
+        shown = "-" if threshold is None else format_threshold(threshold)
+        detail = f"smoothed={_num(e.get('smoothed'))} threshold={shown} {window}"
     elif kind == "call_started":
         label = "call started"
         meta = e.get("metadata") or {}

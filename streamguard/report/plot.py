@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from streamguard.report.scan_report import FileReport
+from streamguard.scoring.verdict import format_threshold
 
 __all__ = ["plot_path_for", "plot_report", "spectrogram"]
 
@@ -98,7 +99,7 @@ def plot_report(report: FileReport, audio: np.ndarray, sample_rate: int, path: P
             )
         ax_spec.set_title(
             f"{Path(report.file).name} — verdict: {verdict.upper()} "
-            f"({detail}threshold {report.threshold:.2f}, model {report.model})",
+            f"({detail}threshold {format_threshold(report.threshold)}, model {report.model})",
             color=_VERDICT_COLOURS[verdict],
             fontsize=12,
             fontweight="bold",
@@ -125,7 +126,7 @@ def plot_report(report: FileReport, audio: np.ndarray, sample_rate: int, path: P
             color=_VERDICT_COLOURS["fake"],
             ls="--",
             lw=1.2,
-            label=f"threshold {report.threshold:.2f}",
+            label=f"threshold {format_threshold(report.threshold)}",
         )
         if not any(t.windows for t in report.tracks):
             ax_score.text(

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamguard.scoring.verdict import Verdict
+from streamguard.scoring.verdict import Verdict, format_threshold
 
 __all__ = ["FileReport", "TrackReport", "WindowScore", "file_verdict"]
 
@@ -130,7 +130,7 @@ class FileReport:
         ch = "channel" if self.channels == 1 else "channels"
         lines = [
             f"{self.file}  ({self.sample_rate} Hz, {self.channels} {ch}, {self.duration:.2f} s; "
-            f"model {self.model}, threshold {self.threshold:.2f})",
+            f"model {self.model}, threshold {format_threshold(self.threshold)})",
             f"  {'track':>5}  {'start':>7}  {'end':>7}  {'speech':>6}  {'p_fake':>7}",
         ]
         for t in self.tracks:

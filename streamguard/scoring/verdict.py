@@ -14,8 +14,6 @@ Why: an operator must never see alerts on a call whose verdict then says "real",
 verdict on a call that never alerted. (Before, the verdict compared the *mean* raw score with
 the threshold while alerts used smoothed runs: a real call could raise two alerts and end
 "real".) One odd window still cannot brand a call: the policy needs sustained evidence.
-
-:func:`decide_verdict` (the mean rule) stays for callers that judge a bare list of scores.
 """
 
 from __future__ import annotations
@@ -26,8 +24,9 @@ from typing import Literal
 
 __all__ = [
     "DEFAULT_MIN_SPEECH_SECONDS",
+    "THRESHOLD_DIGITS",
     "Verdict",
-    "decide_verdict",
+    "format_threshold",
     "policy_verdict",
     "replay_verdict",
 ]
@@ -36,24 +35,16 @@ Verdict = Literal["fake", "real", "inconclusive"]
 
 DEFAULT_MIN_SPEECH_SECONDS = 2.0
 
+#: How many decimals a threshold is shown with, everywhere people read one: ``watch``/``demo``
+#: alert lines, ``model info``, ``scan`` reports and plots, the trainer's reports and the
+#: dashboard (``THRESHOLD_DIGITS`` in dashboard/static/chart.js). 0.8949 shows as 0.895 in
+#: each, never 0.89 in one place and 0.8949 in another. JSON output keeps the full value.
+THRESHOLD_DIGITS = 3
 
-def decide_verdict(
-    scores: Sequence[float],
-    threshold: float,
-    speech_seconds: float,
-    *,
-    min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
-) -> Verdict:
-    """``"fake"`` | ``"real"`` | ``"inconclusive"`` by the rule in the module docstring.
 
-    NaN scores are ignored (a window that could not be scored); if nothing else is left the
-    verdict is inconclusive.
-    """
-    values = [float(s) for s in scores if not math.isnan(float(s))]
-    if not values or speech_seconds < min_speech_seconds:
-        return "inconclusive"
-    mean = math.fsum(values) / len(values)
-    return "fake" if mean >= threshold else "real"
+def format_threshold(value: float) -> str:
+    """A P(fake) threshold as people see it (:data:`THRESHOLD_DIGITS` decimals)."""
+    return f"{value:.{THRESHOLD_DIGITS}f}"
 
 
 def policy_verdict(

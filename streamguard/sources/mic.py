@@ -145,6 +145,7 @@ class Microphone:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_reason: str | None = None
+        self._stream: Any = None
 
     def stop(self, reason: str = "stop") -> None:
         """End capture; ``events()`` drains what is queued, then ends. Call on the loop."""
@@ -152,8 +153,17 @@ class Microphone:
             self._stop_reason = reason
         self._wake.set()
 
-    async def events(self) -> AsyncIterator[SourceEvent]:
-        """Open the device and yield source events until :meth:`stop` or the stream ends."""
+    @property
+    def queued_blocks(self) -> int:
+        """Captured blocks waiting for the consumer (at most ``max_queue_blocks``)."""
+        return len(self._queue)
+
+    def open(self) -> None:
+        """Open and start the input stream now (call on the loop), so that a missing PortAudio
+        or device is a :class:`StreamguardError` before the daemon says it is ready.
+        :meth:`events` opens it itself when this was not called."""
+        if self._stream is not None:
+            return
         self._loop = asyncio.get_running_loop()
         factory = self._factory or load_sounddevice().InputStream
         try:
@@ -173,6 +183,13 @@ class Microphone:
             if type(exc).__name__ == "PortAudioError" or isinstance(exc, OSError | ValueError):
                 raise _open_error(exc, self.device) from None
             raise
+        self._stream = stream
+
+    async def events(self) -> AsyncIterator[SourceEvent]:
+        """Open the device (unless :meth:`open` did) and yield source events until
+        :meth:`stop` or the stream ends."""
+        self.open()
+        stream = self._stream
         try:
             for event in self.core.start():
                 yield event

@@ -21,10 +21,7 @@ import pytest
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="chromium / chromium-driver not installed (scripts/system-deps.sh installs them)",
-)
+needs_chromium = pytest.mark.requires_tool("chromium", "chromedriver")
 
 #: Flags that work in a container without a display, GPU, sandbox or network.
 CHROMIUM_FLAGS = (

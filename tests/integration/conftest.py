@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +14,11 @@ from websockets.exceptions import ConnectionClosed
 
 from streamguard.config import load_config
 from streamguard.daemon import Daemon
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _daemons_serve_the_production_backend(tiny_onnx_build) -> None:
+    """Every daemon here scores through ONNX int8, the CPU default (see tiny_onnx_build)."""
 
 
 def daemon_settings(**sections):
@@ -46,6 +52,15 @@ async def make_daemon(tiny_detector) -> AsyncIterator:
     yield factory
     for daemon in started:
         await asyncio.wait_for(daemon.stop(), 30)
+
+
+async def until(predicate, timeout: float = 30.0, interval: float = 0.02) -> None:
+    """Poll ``predicate()`` until true (readiness, not a fixed sleep): AssertionError after
+    ``timeout`` seconds, which only a broken daemon should ever reach."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s"
+        await asyncio.sleep(interval)
 
 
 class Subscriber:

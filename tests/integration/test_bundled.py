@@ -12,6 +12,7 @@ import pytest
 from streamguard.cli import main
 from streamguard.commands.demo import demo_call_path
 from streamguard.model import load_detector
+from streamguard.scoring.verdict import format_threshold
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,10 @@ def test_demo_flags_the_synthetic_caller_and_not_the_agent():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.strip().startswith("dashboard: http://127.0.0.1:") for line in lines)
+    # without --config the events are not kept, and the banner says so
+    assert any(line.strip().startswith("event log: in memory, not kept") for line in lines)
+    threshold = format_threshold(load_detector(None, device="cpu").info.threshold)
+    assert any(line.startswith("model: ") and f"threshold {threshold}," in line for line in lines)
     assert any("demo-call/inbound" in line and "ALERT raised" in line for line in lines)
     assert not any("demo-call/outbound" in line and "ALERT raised" in line for line in lines)
     assert any("call ended" in line and "verdict=FAKE" in line for line in lines)

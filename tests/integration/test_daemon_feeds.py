@@ -16,7 +16,7 @@ from streamguard.audio.file import read_audio
 from streamguard.client import send_frames
 from streamguard.sources.senders import l16_frames, native_frames, twilio_frames
 
-from .conftest import Subscriber
+from .conftest import Subscriber, until
 
 pytestmark = pytest.mark.integration
 
@@ -131,6 +131,9 @@ async def test_healthz_and_metrics_answer_over_http(make_daemon, fixtures_dir):
     status, body = await asyncio.to_thread(get, "/healthz")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ready" and health["model"] == "tiny"
+    # the CPU's production backend scored the call (its build is cached once per test run)
+    assert health["backend"] == "onnxruntime-int8"
+    assert daemon.runners[0].backend_parity <= 0.01
     status, text = await asyncio.to_thread(get, "/metrics")
     assert status == 200
     scored = [
@@ -235,3 +238,139 @@ async def test_jambonz_listen_stereo_fork_as_siprec_delivers_it(make_daemon, fix
     assert {e["track"] for e in sub.of_type("score")} == {"0", "1"}
     assert ended["reason"] == "closed"
     assert ended["summary"]["duration"] == pytest.approx(stereo.shape[1] / rate, abs=0.05)
+
+
+@pytest.fixture
+def long_call(fixtures_dir, tmp_path):
+    """60 s of real speech (the 10 s fixture six times) as a WAV file."""
+    import soundfile
+
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    audio = np.tile(mono, 6)
+    path = tmp_path / "long_call.wav"
+    soundfile.write(path, audio.T, rate)
+    return path, rate, audio
+
+
+async def test_a_daemon_stopping_mid_call_closes_1001_and_the_sender_counts_what_went_out(
+    make_daemon, long_call
+):
+    daemon = await make_daemon()
+    _, rate, audio = long_call
+    frames = list(native_frames(audio, rate, call_id="cut"))
+    sending = asyncio.create_task(
+        send_frames(
+            f"ws://127.0.0.1:{daemon.port}/ingest", frames, realtime=True, speed=10
+        )  # 6 s of wall time
+    )
+    while not daemon.registry.sessions:  # the call is open: stop the daemon under it
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(daemon.stop(), 30)
+    result = await asyncio.wait_for(sending, 30)
+    assert (result.close_code, result.close_reason) == (1001, "server shutting down")
+    assert not result.complete and not result.ended_normally
+    assert 1 <= result.frames < len(frames)
+    assert result.audio_seconds < audio.shape[1] / rate
+
+
+async def test_feed_says_how_much_it_sent_when_the_daemon_closes_early(make_daemon, long_call):
+    """``streamguard feed``: an early close (here [limits] max_call_seconds: 1008) is an error
+    line naming the close and how much of the file went out, never "sent every frame"."""
+    import sys
+
+    daemon = await make_daemon(limits={"max_call_seconds": 2.0})
+    path, rate, audio = long_call
+    total = len(list(native_frames(audio, rate, call_id="x")))
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "streamguard.cli", "feed", str(path), "--protocol", "native"],
+        *["--url", f"ws://127.0.0.1:{daemon.port}", "--realtime", "--speed", "10"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 1 and out == b""
+    (line,) = err.decode().splitlines()
+    prefix = "streamguard: error: the daemon closed the call early (1008 call length limit reached)"
+    assert line.startswith(prefix), line
+    sent, of = (int(x) for x in line.split(" after ", 1)[1].split(" frames", 1)[0].split(" of "))
+    assert of == total and 2 * rate / 160 <= sent < total  # at least the 2 s the daemon took
+
+
+async def test_retention_follows_the_events_settings(make_daemon, fixtures_dir, tmp_path):
+    """``[events] retain_hours`` of one second: the daemon's writer deletes a finished call's
+    events once they are older (all but the newest row, which carries the numbering), and a
+    subscriber that asks for everything is told what retention took."""
+    from streamguard.alerts.store import EventStore
+
+    path = tmp_path / "events.db"
+    daemon = await make_daemon(events={"path": str(path), "retain_hours": 1 / 3600})
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    base = f"ws://127.0.0.1:{daemon.port}"
+    async with Subscriber(f"{base}/alerts") as sub:
+        await send_frames(f"{base}/ingest", native_frames(mono[:, : 5 * rate], rate, call_id="a"))
+        (ended,) = await sub.wait_call_ended()
+    newest = ended["seq"]
+
+    def deleted() -> float:
+        sample = "streamguard_events_retention_deleted_total"
+        return daemon.metrics.registry.get_sample_value(sample) or 0.0
+
+    await until(lambda: deleted() >= newest - 1)  # the idle writer looks every few seconds
+    reader = EventStore(path, readonly=True)
+    try:
+        assert reader.oldest_seq() == reader.last_seq == newest
+    finally:
+        reader.close()
+    async with Subscriber(f"{base}/alerts?since=0") as late:
+        await late.wait_for(lambda ev: len(ev) >= 2)
+    notice, kept = late.events[:2]
+    assert notice["type"] == "dropped" and notice["reason"] == "retention"
+    assert (notice["first_seq"], notice["last_seq"]) == (1, newest - 1)
+    assert kept["seq"] == newest and kept["type"] == "call_ended"
+
+
+@pytest.mark.parametrize(
+    ("stride", "scored_starts"),
+    # stride 3: two calm scores, two windows thinned, one scored, ...; the last window of a
+    # track (6 s, cut when the call ends) is always scored
+    [(1, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), (3, [0.0, 1.0, 4.0, 6.0])],
+)
+async def test_adaptive_stride_from_the_config_thins_a_calm_track(
+    make_daemon, tiny_detector, fixtures_dir, stride, scored_starts
+):
+    """``[track] adaptive_stride``: after two calm scores (here every score: the tiny model's
+    ~0.44 is far below 0.99) only every stride-th window is scored. The audio goes in one
+    second at a time, each once the windows it completed are scored or thinned, so scores come
+    back before the next window is cut, as on a live call."""
+    from streamguard.model import Detector
+
+    calm = Detector(tiny_detector.module, tiny_detector.info.replace(threshold=0.99), device="cpu")
+    daemon = await make_daemon(
+        detector=calm, track={"adaptive_stride": stride, "adaptive_below": 1.0}
+    )
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    frames = list(native_frames(mono, rate, call_id="calm"))
+    base = f"ws://127.0.0.1:{daemon.port}"
+
+    def counter(name: str) -> float:
+        return daemon.metrics.registry.get_sample_value(f"streamguard_{name}") or 0.0
+
+    async with Subscriber(f"{base}/alerts") as sub, connect(f"{base}/ingest") as ws:
+
+        def handled() -> float:  # windows scored, thinned or skipped (VAD) so far
+            scored = len(sub.of_type("score"))
+            return scored + counter("windows_thinned_total") + counter("windows_skipped_total")
+
+        sent = 0
+        for second in range(4, 11):  # windows end at 4, 5, ... 10 s: starts 0 .. 6
+            # half a second past the window's end: the resampler holds a few ms back
+            batch = [f for t, f in frames if t < second + 0.5 or second == 10]
+            for frame in batch[sent:]:
+                await ws.send(frame)
+            sent = len(batch)
+            await until(lambda s=second: handled() >= s - 3)
+        (ended,) = await sub.wait_call_ended()
+    starts = [e["start"] for e in sub.of_type("score")]
+    assert starts == scored_starts
+    assert counter("windows_thinned_total") == 7 - len(scored_starts)
+    assert ended["summary"]["windows_scored"] == len(scored_starts)

@@ -4,7 +4,6 @@ real speech file through the same callback contract (no audio hardware in CI).""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -17,16 +16,19 @@ pytestmark = pytest.mark.integration
 
 
 class FilePlayer:
-    """sounddevice.InputStream's contract: callback(indata, frames, time, status) from a thread."""
+    """sounddevice.InputStream's contract: callback(indata, frames, time, status) from a thread.
+
+    Faster than a real device, but never faster than the daemon reads: the next block is
+    played only while the microphone's bounded queue has room (a live mic drops the oldest
+    audio when the daemon falls behind, as it should; a test must not depend on the machine's
+    load to keep up with a fixed pace)."""
 
     def __init__(self, audio: np.ndarray, **kwargs):
         self.audio = audio  # (frames, channels) at kwargs["samplerate"]
         self.callback = kwargs["callback"]
+        self.microphone = self.callback.__self__  # the Microphone whose queue this fills
         self.finished = kwargs["finished_callback"]
         self.blocksize = kwargs["blocksize"]
-        # 10x real time: faster than a real device, slow enough never to overrun the
-        # daemon's bounded block queue (which would drop audio, as it should for a live mic)
-        self.pause = self.blocksize / kwargs["samplerate"] / 10
         self.thread = threading.Thread(target=self._play, daemon=True)
         self.closed = threading.Event()
 
@@ -35,12 +37,17 @@ class FilePlayer:
 
     def _play(self) -> None:
         status = type("Status", (), {"input_overflow": False})()
-        for i in range(0, len(self.audio), self.blocksize):
+        for sent, i in enumerate(range(0, len(self.audio), self.blocksize)):
+            # readiness, not a pace: blocks handed to the loop and not yet taken by the daemon
+            # (still on their way to the queue, or in it) stay well under the queue's bound
+            mic = self.microphone
+            while sent - mic.stats.blocks + mic.queued_blocks >= 4:
+                if self.closed.wait(0.005):
+                    return
             if self.closed.is_set():
                 return
             block = self.audio[i : i + self.blocksize]
             self.callback(block, len(block), None, status)
-            time.sleep(self.pause)
         self.finished()
 
     def close(self) -> None:
@@ -74,26 +81,23 @@ async def test_microphone_call_is_scored_and_ended(make_daemon, fixtures_dir, ti
     assert ended["source"] == "mic" and ended["reason"] == "closed"
     assert ended["summary"]["duration"] == pytest.approx(10.0, abs=0.01)
     assert ended["summary"]["windows_scored"] >= 5
+    assert daemon.microphone is not None and daemon.microphone.stats.dropped_blocks == 0
 
 
-async def test_missing_portaudio_device_is_one_error_and_other_sources_run(
-    make_daemon, fixtures_dir
-):
-    """A microphone that cannot open does not stop the WebSocket sources."""
-    try:  # PortAudio comes from scripts/system-deps.sh; without it this is another test's job
-        import sounddevice  # noqa: F401
-    except OSError:
-        pytest.skip("PortAudio (libportaudio2) is not installed")
+async def test_a_microphone_that_cannot_open_stops_the_start_before_ready(tiny_detector):
+    """docs/sources.md: without PortAudio or an input device the daemon stops with one line.
+    The real sounddevice is asked for a device that does not exist (no audio hardware here)."""
+    from streamguard.daemon import Daemon
+    from streamguard.errors import StreamguardError
 
-    daemon = await make_daemon(sources={"mic": {"enabled": True, "device": "no-such-device"}})
-    from streamguard.client import send_frames
-    from streamguard.sources.senders import native_frames
+    from .conftest import daemon_settings
 
-    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
-    async with Subscriber(f"ws://127.0.0.1:{daemon.port}/alerts") as sub:
-        await send_frames(
-            f"ws://127.0.0.1:{daemon.port}/ingest", native_frames(mono, rate, call_id="x")
-        )
-        (ended,) = await sub.wait_call_ended()
-    assert ended["call_id"] == "x"
-    assert daemon._mic_task is not None and daemon._mic_task.done()
+    settings = daemon_settings(sources={"mic": {"enabled": True, "device": "no-such-device"}})
+    daemon = Daemon(settings, detector=tiny_detector)
+    try:
+        with pytest.raises(StreamguardError, match=r"device|PortAudio") as info:
+            await daemon.start()
+    finally:
+        await daemon.stop()
+    assert "\n" not in str(info.value)
+    assert not daemon.ready and daemon._mic_task is None

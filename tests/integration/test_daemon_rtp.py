@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
 
@@ -11,9 +10,7 @@ from .conftest import Subscriber
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("ffmpeg") is None, reason="ffmpeg not installed (.ci/run installs it)"
-    ),
+    pytest.mark.requires_tool("ffmpeg"),
 ]
 
 

@@ -14,9 +14,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from streamguard.audio.file import read_audio
 
@@ -108,22 +110,27 @@ async def test_sigterm_under_load_loses_no_call_ended(tmp_path, tiny_model_dir, 
     try:
         port = await asyncio.to_thread(proc.wait_port)
         base = f"ws://127.0.0.1:{port}"
-        feeds = [await start_call(base, call, rate) for call in calls]
+        async with Subscriber(f"{base}/alerts") as sub:
+            feeds = [await start_call(base, call, rate) for call in calls]
 
-        async def stream(feed):
-            try:
-                for i in range(0, len(pcm), 320):
-                    await feed.send(pcm[i : i + 320])
-                    if i % 3200 == 0:
-                        await asyncio.sleep(0)
-            except Exception:
-                pass  # the daemon closes the feeds when it drains
+            async def stream(feed):
+                try:
+                    for i in range(0, len(pcm), 320):
+                        await feed.send(pcm[i : i + 320])
+                        if i % 3200 == 0:
+                            await asyncio.sleep(0)
+                except ConnectionClosed:
+                    pass  # the daemon closes the feeds when it drains
 
-        senders = [asyncio.create_task(stream(f)) for f in feeds]
-        await asyncio.sleep(1.5)  # mid-call, all calls open
-        proc.proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.proc.wait, 60) == 0
-        await asyncio.gather(*senders)
+            senders = [asyncio.create_task(stream(f)) for f in feeds]
+
+            def every_call_scored(events) -> bool:  # mid-call: all open, all scoring
+                return {e["call_id"] for e in events if e["type"] == "score"} == set(calls)
+
+            await sub.wait_for(every_call_scored, timeout=120)
+            proc.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.proc.wait, 60) == 0
+            await asyncio.gather(*senders)
         for feed in feeds:
             await feed.close()
     finally:
@@ -154,13 +161,22 @@ def handshake_and_go_silent(port: int) -> socket.socket:
     return sock
 
 
+def subscribers(port: int) -> float:
+    """The daemon's ``streamguard_subscribers`` gauge, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    (line,) = [x for x in text.splitlines() if x.startswith("streamguard_subscribers ")]
+    return float(line.split()[1])
+
+
 async def test_unresponsive_subscribers_cannot_hold_the_shutdown(tmp_path, tiny_model_dir):
     proc = serve(tmp_path, "silent", tiny_model_dir, "[alerts]\nclose_timeout_seconds = 1.0\n")
     silent = []
     try:
         port = await asyncio.to_thread(proc.wait_port)
         silent = [handshake_and_go_silent(port) for _ in range(3)]
-        await asyncio.sleep(0.3)
+        while await asyncio.to_thread(subscribers, port) < 3:  # all three registered
+            await asyncio.sleep(0.05)
         t0 = time.monotonic()
         proc.proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.proc.wait, 30)

@@ -25,7 +25,7 @@ from streamguard.client import send_frames
 from streamguard.sources.rtp import RtpPacket
 from streamguard.sources.senders import native_frames, twilio_frames
 
-from .conftest import Subscriber
+from .conftest import Subscriber, until
 
 pytestmark = pytest.mark.integration
 
@@ -238,6 +238,38 @@ async def test_calls_per_client_address(make_daemon):
     assert sample(daemon, "requests_refused_total", surface="twilio", reason="per_client") == 1
 
 
+async def test_a_call_over_max_calls_is_closed_1013_and_the_open_one_goes_on(make_daemon, speech):
+    daemon = await make_daemon(limits={"max_calls": 1})
+    base = f"ws://127.0.0.1:{daemon.port}"
+    rate, audio = short(speech, 5.0)
+    first_frames = list(native_frames(audio, rate, call_id="first"))
+    async with Subscriber(f"{base}/alerts") as sub, connect(f"{base}/ingest") as first:
+        await first.send(first_frames[0][1])  # the first call is open...
+        while len(daemon.registry.sessions) < 1:
+            await asyncio.sleep(0.01)
+        second = await send_frames(f"{base}/ingest", native_frames(audio, rate, call_id="second"))
+        for _, frame in first_frames[1:]:  # ... and goes on to its end
+            await first.send(frame)
+        (ended,) = await sub.wait_call_ended()
+    assert second.close_code == 1013 and second.close_reason == "call limit reached (1 open calls)"
+    assert ended["call_id"] == "first" and ended["reason"] == "stop"
+    assert [e["call_id"] for e in sub.of_type("call_started")] == ["first"]
+    assert sample(daemon, "source_rejects_total", source="native", reason="capacity") == 1
+
+
+async def test_a_call_over_max_call_seconds_is_closed_1008_and_ends_limit(make_daemon, speech):
+    daemon = await make_daemon(limits={"max_call_seconds": 2.0})
+    base = f"ws://127.0.0.1:{daemon.port}"
+    rate, audio = short(speech, 5.0)
+    async with Subscriber(f"{base}/alerts") as sub:
+        result = await send_frames(f"{base}/ingest", native_frames(audio, rate, call_id="long"))
+        (ended,) = await sub.wait_call_ended()
+    assert (result.close_code, result.close_reason) == (1008, "call length limit reached")
+    assert ended["call_id"] == "long" and ended["reason"] == "limit"
+    # the call ends at the limit: audio the feed sent after it is not part of the call
+    assert ended["summary"]["duration"] == pytest.approx(2.0, abs=0.05)
+
+
 async def test_a_feed_without_audio_is_closed_idle(make_daemon, speech):
     daemon = await make_daemon(limits={"idle_timeout_seconds": 0.5})
     base = f"ws://127.0.0.1:{daemon.port}"
@@ -320,39 +352,55 @@ async def rtp_daemon(make_daemon, **rtp):
     )
 
 
-async def send_udp(port: int, packets: list[bytes], pace: float = 0.0) -> None:
+def refused(daemon, reason: str) -> float:
+    return sample(daemon, "rtp_packets_refused_total", reason=reason)
+
+
+def judged(daemon) -> float:
+    """RTP datagrams the daemon has read so far: taken, or refused for any reason."""
+    reasons = ("not_allowed", "rate", "ssrcs")
+    return daemon.rtp.demux.stats.datagrams + sum(refused(daemon, r) for r in reasons)
+
+
+async def send_udp(daemon, packets: list[bytes], chunk: int = 25) -> None:
+    """Loopback UDP in chunks, each once the daemon has read the one before: readiness, not a
+    pace (a burst beyond the socket's receive buffer would be lost, a sleep is load-bound)."""
+    start = judged(daemon)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for data in packets:
-            sock.sendto(data, ("127.0.0.1", port))
-            if pace:
-                await asyncio.sleep(pace)
+        for i in range(0, len(packets), chunk):
+            for data in packets[i : i + chunk]:
+                sock.sendto(data, ("127.0.0.1", daemon.rtp_port))
+            sent = min(i + chunk, len(packets))
+            await until(lambda n=sent: judged(daemon) - start >= n, interval=0.005)
 
 
 async def test_rtp_from_outside_the_allow_list_is_never_read(make_daemon):
     daemon = await rtp_daemon(make_daemon, allow=["10.0.0.0/8"])
-    await send_udp(daemon.rtp_port, rtp_stream(0x1234, 50))
-    await asyncio.sleep(0.3)
+    await send_udp(daemon, rtp_stream(0x1234, 50))
+    assert refused(daemon, "not_allowed") == 50
     assert daemon.rtp.demux.stats.datagrams == 0 and not daemon.registry.sessions
-    assert sample(daemon, "rtp_packets_refused_total", reason="not_allowed") == 50
 
 
 async def test_rtp_ssrcs_per_sender_are_limited(make_daemon):
-    daemon = await rtp_daemon(make_daemon, max_ssrcs_per_sender=2)
+    # the packet-rate limit well out of the way: only the SSRC rule refuses here
+    daemon = await rtp_daemon(make_daemon, max_ssrcs_per_sender=2, max_packets_per_second=1e6)
     base = f"ws://127.0.0.1:{daemon.port}"
     async with Subscriber(f"{base}/alerts") as sub:
         streams = [rtp_stream(s, 20) for s in range(1, 6)]
         interleaved = [p for group in zip(*streams, strict=True) for p in group]
-        await send_udp(daemon.rtp_port, interleaved, pace=0.002)
+        await send_udp(daemon, interleaved)
         ended = await sub.wait_call_ended(count=2)
-        await asyncio.sleep(0.3)
     assert len({e["call_id"] for e in ended}) == 2 and len(sub.of_type("call_started")) == 2
-    assert sample(daemon, "rtp_packets_refused_total", reason="ssrcs") == 60
+    assert refused(daemon, "ssrcs") == 60 and daemon.rtp.demux.stats.datagrams == 40
 
 
 async def test_rtp_packet_rate_is_limited_per_sender(make_daemon):
     daemon = await rtp_daemon(make_daemon, max_packets_per_second=50)
-    await send_udp(daemon.rtp_port, rtp_stream(7, 300), pace=0.002)  # ~500 packets/s
-    await asyncio.sleep(0.3)
-    refused = sample(daemon, "rtp_packets_refused_total", reason="rate")
-    assert refused + daemon.rtp.demux.stats.datagrams == 300  # each one read, then judged
-    assert refused >= 150  # about 50 burst + 50/s got through
+    started = time.monotonic()
+    await send_udp(daemon, rtp_stream(7, 300))
+    elapsed = time.monotonic() - started
+    taken = daemon.rtp.demux.stats.datagrams
+    assert refused(daemon, "rate") + taken == 300  # each one read, then judged
+    # a one-second burst (50) at once, then 50 per second: whatever the machine's load made
+    # of the sending time, no more got through
+    assert 50 <= taken <= 50 + 50 * elapsed + 1

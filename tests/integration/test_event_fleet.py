@@ -17,6 +17,8 @@ from streamguard.alerts.store import EventStore
 from streamguard.config import EventsSettings
 from streamguard.metrics import Metrics
 
+from .conftest import until
+
 pytestmark = pytest.mark.integration
 
 
@@ -262,17 +264,13 @@ async def test_events_command_reads_the_stream_and_one_node_delivers_each_webhoo
             Node(redis_server.url, tmp_path, "a") as a,
             Node(redis_server.url, tmp_path, "b") as b,
         ):
-            tasks = [
-                asyncio.create_task(WebhookDeliverer(hook, n.bus, n.backend).run()) for n in (a, b)
-            ]
-            await asyncio.sleep(0.5)  # both started; one holds the lease
+            deliverers = [WebhookDeliverer(hook, n.bus, n.backend) for n in (a, b)]
+            tasks = [asyncio.create_task(d.run()) for d in deliverers]
+            # one holds the lease and has set its cursor: events from now on are its to send
+            await until(lambda: any(d.cursor is not None for d in deliverers))
             for i in range(10):
                 (a if i % 2 else b).score("C", i)
-            for _ in range(300):
-                if len(keys) >= 10:
-                    break
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)  # a second deliverer would have sent duplicates by now
+            await until(lambda: len(keys) >= 10)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -280,6 +278,8 @@ async def test_events_command_reads_the_stream_and_one_node_delivers_each_webhoo
         receiver.shutdown()
         receiver.server_close()
     assert keys == [str(n) for n in range(1, 11)]  # each event once, in fleet order
+    # and nothing else was sent: one node delivered all ten, the other (no lease) none
+    assert sorted(d.delivered for d in deliverers) == [0, 10]
 
     args = ["events", "--backend", "redis", "--redis-url", redis_server.url]
     capsys.readouterr()  # forget the log lines so far

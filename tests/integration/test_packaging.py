@@ -87,7 +87,7 @@ def test_wheel_has_one_top_level_package_and_carries_its_data(wheel):
     assert not missing, f"the wheel lacks {missing}"
 
 
-def test_installed_wheel_scans_a_file_outside_the_checkout(wheel, tmp_path, fixtures_dir):
+def test_installed_wheel_scans_a_file_outside_the_checkout(wheel, tmp_path, fixtures_dir, capsys):
     target = tmp_path / "site"
     run(
         sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", target, wheel
@@ -119,7 +119,14 @@ def test_installed_wheel_scans_a_file_outside_the_checkout(wheel, tmp_path, fixt
     scan = run(target / "bin" / "streamguard", "scan", audio, "--json", cwd=elsewhere, env=env)
     report = json.loads(scan.stdout)
     assert report["model"] == "streamguard-starter"
-    assert report["verdict"] in {"fake", "real", "inconclusive"}
+    # the fixture is espeak-ng speech, a synthetic voice: the starter flags every window
+    assert report["verdict"] == "fake"
     windows = report["tracks"][0]["windows"]
     assert [w["start"] for w in windows] == [float(s) for s in range(7)]
-    assert all(0.0 <= w["p_fake"] <= 1.0 for w in windows)
+    # and the installed copy scores the file exactly as the checkout does
+    from streamguard.cli import main
+
+    assert main(["scan", str(audio), "--json"]) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert here["verdict"] == "fake"
+    assert [w["p_fake"] for w in windows] == [w["p_fake"] for w in here["tracks"][0]["windows"]]

@@ -49,6 +49,7 @@ class ServeProcess:
             "0",
         ]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []  # stderr as written (JSON log lines or not)
         self.logs: list[dict] = []
         self.lines: list[str] = []  # stderr as written, JSON or not (tracebacks...)
         self.port: int | None = None
@@ -139,3 +140,67 @@ def test_serve_with_bad_config_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "smoothing.raise_afer" in lines[0] and "unknown key" in lines[0]
+
+
+async def test_sighup_applies_to_running_calls_and_a_bad_file_keeps_the_old_config(
+    tmp_path, tiny_model_dir, fixtures_dir
+):
+    """One call spans two reloads. The tiny model scores this speech ~0.44: under the model's
+    threshold (0.5) nothing alerts; after a SIGHUP with on_threshold 0.4 the same running call
+    raises at its next window; a file broken on purpose (a wrong type beside an on_threshold
+    of 0.9, which would clear the alert) is refused and logged, and the call goes on under
+    the last good config (no clear)."""
+    from streamguard.sources.senders import native_frames
+
+    config = tmp_path / "streamguard.toml"
+    config.write_text("[smoothing]\nclear_after = 2\n")
+    serve = ServeProcess(tmp_path, tiny_model_dir, config)
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    frames = list(native_frames(mono, rate, call_id="live"))
+
+    def until_seconds(end: float) -> list:
+        return [f for t, f in frames if t < end or (end >= 10 and t >= 10)]
+
+    async def reload(text: str) -> None:
+        config.write_text(text)
+        serve.proc.send_signal(signal.SIGHUP)
+        msgs = await asyncio.to_thread(serve.messages, "READY=1")
+        assert any("RELOADING=1" in m for m in msgs)
+
+    try:
+        await asyncio.to_thread(serve.messages, "READY=1")
+        base = f"ws://127.0.0.1:{await asyncio.to_thread(serve.wait_port)}"
+        sent = 0
+
+        async def send_until(ws, end: float) -> None:
+            nonlocal sent
+            batch = until_seconds(end)
+            for frame in batch[sent:]:
+                await ws.send(frame)
+            sent = len(batch)
+
+        def scored(start: float):
+            return lambda ev: any(e["type"] == "score" and e["start"] == start for e in ev)
+
+        async with Subscriber(f"{base}/alerts") as sub, connect(f"{base}/ingest") as ws:
+            # half a second past a window's end: the resampler holds a few ms back
+            await send_until(ws, 6.5)  # windows 0, 1, 2
+            await sub.wait_for(scored(2.0))
+            assert not sub.of_type("alert")
+            await reload("[smoothing]\non_threshold = 0.4\nraise_after = 1\nclear_after = 2\n")
+            await send_until(ws, 8.5)  # windows 3, 4
+            await sub.wait_for(scored(4.0))
+            (raised,) = sub.of_type("alert")
+            assert raised["state"] == "raised" and raised["threshold"] == 0.4
+            assert raised["start"] == 3.0  # the first window scored under the new config
+            await reload('[smoothing]\non_threshold = 0.9\nraise_after = "one"\n')
+            await send_until(ws, 10.0)  # windows 5, 6 and the stop
+            (ended,) = await sub.wait_call_ended()
+        failed = [r for r in serve.logs if r.get("event") == "reload_failed"]
+        assert len(failed) == 1 and "smoothing.raise_after" in failed[0]["error"]
+        assert [a["state"] for a in sub.of_type("alert")] == ["raised"]  # 0.9 never applied
+        assert ended["reason"] == "stop" and ended["summary"]["verdict"] == "fake"
+        serve.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(serve.proc.wait, 30) == 0
+    finally:
+        serve.close()

@@ -14,11 +14,14 @@ import pytest
 from streamguard.alerts.backends import SqliteBackend
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import Alert, CallEnded, Score, combine_summaries
+from streamguard.audio.file import read_audio
 from streamguard.cli import main as cli_main
 from streamguard.config import EventsSettings, WebhookSettings
 from streamguard.metrics import Metrics
 from streamguard.webhooks.delivery import WebhookDeliverer
 from streamguard.webhooks.signing import SignatureError, verify
+
+from .conftest import Subscriber, until
 
 pytestmark = pytest.mark.integration
 SECRET = "whsec-test-0123456789"
@@ -115,13 +118,6 @@ class Node:
         return deliverer, asyncio.create_task(deliverer.run())
 
 
-async def until(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 async def stop(task):
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -214,11 +210,69 @@ def test_webhook_verify_command(tmp_path, capsys):
     secret.write_text(SECRET + "\n")
     header = sign(SECRET, body.read_bytes(), int(time.time()))
     args = ["webhook", "verify", "--secret-file", str(secret), "--body", str(body)]
+    printed = []  # everything the command wrote, to check the secret is in none of it
+
+    def output():
+        out = capsys.readouterr()
+        printed.append(out.out + out.err)
+        return out
+
     assert cli_main([*args, "--header", header]) == 0
-    assert "valid" in capsys.readouterr().out
+    assert "valid" in output().out
     assert cli_main([*args, "--header", header.replace("v1=", "v1=0")[:-1]]) == 1
-    assert "does not match" in capsys.readouterr().err
+    assert "does not match" in output().err
     stale = sign(SECRET, body.read_bytes(), int(time.time()) - 3600)
     assert cli_main([*args, "--header", stale]) == 1
-    assert "tolerance" in capsys.readouterr().err
-    assert SECRET not in capsys.readouterr().err
+    assert "tolerance" in output().err
+    assert all(text and SECRET not in text for text in printed)
+
+
+@pytest.mark.slow
+async def test_a_daemons_webhooks_deliver_signed_and_its_logs_hold_no_secret(
+    tmp_path, tiny_model_dir, fixtures_dir
+):
+    """``[[webhooks]]`` in a real ``serve``'s config: a real receiver gets the signed
+    ``call_ended`` (after refusing the first attempt), and the daemon's whole log output, at
+    debug level (every handshake, request line and retry logged), holds neither the webhook
+    secret nor the bearer token: logs.redact_secrets masks what would have shown them."""
+    import signal
+
+    from streamguard.client import send_frames
+    from streamguard.sources.senders import native_frames
+
+    from .test_serve_process import ServeProcess
+
+    token = "tok-0123456789abcdef"
+    receiver = Receiver(fail_first=1)
+    config = tmp_path / "streamguard.toml"
+    config.write_text(
+        f'[auth]\ntoken = "{token}"\n\n[logging]\nlevel = "debug"\n\n'
+        f'[events]\npath = "{tmp_path / "events.db"}"\n\n'
+        f'[[webhooks]]\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n'
+        'types = ["call_ended"]\nbackoff_seconds = 0.05\nmax_backoff_seconds = 0.1\n'
+    )
+    serve = ServeProcess(tmp_path, tiny_model_dir, config)
+    try:
+        port = await asyncio.to_thread(serve.wait_port)
+        rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+        frames = native_frames(mono[:, : 5 * rate], rate, call_id="hooked")
+        base = f"ws://127.0.0.1:{port}"
+        # a token in the URL (as browsers must send it) and in a header: both in debug lines
+        async with Subscriber(f"{base}/alerts?token={token}"):
+            result = await send_frames(f"{base}/ingest", frames, token=token)
+            await until(lambda: receiver.accepted, timeout=60)
+        serve.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(serve.proc.wait, 60) == 0
+    finally:
+        serve.close()
+        receiver.close()
+    assert result.close_code == 1000
+    (delivered,) = receiver.accepted
+    assert delivered["event"]["type"] == "call_ended"
+    assert delivered["event"]["call_id"] == "hooked"
+    assert len(receiver.requests) == 2 and receiver.bad_signatures == 0  # one retry, signed
+    text = "".join(serve.lines)
+    events = [record.get("event") for record in serve.logs]
+    assert "webhook_retry" in events and "ready" in events  # the log was captured
+    assert SECRET not in text and token not in text
+    assert "[redacted]" in text  # lines that carried the token were logged, masked

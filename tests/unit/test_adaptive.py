@@ -46,7 +46,7 @@ def test_a_rising_or_high_score_brings_every_hop_back(score):
     assert all(thinner.take() for _ in range(3))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     stride=st.integers(1, 4),
     scores=st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=60),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
@@ -88,7 +87,7 @@ def test_wav_with_unknown_length_header_is_accepted(fixtures_dir, tmp_path):
     assert rate == 8000 and data.shape == (1, 80_000)
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+@pytest.mark.requires_tool("ffmpeg")
 def test_ffmpeg_fallback_for_m4a(fixtures_dir, tmp_path):
     path = tmp_path / "call.m4a"
     subprocess.run(

@@ -29,7 +29,7 @@ def _chunked(r: StreamResampler, x: np.ndarray, sizes: list[int]) -> np.ndarray:
     return np.concatenate(out)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(
     in_rate=st.sampled_from([8000, 11025, 22050, 44100, 48000]),
     sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=8),

@@ -77,7 +77,7 @@ def test_capacity_must_be_positive():
         RingBuffer(0)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     capacity=st.integers(1, 40),
     ops=st.lists(

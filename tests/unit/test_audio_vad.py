@@ -50,7 +50,7 @@ def test_frames_are_contiguous_and_cover_every_sample(speech16k):
     assert gate.speech_samples == sum(f.n_samples for f in frames if f.is_speech)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(sizes=st.lists(st.integers(1, 2000), min_size=1, max_size=6))
 def test_chunking_does_not_change_decisions(speech16k, sizes):
     ref = _all(SpeechGate(), speech16k, [speech16k.size])

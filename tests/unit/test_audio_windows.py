@@ -59,7 +59,7 @@ def run_windower(mask, frame_lengths, push_groups, w, hop, min_speech, ring_capa
     return out, windower, eff, audio
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     w=st.integers(4, 40),
     hop_frac=st.floats(0.1, 1.5),
@@ -87,7 +87,7 @@ def test_matches_reference(w, hop_frac, min_frac, mask, frame_lengths, push_grou
     assert starts == sorted(set(starts))  # strictly increasing, no duplicate window
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(
     mask=st.lists(st.booleans(), min_size=0, max_size=150).map(lambda m: np.array(m, bool)),
     groups_a=st.lists(st.integers(1, 9), min_size=1, max_size=4),

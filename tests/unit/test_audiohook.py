@@ -388,7 +388,7 @@ _messages = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.lists(_messages, max_size=12))
 def test_arbitrary_input_never_raises_and_keeps_the_invariants(inputs):
     core = AudioHookProtocol()

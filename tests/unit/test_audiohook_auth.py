@@ -170,7 +170,7 @@ def test_client_secret_must_be_base64():
 _header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     signature_input=_header_text,
     signature=_header_text,
@@ -192,7 +192,7 @@ def test_arbitrary_headers_give_a_verdict_never_an_exception(
     assert isinstance(result, Handshake | Refusal)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.text(max_size=120))
 def test_arbitrary_structured_field_text_is_refused_cleanly(text):
     headers = {**DOC_HEADERS, "Signature-Input": text}  # a dict: Headers refuses some text

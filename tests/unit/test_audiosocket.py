@@ -147,7 +147,7 @@ def test_malformed_streams_are_rejected(stream, fragment):
     assert core.finished
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(st.binary(max_size=200))
 def test_parser_raises_only_its_own_error(data):
     parser = AudioSocketParser()
@@ -158,7 +158,7 @@ def test_parser_raises_only_its_own_error(data):
     assert sum(3 + len(f.payload) for f in frames) + parser.pending_bytes == len(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     st.lists(
         st.one_of(

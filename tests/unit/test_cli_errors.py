@@ -58,6 +58,54 @@ def not_websocket_server():
     server.close()
 
 
+# ------------------------------------------------------------------------------- usage
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        ([], "streamguard"),
+        (["bogus"], "streamguard"),
+        (["scan"], "streamguard scan"),
+        (["scan", "x.wav", "--threshold", "abc"], "streamguard scan"),
+        (["model"], "streamguard model"),
+        (["bench", "model", "--batch-sizes", "0,x"], "streamguard bench"),
+        (["events", "--tail", "-1"], "streamguard events"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_help_to_read(capsys, argv, command):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    (line,) = out.err.splitlines()  # not the whole usage block
+    assert line.startswith("streamguard: error: ") and line.endswith(f"(try '{command} --help')")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tiny_model_dir):
+    """``streamguard model info | head``: the reader is gone before the first write (here: its
+    end is closed before the command starts, so every run hits EPIPE)."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "streamguard.cli", "model", "info", str(tiny_model_dir)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""  # no traceback, not even "Exception ignored" at exit
+    assert done.returncode == 141  # 128 + SIGPIPE, as the shell reports a piped `cat`
+
+
 # ------------------------------------------------------------------------------- serve
 
 
@@ -143,6 +191,26 @@ def test_watch_keeps_the_urls_own_filters_unless_a_flag_replaces_them():
         subscription_url(url, call_id=None, types="alert", since=5)
         == "ws://h:1/alerts?types=alert&since=5"
     )
+
+
+# ------------------------------------------------------------------------------- events
+
+
+def test_events_on_a_file_that_is_not_a_database_is_one_line(capsys, tmp_path):
+    garbage = tmp_path / "events.db"
+    garbage.write_bytes(b"not sqlite at all\n" * 100)
+    assert main(["events", "--path", str(garbage)]) == 2
+    one_error_line(capsys, contains="file is not a database")
+
+
+def test_events_on_another_programs_sqlite_file_is_one_line(capsys, tmp_path):
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    assert main(["events", "--path", str(other)]) == 2
+    one_error_line(capsys, contains="not a streamguard event log")
 
 
 # ------------------------------------------------------------------------------- scan

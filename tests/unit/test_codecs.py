@@ -113,7 +113,7 @@ def test_unknown_encoding_is_a_codec_error():
         encode("g722", np.zeros(4))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     encoding=st.sampled_from(ENCODINGS),
     channels=st.integers(1, 3),

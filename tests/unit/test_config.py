@@ -326,3 +326,56 @@ def test_webhook_entries_are_checked(tmp_path):
         )
     with pytest.raises(ConfigError, match="http"):
         load_config(write(tmp_path, '[[webhooks]]\nurl = "ftp://h/x"\nsecret = "s"\n'))
+
+
+def _variables_the_commands_read() -> set[str]:
+    """Every ``STREAMGUARD_*`` name the product reads with ``os.environ.get``."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"os\.environ\.get\(\s*\"(STREAMGUARD_[A-Z0-9_]+)\"")
+    names: set[str] = set()
+    for folder in ("streamguard", "training"):
+        for source in (root / folder).rglob("*.py"):
+            names.update(pattern.findall(source.read_text(encoding="utf-8")))
+    return names
+
+
+def test_no_variable_a_command_reads_stops_the_daemons_config(monkeypatch, tmp_path):
+    """``streamguard webhook verify --help`` says to export STREAMGUARD_WEBHOOK_SECRET; the same
+    shell then runs ``serve``/``events``: the config must not read it as a section."""
+    names = _variables_the_commands_read()
+    assert {"STREAMGUARD_WEBHOOK_SECRET", "STREAMGUARD_CACHE_DIR"} <= names
+    for name in names:
+        monkeypatch.setenv(name, str(tmp_path) if name.endswith("_DIR") else "a-value")
+    config = tmp_path / "c.toml"
+    config.write_text("[server]\nport = 0\n")
+    assert load_config(config).server.port == 0
+
+
+@pytest.mark.parametrize("override", ["environment", "flag"])
+def test_a_wrong_type_in_the_file_stops_it_even_when_overridden(monkeypatch, tmp_path, override):
+    """docs/operations.md: a wrong type in the file stops the daemon. The merged settings never
+    see a value an override replaced, so the file is checked on its own first."""
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nport = "abc"\n[smoothing]\nraise_after = 0\n')
+    overrides = None
+    if override == "environment":
+        monkeypatch.setenv("STREAMGUARD_SERVER__PORT", "9000")
+    else:
+        overrides = {"server": {"port": 9000}}
+    with pytest.raises(ConfigError) as info:
+        load_config(config, overrides)
+    message = str(info.value)
+    # the file is blamed (not the variable), for its first bad key, and the other is counted
+    assert message.startswith(f"{config}: server.port: ") and "'abc'" in message, message
+    assert message.endswith("(and 1 more)") and "\n" not in message
+
+
+def test_what_the_environment_completes_is_not_an_error_of_the_file(monkeypatch, tmp_path):
+    """An enabled AudioHook whose API key comes from the environment: the file alone would
+    fail the section's own rule, the merged settings do not."""
+    config = tmp_path / "c.toml"
+    config.write_text("[sources.audiohook]\nenabled = true\n")
+    monkeypatch.setenv("STREAMGUARD_SOURCES__AUDIOHOOK__API_KEY", "k")
+    assert load_config(config).sources.audiohook.api_key_value() == "k"

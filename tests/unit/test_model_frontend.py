@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
@@ -11,6 +10,7 @@ import soundfile as sf
 import torch
 
 from streamguard.model.frontend import LogMel, normalize_waveforms
+from tests.conftest import require_tool
 
 WINDOW = 64_000
 
@@ -22,8 +22,7 @@ def _speech(fixtures_dir, tmp_path) -> np.ndarray:
         audio, rate = sf.read(fixture, dtype="float32", always_2d=True)
         assert rate == 16_000
         return audio[:WINDOW, 0].copy()
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("no speech fixture and espeak-ng is not installed to make one")
+    require_tool("espeak-ng")  # no fixture: make the speech with it
     wav = tmp_path / "speech.wav"
     subprocess.run(
         ["espeak-ng", "-w", str(wav), "Please confirm the transfer before noon today."],

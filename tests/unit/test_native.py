@@ -219,7 +219,7 @@ frames_strategy = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(frames_strategy)
 def test_random_frames_never_raise_and_keep_the_invariants(frames):
     core = IngestProtocol()

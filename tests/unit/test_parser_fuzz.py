@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.datastructures import Headers
 from websockets.http11 import Request
@@ -44,7 +44,7 @@ from tests.audiohook_client import SAMPLE_ORG_ID, SAMPLE_PARTICIPANT, STEREO
 SESSION = "30b0e395-84d3-4570-ac13-9a62d8f514c0"
 CONVERSATION = "090eaa2f-72fa-480a-83e0-8667ff89c0ec"
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150)
 
 scalars = st.one_of(
     st.none(),
@@ -198,7 +198,7 @@ def rtp_like(draw):
     return head + draw(st.binary(max_size=90))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(rtp_like())
 def test_rtp_headers_with_csrc_extension_padding_raise_only_rtp_error(data):
     try:
@@ -236,7 +236,7 @@ def test_the_rtp_demux_never_raises_on_arbitrary_datagrams(datagrams):
 # ---------------------------------------------------------------- codecs (G.711 and PCM)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(encoding=st.sampled_from([*ENCODINGS, "opus", ""]), payload=st.binary(max_size=64))
 def test_decode_raises_only_codec_error(encoding, payload):
     try:

@@ -131,14 +131,14 @@ def test_malformed_rtcp_raises_rtcp_error(datagram):
         parse_rtcp(datagram)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(st.binary(max_size=120))
 def test_random_bytes_raise_only_rtcp_error(data):
     with contextlib.suppress(RtcpError):
         parse_rtcp(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     st.lists(
         st.sampled_from([sr(), sr(blocks=1), bye(SSRC), sdes(1, b"x"), bye(1, reason=b"r")]),
@@ -220,7 +220,7 @@ def test_rtcp_multiplexed_on_the_rtp_port_is_understood():
     assert demux.stats.malformed == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     st.lists(
         st.tuples(

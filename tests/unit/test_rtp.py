@@ -86,7 +86,7 @@ def test_malformed_packets(data, text):
         parse_rtp(data)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(st.binary(max_size=80))
 def test_parse_random_bytes_raises_only_rtp_error(data):
     try:
@@ -100,7 +100,7 @@ def _whole_words(b: bytes) -> bytes:
     return b[: len(b) // 4 * 4]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     pt=st.integers(0, 127),
     seq=st.integers(0, 65535),
@@ -321,7 +321,7 @@ def test_pt_map_validation():
         RtpDemux({96: "L16"})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(
     start=st.integers(0, 65535),
     packets=st.lists(

@@ -47,7 +47,7 @@ def test_time_based_release_and_flush():
     assert buf.stats.lost == 2 + 2
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.integers(0, 60), max_size=80), st.integers(0, 6))
 def test_releases_are_strictly_increasing_and_bounded(pushes, depth):
     buf: ReorderBuffer[int] = ReorderBuffer(depth)

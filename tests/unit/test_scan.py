@@ -166,3 +166,14 @@ def test_bad_option_and_missing_model_exit_2(tiny_model_dir, fixtures_dir, capsy
     assert main(["scan", "--model", str(tmp_path / "missing"), path]) == 2
     err = capsys.readouterr().err
     assert err.startswith("streamguard: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_threshold_help_says_a_verdict_needs_raise_after_windows_in_a_row(capsys):
+    """Two starred windows and a REAL verdict surprised a user: --help must say why."""
+    from streamguard.alerts.smoothing import SmoothingSettings
+
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    option = text.split("--threshold P ", 1)[1]
+    assert f"raise_after (default {SmoothingSettings().raise_after}) windows in a row" in option

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,14 @@ def test_evaluate_cli_uses_the_daemon_config(tiny_model_dir, tmp_path, capsys):
     windows = [line.split(",") for line in (out / "windows.csv").read_text().splitlines()[1:]]
     starts = sorted(float(w[2]) for w in windows if w[0].endswith("speech_10s_8k.wav"))
     assert starts == [0.0, 2.0, 4.0, 6.0]  # hop 2 s from --config
+    # `--out`'s help names what it writes: every file written, and every data file it names
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    promised = set(re.findall(r"[\w]+\.(?:json|txt|csv|png)", usage.split("--out DIR", 2)[2]))
+    written = {p.name for p in out.iterdir()}
+    assert written <= promised, written - promised
+    assert {n for n in promised if not n.endswith(".png")} <= written
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(manifest),
                  "--hop", "0"]) == 2  # fmt: skip
     assert "--hop" in capsys.readouterr().err

@@ -356,7 +356,7 @@ def test_telnyx_close_releases_held_media_first():
 
 
 # --------------------------------------------------------------------------- robustness
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.lists(st.text(max_size=200), max_size=6))
 def test_random_text_never_raises(messages):
     core = MediaStreamProtocol()
@@ -388,7 +388,7 @@ messages = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.sampled_from(["none", "twilio", "telnyx"]), st.lists(messages, max_size=8))
 def test_random_protocol_like_messages_never_raise(prefix, msgs):
     """After no start, a valid Twilio start or a valid Telnyx start, reach the deeper states."""

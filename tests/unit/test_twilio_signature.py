@@ -28,7 +28,7 @@ def url(scheme: str, host: str, port: int | None, path: str) -> str:
     return f"{scheme}://{host}{'' if port is None else f':{port}'}{path}"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(
     token=tokens,
     scheme=st.sampled_from(["wss", "ws", "https"]),
@@ -42,7 +42,7 @@ def test_signature_equals_the_twilio_librarys(token, scheme, host, port, path, p
     assert signature_for(token, u, params) == RequestValidator(token).compute_signature(u, params)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(token=tokens, host=hosts, port=ports, path=paths, scheme=st.sampled_from(["wss", "https"]))
 def test_what_twilio_signs_for_the_public_url_is_accepted_and_agrees_with_validate(
     token, host, port, path, scheme

@@ -7,7 +7,7 @@
 // never in a URL, never logged. Every string from an event is put in the page with textContent.
 
 import { callVerdict, DashboardState } from "./state.js";
-import { formatCallTime, level, timeline } from "./chart.js";
+import { formatCallTime, level, THRESHOLD_DIGITS, timeline } from "./chart.js";
 
 const TOKEN_KEY = "streamguard.token";
 const TAIL = 1000; // events replayed on (re)load: the daemon replays at most 1,000 (?tail is capped)
@@ -60,6 +60,7 @@ function wallClock(ts) {
 }
 
 const fmt = (v, digits = 2) => (v === null || v === undefined ? "—" : Number(v).toFixed(digits));
+const fmtThreshold = (v) => fmt(v, THRESHOLD_DIGITS);
 const seconds = (v) => (v === null || v === undefined ? "—" : `${Number(v).toFixed(1)} s`);
 
 // ------------------------------------------------------------------ token
@@ -252,8 +253,8 @@ function applyStatus(body) {
   const sm = body.smoothing;
   $("model").replaceChildren(
     h("span", { class: "model-name", title: model ? `${model.architecture}, ${model.window_seconds} s windows` : "" }, model ? model.name : "—"),
-    h("span", { class: "model-detail" }, model ? ` threshold ${fmt(model.threshold, 3)}` : ""),
-    h("span", { class: "model-detail" }, ` · alert ≥ ${fmt(sm.on_threshold)} ×${sm.raise_after}, clears < ${fmt(sm.off_threshold)} ×${sm.clear_after}`),
+    h("span", { class: "model-detail" }, model ? ` threshold ${fmtThreshold(model.threshold)}` : ""),
+    h("span", { class: "model-detail" }, ` · alert ≥ ${fmtThreshold(sm.on_threshold)} ×${sm.raise_after}, clears < ${fmtThreshold(sm.off_threshold)} ×${sm.clear_after}`),
   );
   const health = body.health;
   const util = health.engine_utilization;
@@ -441,7 +442,7 @@ function alertItem(a) {
     h(
       "span",
       { class: "alert-detail" },
-      `smoothed ${fmt(a.smoothed)} ${comparison} ${fmt(a.threshold)} · call time ${formatCallTime(a.start)}–${formatCallTime(a.end)}`,
+      `smoothed ${fmt(a.smoothed)} ${comparison} ${fmtThreshold(a.threshold)} · call time ${formatCallTime(a.start)}–${formatCallTime(a.end)}`,
     ),
   );
 }

@@ -9,6 +9,9 @@ const H = 132;
 const M = { left: 30, right: 10, top: 8, bottom: 20 };
 const MAX_POINTS = 900; // beyond this, one point per bucket (the highest: peaks must stay visible)
 const STEPS = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+/** Decimals a threshold is shown with, here as in the CLI (THRESHOLD_DIGITS in
+ * streamguard/scoring/verdict.py): 0.8949 is 0.895 everywhere. */
+export const THRESHOLD_DIGITS = 3;
 
 function el(name, attrs = {}, parent = null) {
   const node = document.createElementNS(SVG, name);
@@ -107,7 +110,7 @@ export function timeline(track, { on, off, duration, hop = 1 }) {
       y: name === "on" || atLeft ? y(value) - 3 : y(value) + 11,
       "text-anchor": atLeft ? "start" : "end",
     }, svg);
-    label.textContent = `${name} ${value.toFixed(2)}`;
+    label.textContent = `${name} ${value.toFixed(THRESHOLD_DIGITS)}`;
   }
 
   // scores: raw P(fake) as dots (at the window end), the smoothed score as a line
