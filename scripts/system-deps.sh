@@ -4,7 +4,7 @@
 #   chromium + chromium-driver (the dashboard, in a real headless browser) + fonts-dejavu-core
 #   (so its screenshots have the same glyphs everywhere), openssl (the TLS tests make their own
 #   certificate with it), redis-server (the fleet event backend, started by the tests on a free
-#   port).
+#   port), mkvtoolnix (mkvmerge: a real Matroska muxer for the Kinesis Video Streams fixtures).
 # Uses apt-get as root, or through sudo when available; otherwise says what is missing and
 # carries on (the tests that need a missing tool skip, naming it), except under CI=true, where
 # it fails: a CI run whose ffmpeg and chromium tests skipped would be green and prove nothing
@@ -13,6 +13,7 @@ set -euo pipefail
 packages=(ffmpeg sox espeak-ng libportaudio2 openssl)
 packages+=(chromium chromium-driver fonts-dejavu-core)  # the dashboard's browser test
 packages+=(redis-server)  # the Redis Streams fleet backend's tests
+packages+=(mkvtoolnix)  # tests/fixtures/make_kvs_fixtures.py and the mkvmerge-made KVS test
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

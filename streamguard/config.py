@@ -401,12 +401,23 @@ class EventsSettings(_Section):
 
 
 class WebhookSettings(_Section):
-    """One ``[[webhooks]]`` endpoint: signed POSTs of matching events, at least once."""
+    """One ``[[webhooks]]`` endpoint: signed POSTs of matching events, at least once.
+
+    ``scheme`` picks the signature headers: ``streamguard`` (``Streamguard-Signature``, the
+    default) or ``standard-webhooks`` (``webhook-id``/``-timestamp``/``-signature``, with a
+    ``whsec_`` secret and/or an Ed25519 ``signing_key``). ``previous_secrets`` are old secrets
+    still signed with, beside the current one, while receivers move over (rotation).
+    """
 
     url: str
     name: str | None = None  # cursor and metrics label; default: the URL's host and path
+    scheme: Literal["streamguard", "standard-webhooks"] = "streamguard"
     secret: SecretStr | None = None
     secret_file: str | None = None
+    previous_secrets: list[SecretStr] = Field(default_factory=list)
+    previous_secrets_file: str | None = None
+    signing_key: SecretStr | None = None
+    signing_key_file: str | None = None
     types: list[str] | None = None  # None: every type
     call_id: str | None = None
     max_attempts: int = Field(10, ge=1)
@@ -423,11 +434,36 @@ class WebhookSettings(_Section):
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"url must be http(s)://host/path, got {self.url!r}")
-        if (self.secret is None) == (self.secret_file is None):
-            raise ValueError("set exactly one of secret and secret_file")
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("set exactly one of secret and secret_file, not both")
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise ValueError("set signing_key or signing_key_file, not both")
+        has_secret = self.secret is not None or self.secret_file is not None
+        has_key = self.signing_key is not None or self.signing_key_file is not None
+        if self.scheme == "streamguard":
+            if not has_secret:
+                raise ValueError("set exactly one of secret and secret_file")
+            if has_key:
+                raise ValueError('signing_key needs scheme = "standard-webhooks"')
+        elif not (has_secret or has_key):
+            raise ValueError("standard-webhooks needs a secret (whsec_...), a signing_key, or both")
+        if (self.previous_secrets or self.previous_secrets_file) and not has_secret:
+            raise ValueError("previous_secrets need a current secret")
         unknown = sorted(set(self.types or ()) - EVENT_TYPES)
         if unknown:
             raise ValueError(f"unknown event type(s): {', '.join(unknown)}")
+        if self.scheme == "standard-webhooks":  # inline values: check their format now
+            from streamguard.webhooks.signing import SignatureError
+            from streamguard.webhooks.standard import decode_secret, load_signing_key
+
+            try:
+                for value in (self.secret, *self.previous_secrets):
+                    if value is not None:
+                        decode_secret(value.get_secret_value())
+                if self.signing_key is not None:
+                    load_signing_key(self.signing_key.get_secret_value())
+            except SignatureError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     @property
@@ -441,19 +477,43 @@ class WebhookSettings(_Section):
         parts = urlsplit(self.url)
         return f"{parts.netloc.rpartition('@')[2]}{parts.path}"
 
-    def secret_value(self) -> str:
-        if self.secret is not None:
-            return self.secret.get_secret_value()
-        assert self.secret_file is not None
+    def _read(self, path: str, key: str) -> str:
         try:
-            value = Path(self.secret_file).expanduser().read_text().strip()
+            value = Path(path).expanduser().read_text().strip()
         except OSError as exc:
             raise ConfigError(
-                f"webhook {self.label}: cannot read secret_file {self.secret_file}: {exc.strerror}"
+                f"webhook {self.label}: cannot read {key} {path}: {exc.strerror}"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"webhook {self.label}: {key} {path} is not UTF-8 text") from None
         if not value:
-            raise ConfigError(f"webhook {self.label}: secret_file {self.secret_file} is empty")
+            raise ConfigError(f"webhook {self.label}: {key} {path} is empty")
         return value
+
+    def secret_value(self) -> str | None:
+        """The current secret (``secret`` or ``secret_file``); None when only a key signs."""
+        if self.secret is not None:
+            return self.secret.get_secret_value()
+        if self.secret_file is None:
+            return None
+        return self._read(self.secret_file, "secret_file")
+
+    def previous_secret_values(self) -> list[str]:
+        """Old secrets still signed with: ``previous_secrets``, then ``previous_secrets_file``
+        (one per line)."""
+        values = [s.get_secret_value() for s in self.previous_secrets]
+        if self.previous_secrets_file is not None:
+            text = self._read(self.previous_secrets_file, "previous_secrets_file")
+            values += [line.strip() for line in text.splitlines() if line.strip()]
+        return values
+
+    def signing_key_value(self) -> str | None:
+        """The Ed25519 signing key's text (``whsk_...`` or PEM), or None."""
+        if self.signing_key is not None:
+            return self.signing_key.get_secret_value()
+        if self.signing_key_file is None:
+            return None
+        return self._read(self.signing_key_file, "signing_key_file")
 
 
 class LoggingSettings(_Section):

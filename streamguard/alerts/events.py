@@ -31,7 +31,17 @@ from pydantic import (
 )
 
 Source: TypeAlias = Literal[
-    "twilio", "telnyx", "native", "l16", "rtp", "mic", "file", "audiohook", "audiosocket"
+    "twilio",
+    "telnyx",
+    "native",
+    "l16",
+    "rtp",
+    "mic",
+    "file",
+    "audiohook",
+    "audiosocket",
+    "kvs",
+    "acs",
 ]
 """Where a call's audio came from (README, "Events")."""
 

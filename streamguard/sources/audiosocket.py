@@ -9,8 +9,10 @@ Framing (docs.asterisk.org, "AudioSocket"): every message is a 3-byte header, a 
 ``0x03``  one DTMF digit, ASCII                              -> Dtmf
 ``0x10``  signed linear 16-bit **little-endian** mono, 8 kHz -> Audio (track ``"0"``)
 ``0x11``  ... 12 kHz; ``0x12`` 16 kHz; ``0x13`` 24 kHz; ``0x14`` 32 kHz; ``0x15`` 44.1 kHz;
-          ``0x16`` 48 kHz; ``0x17`` 96 kHz; ``0x18`` 192 kHz (newer Asterisk, channel driver
-          with slin12..slin192). Rates above 64 kHz are refused.
+          ``0x16`` 48 kHz; ``0x17`` 96 kHz; ``0x18`` 192 kHz: ``AST_AUDIOSOCKET_KIND_AUDIO_SLIN12``
+          .. ``_SLIN192`` of include/asterisk/res_audiosocket.h, Asterisk 20.17, 21.12, 22.7,
+          23.1 and later, sent when the channel's format is slin12..slin192 (16 kHz is 0x12,
+          not 0x11). Rates above 64 kHz are refused.
 ``0xff``  error; payload = Asterisk's code (0x01 = the calling party hung up, 0x02 = frame
           forwarding error, 0x04 = memory error)
 ========  =======================================================================
@@ -169,6 +171,11 @@ class AudioSocketProtocol(OneCallCore):
         self._rate: int | None = None
         self.remote = remote
         self.stats = AudioSocketStats()
+
+    @property
+    def sample_rate(self) -> int | None:
+        """The call's rate, from its first audio frame's kind (also in its ``TrackStart``)."""
+        return self._rate
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[SourceEvent]:
         """Bytes from the socket, in any chunking."""

@@ -4,7 +4,8 @@ A protocol core (Twilio/Telnyx, /ingest, RTP, microphone) turns feed input into 
 these events. The asyncio edge that owns the socket routes them:
 
 * :class:`CallStart` — a call began; create per-call state (``source`` is one of ``twilio``,
-  ``telnyx``, ``native``, ``l16``, ``audiohook``, ``audiosocket``, ``rtp``, ``mic``).
+  ``telnyx``, ``native``, ``l16``, ``audiohook``, ``audiosocket``, ``rtp``, ``mic``, ``kvs``,
+  ``acs``).
 * :class:`TrackStart` — a track of that call began; create a ``TrackPipeline(sample_rate, ...)``.
 * :class:`Audio` — float32 mono samples at the track's ``sample_rate``; push them to the pipeline.
 * :class:`Gap` — audio that was lost (dropped packets, missing chunks): push ``n_samples`` of

@@ -5,9 +5,12 @@ persisted cursor (alerts/follow.py, lossless: a slow endpoint never skips an eve
 on from the log) and POSTs each matching event, one at a time, in seq order:
 
 - body: the event's JSON, exactly as ``/alerts`` sends it;
-- ``Streamguard-Signature: t=<unix>,v1=<hex>`` (webhooks/signing.py);
-- ``Idempotency-Key: <seq>`` (the same on every retry of an event; with a fleet, seq is
-  fleet-wide, so receivers can drop duplicates with it), ``Streamguard-Event: <type>``.
+- ``scheme = "streamguard"`` (default): ``Streamguard-Signature: t=<unix>,v1=<hex>``
+  (webhooks/signing.py) and ``Idempotency-Key: <seq>`` (the same on every retry of an event;
+  with a fleet, seq is fleet-wide, so receivers can drop duplicates with it);
+- ``scheme = "standard-webhooks"``: ``webhook-id`` (derived from the endpoint and seq: the
+  same on every retry), ``webhook-timestamp``, ``webhook-signature`` (webhooks/standard.py);
+- both: ``Streamguard-Event: <type>``.
 
 A 2xx answer delivers the event and moves the cursor. Anything else (another status, a
 timeout, a refused connection) is retried after ``backoff_seconds * 2**(attempt-1)`` (capped
@@ -38,10 +41,13 @@ from streamguard import __version__
 from streamguard.alerts.bus import AlertBus, SubscriptionFilter
 from streamguard.alerts.events import EventBase
 from streamguard.alerts.follow import follow
+from streamguard.errors import ConfigError
+from streamguard.webhooks import standard
 from streamguard.webhooks.signing import (
     EVENT_HEADER,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
+    SignatureError,
     sign,
 )
 
@@ -63,6 +69,58 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float
     return min(cap, base * 2 ** (attempt - 1)) * (0.5 + rng() / 2)
 
 
+class Signer:
+    """The signature headers of one endpoint's attempts, keys decoded once at start.
+
+    ``headers(seq, body, timestamp)`` is pure: the same event gets the same id (Idempotency-Key
+    or webhook-id) on every attempt; the timestamp is the attempt's.
+    """
+
+    def __init__(
+        self,
+        scheme: str,
+        label: str,
+        *,
+        secrets: list[str],
+        signing_key: str | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.label = label
+        self._secrets = secrets  # current first, then the previous ones
+        self._hmac_keys: list[bytes] = []
+        self._ed25519: list[Any] = []
+        if scheme == "standard-webhooks":
+            try:
+                self._hmac_keys = [standard.decode_secret(s) for s in secrets]
+                if signing_key is not None:
+                    self._ed25519 = [standard.load_signing_key(signing_key)]
+            except SignatureError as exc:
+                raise ConfigError(f"webhook {label}: {exc}") from None
+
+    @classmethod
+    def for_endpoint(cls, endpoint: WebhookSettings) -> Signer:
+        current = endpoint.secret_value()
+        secrets = [current, *endpoint.previous_secret_values()] if current else []
+        return cls(
+            endpoint.scheme,
+            endpoint.label,
+            secrets=secrets,
+            signing_key=endpoint.signing_key_value(),
+        )
+
+    def headers(self, seq: int, body: bytes, timestamp: int) -> dict[str, str]:
+        if self.scheme == "standard-webhooks":
+            msg_id = standard.webhook_id(self.label, seq)
+            return standard.headers(
+                msg_id, timestamp, body, secrets=self._hmac_keys, signing_keys=self._ed25519
+            )
+        current, *previous = self._secrets
+        return {
+            SIGNATURE_HEADER: sign(current, body, timestamp, previous=previous),
+            IDEMPOTENCY_HEADER: str(seq),
+        }
+
+
 class WebhookDeliverer:
     def __init__(
         self,
@@ -81,7 +139,7 @@ class WebhookDeliverer:
         self._metrics = metrics
         self._clock = clock
         self._rng = rng
-        self._secret = endpoint.secret_value()  # read once: a bad secret_file fails at start
+        self._signer = Signer.for_endpoint(endpoint)  # read once: a bad secret fails at start
         self.filter = SubscriptionFilter(
             call_id=endpoint.call_id,
             types=frozenset(endpoint.types) if endpoint.types else None,
@@ -184,8 +242,7 @@ class WebhookDeliverer:
             attempt += 1
             headers = {
                 "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(self._secret, body, int(self._clock())),
-                IDEMPOTENCY_HEADER: str(event.seq),
+                **self._signer.headers(event.seq, body, int(self._clock())),
                 EVENT_HEADER: event.type,
             }
             try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 SIGNATURE_HEADER = "Streamguard-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -39,9 +40,17 @@ def _digest(secret: str | bytes, timestamp: int, body: bytes) -> str:
     return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def sign(secret: str | bytes, body: bytes, timestamp: int) -> str:
-    """The header value for ``body`` sent at ``timestamp`` (unix seconds)."""
-    return f"t={timestamp},v1={_digest(secret, timestamp, body)}"
+def sign(
+    secret: str | bytes,
+    body: bytes,
+    timestamp: int,
+    *,
+    previous: Sequence[str | bytes] = (),
+) -> str:
+    """The header value for ``body`` sent at ``timestamp`` (unix seconds): one ``v1`` for
+    ``secret``, then one per ``previous`` secret while receivers move to the new one."""
+    values = ",".join(f"v1={_digest(key, timestamp, body)}" for key in (secret, *previous))
+    return f"t={timestamp},{values}"
 
 
 def parse_header(value: str) -> tuple[int, list[str]]:

@@ -4,6 +4,7 @@ every signature; cursors persisted in a real SQLite log; the ``webhook verify`` 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -276,3 +277,134 @@ async def test_a_daemons_webhooks_deliver_signed_and_its_logs_hold_no_secret(
     assert "webhook_retry" in events and "ready" in events  # the log was captured
     assert SECRET not in text and token not in text
     assert "[redacted]" in text  # lines that carried the token were logged, masked
+
+
+# --------------------------------------------------------------------------- Standard Webhooks
+SW_SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+SW_OLD_SECRET = "whsec_" + base64.b64encode(b"an older secret, 32 bytes long!!").decode()
+
+
+class StandardReceiver:
+    """A real HTTP receiver that verifies every request with the Standard Webhooks reference
+    library (``standardwebhooks``) and, when given a public key, each ``v1a`` signature with
+    a standard Ed25519 verify; answers 500 to its first ``fail_first`` requests."""
+
+    def __init__(self, secret, *, public_key=None, fail_first=0):
+        from standardwebhooks import Webhook
+
+        self.webhook = Webhook(secret)
+        self.public_key = public_key
+        self.fail_first = fail_first
+        self.requests: list[dict] = []
+        self.failures: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    event = receiver.webhook.verify(body, headers)
+                    if receiver.public_key is not None:
+                        receiver.verify_v1a(body, headers)
+                except Exception as exc:  # recorded: the test fails on any
+                    receiver.failures.append(f"{type(exc).__name__}: {exc}")
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                receiver.requests.append({"headers": headers, "event": event})
+                self.send_response(500 if len(receiver.requests) <= receiver.fail_first else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sw"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def verify_v1a(self, body: bytes, headers: dict) -> None:
+        content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+        v1a = [s[4:] for s in headers["webhook-signature"].split(" ") if s.startswith("v1a,")]
+        assert len(v1a) == 1, headers["webhook-signature"]
+        self.public_key.verify(base64.b64decode(v1a[0]), content)  # raises if it does not hold
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_standard_webhooks_verified_by_the_reference_library_same_id_on_retry(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "signing.pem"  # what `openssl genpkey -algorithm ed25519` writes
+    key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    receiver = StandardReceiver(SW_SECRET, public_key=key.public_key(), fail_first=1)
+    try:
+        async with Node(tmp_path) as node:
+            ep = endpoint(
+                receiver.url,
+                scheme="standard-webhooks",
+                secret=SW_SECRET,
+                signing_key_file=str(key_file),
+                types=["alert", "call_ended"],
+            )
+            deliverer, task = node.start_webhook(ep)
+            await until(lambda: deliverer.cursor is not None)
+            score(node.bus, 0)
+            alert(node.bus)
+            ended(node.bus)
+            await until(lambda: len(receiver.requests) == 3)
+            await stop(task)
+    finally:
+        receiver.close()
+    assert receiver.failures == []
+    first, retry, last = receiver.requests
+    # the receiver failed the first attempt: the retry carries the same webhook-id
+    assert first["event"]["type"] == retry["event"]["type"] == "alert"
+    assert first["headers"]["webhook-id"] == retry["headers"]["webhook-id"]
+    assert last["headers"]["webhook-id"] != first["headers"]["webhook-id"]
+    for r in receiver.requests:
+        assert "." not in r["headers"]["webhook-id"]
+        assert r["headers"]["streamguard-event"] == r["event"]["type"]
+        assert "streamguard-signature" not in r["headers"]
+        versions = [s.split(",")[0] for s in r["headers"]["webhook-signature"].split(" ")]
+        assert versions == ["v1", "v1a"]
+
+
+async def test_standard_webhooks_rotation_old_and_new_secret_both_verify(tmp_path):
+    """During a rotation both signatures are sent: a receiver still on the old secret and one
+    already on the new secret both accept every request (and a third secret does not)."""
+    from standardwebhooks import Webhook
+
+    old_receiver = StandardReceiver(SW_OLD_SECRET)
+    try:
+        async with Node(tmp_path) as node:
+            ep = endpoint(
+                old_receiver.url,
+                scheme="standard-webhooks",
+                secret=SW_SECRET,
+                previous_secrets=[SW_OLD_SECRET],
+            )
+            deliverer, task = node.start_webhook(ep)
+            await until(lambda: deliverer.cursor is not None)
+            score(node.bus, 0)
+            await until(lambda: len(old_receiver.requests) == 1)
+            await stop(task)
+    finally:
+        old_receiver.close()
+    assert old_receiver.failures == []
+    (request,) = old_receiver.requests
+    headers = request["headers"]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    body = json.dumps(request["event"], separators=(",", ":")).encode()
+    assert Webhook(SW_SECRET).verify(body, headers) == request["event"]
+    other = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(other).verify(body, headers)

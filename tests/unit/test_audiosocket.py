@@ -101,6 +101,51 @@ def test_every_audio_kind_maps_to_its_rate(kind, rate):
         assert events[-2] == CallEnd("error")
 
 
+# include/asterisk/res_audiosocket.h (asterisk/asterisk master, commit ff0523a3 "res_audiosocket:
+# add message types for all slin sample rates", in 20.17.0, 21.12.0, 22.7.0, 23.1.0): the enum
+# transcribed by hand, so this table does not come from the code under test
+UPSTREAM_KINDS = {
+    "AST_AUDIOSOCKET_KIND_AUDIO": (0x10, 8000),  # slin
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN12": (0x11, 12000),
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN16": (0x12, 16000),
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN24": (0x13, 24000),
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN32": (0x14, 32000),
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN44": (0x15, 44100),
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN48": (0x16, 48000),
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN96": (0x17, 96000),
+    "AST_AUDIOSOCKET_KIND_AUDIO_SLIN192": (0x18, 192000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM_KINDS))
+def test_frames_built_from_asterisks_definitions(name):
+    """A call as res_audiosocket.c writes it for a channel in that slin format: UUID, then
+    20 ms frames of 16-bit little-endian speech at the format's rate."""
+    import soxr
+
+    kind, rate = UPSTREAM_KINDS[name]
+    speech, source = sf.read(FIXTURES / "speech_10s_8k.wav", dtype="float32")
+    pcm = np.round(soxr.resample(speech[:8000], source, rate) * 32767).astype("<i2")
+    frame_bytes = rate // 50 * 2
+    core = AudioSocketProtocol()
+    events = core.receive_data(asterisk_stream(pcm.tobytes(), kind, frame_bytes))
+    events += core.receive_data(encode_frame(0x00))
+    assert sequence_problems(events) == []
+    if rate > 64000:
+        assert isinstance(events[-1], Reject) and f"{rate} Hz not supported" in events[-1].reason
+        return
+    assert events[1] == TrackStart("0", rate) and core.sample_rate == rate
+    got = np.concatenate([e.samples for e in events if isinstance(e, Audio)])
+    np.testing.assert_array_equal(got, pcm.astype(np.float32) / 32768)
+    assert events[-1] == CallEnd("hangup")
+
+
+def test_0x11_is_12_khz_not_16():
+    """Issue #19 guessed 0x11 for 16 kHz; upstream defines 0x11 = slin12 and 0x12 = slin16."""
+    core = AudioSocketProtocol()
+    assert core.receive_data(asterisk_stream(b"\0\0" * 240, 0x11))[1] == TrackStart("0", 12000)
+
+
 def test_connection_closed_without_hangup():
     core = AudioSocketProtocol()
     core.receive_data(asterisk_stream(speech_pcm(0.1)))

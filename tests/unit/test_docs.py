@@ -398,6 +398,7 @@ MARKDOWN = sorted(
         "benchmarks/*.md",
         "streamguard/**/*.md",
         "training/**/*.md",
+        "deploy/**/*.md",
     )
     for p in ROOT.glob(pattern)
 )
