@@ -116,7 +116,7 @@ for f in "${files[@]}"; do
     mkdir -p "$context/src/$(dirname "$f")"
     cp -p "$f" "$context/src/$f"
 done
-cp -p "$here"/{Containerfile,install-venv.sh,select_packages.py,streamguard.toml,healthcheck.py} \
+cp -p "$here"/{Containerfile,install-venv.sh,select_packages.py,streamguard.toml,probe.py} \
     "$context/container/"
 source_hash=$(cd "$context" && find src container -type f -print0 | LC_ALL=C sort -z \
     | xargs -0 sha256sum | { cat; echo "$variant $base"; } | sha256sum | cut -c1-12)

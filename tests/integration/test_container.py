@@ -197,14 +197,24 @@ async def feed(port: int, call_id: str, token: str, *, speed: float):
     )
 
 
+def wait_idle(container: str, max_seconds: float) -> subprocess.CompletedProcess:
+    """The Kubernetes preStop hook (deploy/kubernetes/statefulset.yaml), run in the container."""
+    return podman(
+        "exec", container, "/opt/streamguard/venv/bin/python",
+        "/usr/local/lib/streamguard/probe.py", "wait-idle", "--max-seconds", str(max_seconds),
+        check=False,
+    )  # fmt: skip
+
+
 async def test_image_serves_a_call_alerts_and_drains_on_sigterm(image, tokens, volume):
     values, secret_args = tokens
     port = free_port()
     name = f"sg-test-{uuid.uuid4().hex[:8]}"
     base = f"http://127.0.0.1:{port}"
     ws = f"ws://127.0.0.1:{port}"
+    # --read-only: as Kubernetes runs it (readOnlyRootFilesystem; podman adds a tmpfs /tmp).
     podman(
-        "run", "--detach", "--name", name, "--network", "host",
+        "run", "--detach", "--name", name, "--network", "host", "--read-only",
         "--env", f"STREAMGUARD_SERVER__PORT={port}",
         *secret_args,
         "--volume", f"{volume}:/var/lib/streamguard",
@@ -248,10 +258,16 @@ async def test_image_serves_a_call_alerts_and_drains_on_sigterm(image, tokens, v
             assert raised and raised[0]["track"] == "inbound", sub.of("alert")
             (ended,) = sub.of("call_ended", "ctr-demo")
             assert ended["reason"] == "stop" and ended["summary"]["verdict"] == "fake", ended
+            # Kubernetes' preStop: no call open, so it returns at once.
+            idle = await asyncio.to_thread(wait_idle, name, 60)
+            assert idle.returncode == 0 and idle.stdout == "", idle
 
             # 2. A second call, open and scoring when the container is stopped.
             proc = await feed(port, "ctr-drain", values["ingest_token"], speed=1.0)
             await sub.wait_for(lambda _: sub.of("score", "ctr-drain"), 60)
+            # preStop with a call open: it waits (here 2 s), then leaves the rest to SIGTERM.
+            busy = await asyncio.to_thread(wait_idle, name, 2)
+            assert busy.returncode == 0 and "1 call(s) still open" in busy.stdout, busy
             stop_started = time.monotonic()
             stop = await asyncio.create_subprocess_exec(
                 str(PODMAN), "stop", "--time", "60", name,
