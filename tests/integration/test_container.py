@@ -2,12 +2,13 @@
 
 ``build.sh`` builds the image (or reuses the one built from the same source tree: it is keyed by
 the tree's content hash, so a repeat run costs seconds); the test then runs it as an operator
-would: tokens as podman secrets (files under /run/secrets/streamguard/), the state directory on
-a named volume, host networking. From the host it streams the bundled demo call into it with
-``streamguard feed`` and the ingest token, reads the alert from ``/alerts`` with the alerts
-token, starts a second call, stops the container with ``podman stop`` (SIGTERM) mid-call and
-checks the drain: every call that started has its ``call_ended`` (the open one with reason
-``shutdown``), the container exits 0, and the event log on the volume holds them all.
+would: tokens as files mounted read-only under /run/secrets/streamguard/, the root file system
+read-only, the state directory on a named volume, host networking. From the host it streams
+the bundled demo call into it with ``streamguard feed`` and the ingest token, reads the alert
+from ``/alerts`` with the alerts token, starts a second call, stops the container with
+``podman stop`` (SIGTERM) mid-call and checks the drain: every call that started has its
+``call_ended`` (the open one with reason ``shutdown``), the container exits 0, and the event log
+on the volume holds them all.
 
 It skips only when podman cannot run at all on this machine, and never in CI (``CI`` set): there
 a missing tool is a failure (scripts/system-deps.sh installs podman, runc and mmdebstrap).
@@ -39,9 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "deploy" / "container"
 PODMAN = CONTAINER / "podman.sh"
 DEMO = ROOT / "streamguard" / "demo" / "demo_call.wav"
-#: The image's non-root user (Containerfile), owner of the mounted secrets.
-UID = 10001
-
 #: A cold build (base + torch + the ONNX build) takes ~6-10 min on 2 busy cores.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -88,23 +86,19 @@ def image() -> str:
 
 
 @pytest.fixture
-def tokens():
-    """Two fresh tokens as podman secrets; yields ({name: token}, the --secret arguments)."""
+def tokens(tmp_path):
+    """Two fresh tokens as files in a directory, mounted read-only where the image's config reads
+    them (as a Kubernetes Secret volume is). Not podman secrets: podman 4.3 cannot mount those
+    into a container whose root is read-only ("mkdir .../run/secrets/...: read-only file
+    system"). Yields ({name: token}, the --volume arguments)."""
     values = {"ingest_token": secrets.token_urlsafe(24), "alerts_token": secrets.token_urlsafe(24)}
-    suffix = uuid.uuid4().hex[:8]
-    created, args = [], []
+    folder = tmp_path / "secrets"
+    folder.mkdir(mode=0o755)
     for name, value in values.items():
-        secret = f"sg-test-{name}-{suffix}"
-        proc = subprocess.run(
-            [PODMAN, "secret", "create", secret, "-"], input=value, capture_output=True, text=True
-        )
-        assert proc.returncode == 0, proc.stderr
-        created.append(secret)
-        target = f"/run/secrets/streamguard/{name}"
-        args += ["--secret", f"{secret},type=mount,target={target},uid={UID},mode=0400"]
-    yield values, args
-    for secret in created:
-        podman("secret", "rm", secret, check=False)
+        (folder / name).write_text(value + "\n")
+        (folder / name).chmod(0o644)  # readable by the image's uid 10001, rootless podman too
+    folder.chmod(0o755)
+    yield values, ["--volume", f"{folder}:/run/secrets/streamguard:ro"]
 
 
 @pytest.fixture
