@@ -4,7 +4,10 @@
 #   chromium + chromium-driver (the dashboard, in a real headless browser) + fonts-dejavu-core
 #   (so its screenshots have the same glyphs everywhere), openssl (the TLS tests make their own
 #   certificate with it), redis-server (the fleet event backend, started by the tests on a free
-#   port), mkvtoolnix (mkvmerge: a real Matroska muxer for the Kinesis Video Streams fixtures).
+#   port), mkvtoolnix (mkvmerge: a real Matroska muxer for the Kinesis Video Streams fixtures),
+#   podman + runc + mmdebstrap (tests/integration/test_container.py builds and runs the
+#   container image: deploy/container/build.sh) and uidmap (rootless podman and mmdebstrap's
+#   unshare mode, when not run as root).
 # Uses apt-get as root, or through sudo when available; otherwise says what is missing and
 # carries on (the tests that need a missing tool skip, naming it), except under CI=true, where
 # it fails: a CI run whose ffmpeg and chromium tests skipped would be green and prove nothing
@@ -14,6 +17,7 @@ packages=(ffmpeg sox espeak-ng libportaudio2 openssl)
 packages+=(chromium chromium-driver fonts-dejavu-core)  # the dashboard's browser test
 packages+=(redis-server)  # the Redis Streams fleet backend's tests
 packages+=(mkvtoolnix)  # tests/fixtures/make_kvs_fixtures.py and the mkvmerge-made KVS test
+packages+=(podman runc mmdebstrap uidmap)  # the container image's test
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
