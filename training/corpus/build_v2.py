@@ -753,9 +753,10 @@ def run(args: argparse.Namespace) -> int:
     for name, keep in splits.items():
         write_manifest(manifests / f"{name}.csv", [r for r in rows if keep(r)], prefix)
     for split in ("val", "test"):
-        write_manifest(
-            manifests / f"{split}-calls.csv", [c for c in calls if c["subset"] == split], prefix
-        )
+        split_calls = [c for c in calls if c["subset"] == split]
+        write_manifest(manifests / f"{split}-calls.csv", split_calls, prefix)
+        # The audio folder describes itself (corpus v3 reads v2's rows and calls from it).
+        write_manifest(out / f"{split}-calls.csv", split_calls, "")
     stats = v1.summarise(rows)
     stats["calls"] = dict(Counter(f"{c['subset']}/{c['label']}" for c in calls))
     stats["failures"] = dict(failures)
