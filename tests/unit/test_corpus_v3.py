@@ -264,3 +264,12 @@ def test_vocoder_config_rejects_rates_that_miss_the_hop():
         vocoders.VocoderConfig(arch="hifigan", rates=(8, 8, 2))
     with pytest.raises(ValueError, match="arch"):
         vocoders.VocoderConfig(arch="wavenet")
+
+
+def test_shortcut_audit_measures_pauses():
+    import shortcut_audit
+
+    active = np.array([0, 0, 1, 1, 0, 0, 0, 1, 0], bool)
+    got = shortcut_audit.pauses(active, 0.02)
+    assert got == pytest.approx({"lead": 0.04, "trail": 0.02, "longest_pause": 0.06})
+    assert shortcut_audit.pauses(np.zeros(5, bool), 0.02)["lead"] == 0.0
