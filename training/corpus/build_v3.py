@@ -847,16 +847,16 @@ def v2_calls(v2_audio: Path, v2_manifests: Path) -> list[dict]:
 
 def write_outputs(args, out: Path, old, new, calls, failures, unbuilt) -> int:
     manifests = Path(os.path.abspath(args.manifests))
-    prefixes = {"v2": relative_root(Path(args.v2_audio), manifests),
-                "v3": relative_root(out, manifests)}  # fmt: skip
     rows = sorted(old + new, key=lambda r: (r["root"], r["path"]))
     calls = v2_calls(Path(os.path.abspath(args.v2_audio)), Path(args.v2_manifest).parent) + calls
 
-    def placed(items: list[dict]) -> list[dict]:
-        return [{**r, "path": prefixes[r["root"]] + r["path"]} for r in items]
-
     def write(name: str, items: list[dict]) -> None:
-        v2.write_manifest(manifests / name, placed(items), "", columns=COLUMNS)
+        """Paths relative to the folder of the file itself (lofo/ is one level deeper)."""
+        target = manifests / name
+        roots = {"v2": Path(args.v2_audio), "v3": out}
+        prefixes = {k: relative_root(root, target.parent) for k, root in roots.items()}
+        placed = [{**r, "path": prefixes[r["root"]] + r["path"]} for r in items]
+        v2.write_manifest(target, placed, "", columns=COLUMNS)
 
     # The audio folder's own manifest lists only its own clips: a relative path from inside a
     # symlinked folder to its sibling would resolve against the link's target.
