@@ -622,11 +622,12 @@ def build_calls(rows: list[dict], out: Path, seed: int, split: str, tmp: Path) -
 COLUMNS = [*v1.MANIFEST_COLUMNS, "family", "lang", "channel"]
 
 
-def write_manifest(path: Path, rows: list[dict], prefix: str) -> None:
+def write_manifest(path: Path, rows: list[dict], prefix: str, columns: list[str] = COLUMNS) -> None:
+    """Rows as CSV (``columns``, other keys ignored), ``prefix`` before every path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "path": prefix + row["path"]})
@@ -679,6 +680,12 @@ def run(args: argparse.Namespace) -> int:
         # Shuffled work order: a build stopped early (--finalize) still has every split and
         # voice in proportion, not the train split of the first generators only.
         mine = shuffled([j for j in jobs if not only or j.attack in only], args.seed, "order")
+        if args.listed:
+            # Rebuild exactly the clips a manifest lists (the committed v2 manifests come from a
+            # --finalize build): the rest of the plan is counted as unbuilt, never made.
+            listed = listed_clips(Path(args.listed))
+            unbuilt.update(j.attack for j in mine if j.rel_path not in listed)
+            mine = [j for j in mine if j.rel_path in listed]
         pending = [
             j for j in mine
             if done.get(j.clip_id) is None
@@ -746,9 +753,10 @@ def run(args: argparse.Namespace) -> int:
     for name, keep in splits.items():
         write_manifest(manifests / f"{name}.csv", [r for r in rows if keep(r)], prefix)
     for split in ("val", "test"):
-        write_manifest(
-            manifests / f"{split}-calls.csv", [c for c in calls if c["subset"] == split], prefix
-        )
+        split_calls = [c for c in calls if c["subset"] == split]
+        write_manifest(manifests / f"{split}-calls.csv", split_calls, prefix)
+        # The audio folder describes itself (corpus v3 reads v2's rows and calls from it).
+        write_manifest(out / f"{split}-calls.csv", split_calls, "")
     stats = v1.summarise(rows)
     stats["calls"] = dict(Counter(f"{c['subset']}/{c['label']}" for c in calls))
     stats["failures"] = dict(failures)
@@ -758,6 +766,18 @@ def run(args: argparse.Namespace) -> int:
     log(json.dumps({"failures": failures, "audit": stats["audit"]}, indent=1))
     v1.print_stats(stats)
     return 1 if stats["audit"]["leaks"] else 0
+
+
+def listed_clips(manifest: Path) -> set[str]:
+    """The clip paths (relative to the audio folder) a manifest lists, whatever its prefix."""
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        paths = [row["path"] for row in csv.DictReader(fh)]
+    out = set()
+    for path in paths:
+        parts = [p for p in Path(path).parts if p != ".."]
+        # Committed manifests say ../../../.corpus-v2/<rel>; the audio folder's own say <rel>.
+        out.add("/".join(parts[1:] if parts and parts[0].startswith(".corpus") else parts))
+    return out
 
 
 def _save(path: Path, state: dict) -> None:
@@ -806,6 +826,11 @@ def main(argv: list[str] | None = None) -> int:
         "--finalize",
         action="store_true",
         help="make no new clips: write the manifests from the clips finished so far",
+    )
+    parser.add_argument(
+        "--listed",
+        metavar="MANIFEST",
+        help="make only the clips this manifest lists (e.g. the committed v2/manifest.csv)",
     )
     parser.add_argument(
         "--only",

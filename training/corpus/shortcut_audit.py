@@ -8,7 +8,12 @@ Features per clip (computed on the 16 kHz wav as stored in the corpus):
   percentile of 20 ms frame levels), share of active frames;
 * ``bandwidth``: frequency below which 95% / 99% of the energy lies, share of energy above 3.4,
   4, 5 and 6 kHz;
+* ``silence``: leading and trailing pause, longest pause inside (s; frames 40 dB under the
+  loudest are silent);
 * ``language``: one-hot of the manifest's ``lang`` column.
+
+With a ``family`` column (v2, v3), the all-cues boosting model's AUC is also given per fake
+family of the test split against all real test clips (``by_family``).
 
 Each group (and all of them together) trains a logistic regression and a gradient-boosting
 classifier on the train split and reports ROC-AUC on the test split (by condition too). A model
@@ -32,6 +37,7 @@ GROUPS = {
     "duration": ["duration"],
     "energy": ["rms", "active_rms", "peak", "floor", "active_share"],
     "bandwidth": ["roll95", "roll99", "above3k4", "above4k", "above5k", "above6k"],
+    "silence": ["lead", "trail", "longest_pause"],
 }
 
 
@@ -62,6 +68,20 @@ def clip_features(path: Path) -> dict[str, float]:
         "above4k": float(spec[freqs > 4000].sum() / total),
         "above5k": float(spec[freqs > 5000].sum() / total),
         "above6k": float(spec[freqs > 6000].sum() / total),
+        **pauses(active, frame / sr),
+    }
+
+
+def pauses(active: np.ndarray, frame_s: float) -> dict[str, float]:
+    """Leading / trailing silence and the longest pause inside (s), from the active frames."""
+    idx = np.flatnonzero(active)
+    if len(idx) == 0:
+        return {"lead": 0.0, "trail": 0.0, "longest_pause": 0.0}
+    gaps = np.diff(idx) - 1
+    return {
+        "lead": float(idx[0] * frame_s),
+        "trail": float((len(active) - 1 - idx[-1]) * frame_s),
+        "longest_pause": float(gaps.max() * frame_s) if len(gaps) else 0.0,
     }
 
 
@@ -109,6 +129,23 @@ def audit(rows: list[dict], progress: bool = True) -> dict:
                 if len(set(y[test][sel])) == 2:
                     res[cond] = float(roc_auc_score(y[test][sel], p[sel]))
             out[name][model_name] = res
+            if name == "all" and model_name == "boosting" and "family" in rows[0]:
+                out["by_family"] = by_family(rows, test, y, p)
+    return out
+
+
+def by_family(rows: list[dict], test: list[int], y: np.ndarray, p: np.ndarray) -> dict:
+    """AUC of the all-cues model for each fake family of the test split against every real
+    test clip: which generator the non-speech cues give away."""
+    from sklearn.metrics import roc_auc_score
+
+    fam = np.array([rows[i]["family"] for i in test])
+    real = y[test] == 0
+    out = {}
+    for family in sorted(set(fam[~real])):
+        sel = real | (fam == family)
+        out[family] = {"auc": float(roc_auc_score(y[test][sel], p[sel])),
+                       "clips": int((fam == family).sum())}  # fmt: skip
     return out
 
 
@@ -121,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     result = audit(read_rows(args.manifest))
     print(f"{'features':12} {'logistic AUC':>13} {'boosting AUC':>13}   (test split; 0.5 = chance)")
     for name, res in result.items():
-        print(f"{name:12} {res['logistic']['test']:13.3f} {res['boosting']['test']:13.3f}")
+        if name != "by_family":
+            print(f"{name:12} {res['logistic']['test']:13.3f} {res['boosting']['test']:13.3f}")
+    for family, res in result.get("by_family", {}).items():
+        print(f"  all cues, boosting, {family:18} {res['auc']:.3f} ({res['clips']} test clips)")
     if args.model_auc is not None:
         print(f"{'detector':12} {args.model_auc:13.3f}")
     if args.out:
