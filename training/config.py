@@ -142,10 +142,19 @@ class RunConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    architecture: Literal["koyelog-resnet", "wav2vec2-bigru", "hf-audio-classification"]
+    architecture: str  # a name in streamguard.model.registry.ARCHITECTURES
     name: str = "streamguard-detector"
     params: dict[str, Any] = Field(default_factory=dict)  # merged over default_params()
     init_from: str | None = None  # a model spec whose weights start the run (fine-tuning)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        from streamguard.model.registry import ARCHITECTURES
+
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {value!r} (known: {', '.join(ARCHITECTURES)})")
+        return value
 
 
 class ExportConfig(_Strict):

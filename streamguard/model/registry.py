@@ -19,6 +19,8 @@ ARCHITECTURES: dict[str, str] = {
     "koyelog-resnet": "streamguard.model.koyelog",
     "wav2vec2-bigru": "streamguard.model.wav2vec2_bigru",
     "hf-audio-classification": "streamguard.model.hf_classifier",
+    "whisper-asp": "streamguard.model.whisper_asp",
+    "rawnet2": "streamguard.model.rawnet",
 }
 
 
