@@ -61,6 +61,9 @@ class DataConfig(_Strict):
     num_workers: int = Field(default=0, ge=0)
     # Draws per epoch; None = the number of training rows.
     samples_per_epoch: int | None = Field(default=None, gt=0)
+    # Leave-one-family-out: generator families (manifest column "family") kept out of train
+    # and val of every source (their test rows stay); `streamguard train --leave-out FAMILY`.
+    leave_out: list[str] = Field(default_factory=list)
 
 
 class SegmentConfig(_Strict):
@@ -128,6 +131,10 @@ class OptimConfig(_Strict):
     # "auto": bf16 autocast on CUDA when supported, else fp16 + GradScaler; fp32 on CPU.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     pos_weight: float | None = Field(default=None, gt=0)  # BCE weight of the fake class
+    # "bce" (the card's) or "ocsoftmax" (one-class: real speech compact, training/losses.py;
+    # the model is built with output = "cosine").
+    loss: Literal["bce", "ocsoftmax"] = "bce"
+    oc_margins: tuple[float, float] = (0.9, 0.2)  # OC-Softmax m_real, m_fake (cosines)
 
 
 class RunConfig(_Strict):
@@ -157,6 +164,15 @@ class ModelConfig(_Strict):
         return value
 
 
+class FeaturesConfig(_Strict):
+    """Train whisper-asp's back end from cached frozen-encoder features (training/features.py)."""
+
+    dir: Path | None = None  # cache root; None = train end to end on waveforms
+    crop: Literal["start", "center", "spread"] = "spread"
+    crops: int = Field(default=2, ge=1)  # cached crops per clip (training draws one)
+    batch_size: int = Field(default=16, ge=1)  # encoder batch while filling the cache
+
+
 class ExportConfig(_Strict):
     enabled: bool = True
     half: bool = False  # store fp16 weights
@@ -175,6 +191,7 @@ class TrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
 
     @model_validator(mode="after")
     def _has_training_rows(self) -> TrainConfig:
@@ -216,6 +233,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, where: s
     config.augment.noise_dir = resolve(config.augment.noise_dir)
     config.run.out_dir = resolve(config.run.out_dir)
     config.export.dir = resolve(config.export.dir)
+    config.features.dir = resolve(config.features.dir)
     cache = config.data.cache
     if cache not in ("none", "memory"):
         config.data.cache = str(resolve(Path(cache)))

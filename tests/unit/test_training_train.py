@@ -217,3 +217,69 @@ def test_max_steps_counts_the_end_of_epoch_flush(tmp_path):
     result = train(parse_config(data), echo=lambda _: None)
     assert result.stopped == "max_steps" and len(result.history) == 1
     assert result.history[0]["global_step"] == 1
+
+
+# --------------------------------------------------------------------------- issue #17 paths
+
+
+@pytest.mark.slow
+def test_whisper_asp_trains_its_head_from_cached_features(tmp_path):
+    from tests.conftest import write_tiny_whisper
+
+    paths, digests, _ = write_tiny_whisper(tmp_path / "ct2")
+    data = _config_dict(tmp_path / "run", epochs=2)
+    data["model"] = {
+        "architecture": "whisper-asp",
+        "name": "tiny-whisper",
+        "params": {
+            "weights": None,
+            "weights_files": [str(p) for p in paths],
+            "weights_sha256": digests,
+            "pretrained": True,
+            "proj_dim": 16,
+            "attention_hidden": 8,
+            "classifier_hidden": 16,
+        },
+    }
+    data["features"] = {"dir": str(tmp_path / "features"), "crops": 2}
+    lines: list[str] = []
+    result = train(parse_config(data), echo=lines.append)
+    assert result.best_epoch in (1, 2)
+    assert any("computing" in line for line in lines)
+    cache = next((tmp_path / "features").iterdir())
+    files = list((cache / "clips").glob("*.npy"))
+    assert len(files) >= 8 and np.load(files[0]).dtype == np.float16
+    # the exported model is the whole detector (encoder inside), loadable without the files
+    model = load_detector(result.export_dir, device="cpu")
+    assert model.info.architecture == "whisper-asp"
+    # a second run with the same encoder and crops computes nothing
+    data["run"]["out_dir"] = str(tmp_path / "run2")
+    lines.clear()
+    train(parse_config(data), echo=lines.append)
+    assert not any("computing" in line for line in lines), lines
+
+
+@pytest.mark.slow
+def test_ocsoftmax_trains_a_cosine_output_and_leave_out_records_the_family(tmp_path):
+    from streamguard.model.heads import CosineOutput
+
+    manifest = tmp_path / "families.csv"
+    rows = (HERE / "manifest.csv").read_text().splitlines()
+    header, body = rows[0] + ",family", rows[1:]
+    fams = ["vocoder" if ",1," in r or ",fake," in r or ",spoof," in r else "" for r in body]
+    fams = [f if not f or i % 2 else "neural" for i, f in enumerate(fams)]
+    text = "\n".join([header, *(f"{r},{f}" for r, f in zip(body, fams, strict=True))])
+    manifest.write_text(text.replace("flac/", str(HERE / "flac") + "/") + "\n")
+    data = _config_dict(tmp_path / "run", epochs=1)
+    data["data"] = {"sources": [{"type": "manifest", "path": str(manifest)}],
+                    "leave_out": ["neural"]}  # fmt: skip
+    data["optim"]["loss"] = "ocsoftmax"
+    result = train(parse_config(data), echo=lambda _: None)
+    model = load_detector(result.export_dir, device="cpu")
+    assert isinstance(model.module.classifier[-1], CosineOutput)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"]["leave_out"] == ["neural"]
+    with pytest.raises(ConfigError, match="cannot leave out nope"):
+        data["data"]["leave_out"] = ["nope"]
+        data["run"]["out_dir"] = str(tmp_path / "run3")
+        train(parse_config(data), echo=lambda _: None)
