@@ -95,6 +95,19 @@ class AugmentConfig(_Strict):
     packet_loss_p: float = Field(default=0.0, ge=0, le=1)
     packet_loss_max_gaps: int = Field(default=3, ge=1)
     packet_ms: float = Field(default=20.0, gt=0)
+    # Issue #17: a packet loss *rate* (each packet lost with a probability drawn from this
+    # range; half the time concealed by repeating the previous packet) instead of gaps.
+    packet_loss_rate: tuple[float, float] | None = None
+    rawboost_p: float = Field(default=0.0, ge=0, le=1)
+    rawboost_algos: list[Literal[1, 2, 3, 4]] = Field(default_factory=lambda: [1, 2, 3])
+    codec_p: float = Field(default=0.0, ge=0, le=1)
+    codecs: list[Literal["mulaw", "alaw", "g722", "g726", "gsm", "opus", "speex", "amr-nb"]] = (
+        Field(default_factory=lambda: ["g722", "gsm", "amr-nb", "opus"])
+    )
+    jitter_p: float = Field(default=0.0, ge=0, le=1)
+    jitter_events: int = Field(default=3, ge=1)
+    lowpass_p: float = Field(default=0.0, ge=0, le=1)
+    lowpass_hz: tuple[float, float] = (3000.0, 4000.0)
 
     @field_validator("speed_factors")
     @classmethod
@@ -103,10 +116,10 @@ class AugmentConfig(_Strict):
             raise ValueError("speed_factors must be a non-empty list of positive numbers")
         return value
 
-    @field_validator("gain_db", "noise_snr_db")
+    @field_validator("gain_db", "noise_snr_db", "lowpass_hz", "packet_loss_rate")
     @classmethod
-    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] > value[1]:
+    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
             raise ValueError("a range must be [low, high] with low <= high")
         return value
 
@@ -114,8 +127,9 @@ class AugmentConfig(_Strict):
     def enabled(self) -> bool:
         return any(
             p > 0
-            for p in (self.speed_p, self.gain_p, self.noise_p, self.telephone_p, self.packet_loss_p)
-        )
+            for p in (self.speed_p, self.gain_p, self.noise_p, self.telephone_p, self.packet_loss_p,
+                      self.rawboost_p, self.codec_p, self.jitter_p, self.lowpass_p)
+        )  # fmt: skip
 
 
 class OptimConfig(_Strict):
