@@ -195,6 +195,7 @@ class ExportConfig(_Strict):
     target_far: float | None = Field(default=None, gt=0, lt=1)
     dir: Path | None = None  # default: <out_dir>/model
     limits: str | None = None  # extra text for MODEL_CARD.md's limitations section
+    evaluate_test: bool = True  # score the test split after export (LOFO folds do their own)
 
 
 class TrainConfig(_Strict):

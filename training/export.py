@@ -174,8 +174,13 @@ def export_trained(
     train_counts: dict[str, int],
     echo: Callable[[str], None] = print,
     train_sources: dict[str, Any] | None = None,
+    scorer: Callable[[Any, Any], Any] | None = None,
 ) -> Path:
-    """Calibrate on validation, evaluate val/test, and write model dir + eval reports."""
+    """Calibrate on validation, evaluate val/test, and write model dir + eval reports.
+
+    ``scorer(module, info)`` makes what scores the windows (default: a plain Detector); the
+    feature-cache path passes one that reuses cached encoder features (training/features.py).
+    """
     from streamguard.model import Detector, ModelInfo, count_parameters
     from streamguard.training.evaluate import (
         chain_report,
@@ -194,7 +199,7 @@ def export_trained(
         sample_rate=seg.sample_rate,
         window_seconds=seg.seconds,
     )
-    detector = Detector(module, info, device="cpu")
+    detector = scorer(module, info) if scorer else Detector(module, info, device="cpu")
     calibration: dict[str, Any] = {"method": "default", "threshold": 0.5}
     skipped: list = []
 
@@ -231,7 +236,7 @@ def export_trained(
         calibration = calibrate(labels, scores, target_far=config.export.target_far)
         calibration["unit"] = "windows"
         val_report = report("val", "validation", results, problems)
-    if test:
+    if test and config.export.evaluate_test:
         test_report = report("test", "test", *score(test))
     recipe = {
         "optimizer": f"AdamW lr {config.optim.lr:g}, weight decay {config.optim.weight_decay:g}",

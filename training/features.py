@@ -11,8 +11,7 @@ deterministic) run through the module's log-mel + encoder + time pooling
 (``WhisperASP.features``): ``[crops, L + 1, T', d]`` float16, one ``.npy`` per clip (no
 pickle), written atomically, so an interrupted fill resumes where it stopped. The folder is
 keyed by the sha256 of the encoder's weights, its layers and pooling and the crop policy:
-another encoder or policy never reads these files. A truncated encoder (``layers = N``)
-reuses the full encoder's cache: its states are the first N + 1.
+another encoder or policy never reads these files.
 
     python -m streamguard.training.features --data training/corpus/v2/train.csv \\
         --data training/corpus/v2/val.csv --out /work/data/features   # whisper-base, frozen
@@ -291,6 +290,58 @@ class CachedFeatureDataset:
         x = torch.from_numpy(feats[pick].astype(np.float32))
         label = torch.tensor(float(self.examples[index].label), dtype=torch.float32)
         return x, label, index
+
+
+class CachedWindowsDetector:
+    """A whisper-asp detector whose encoder states are cached per window (by content hash).
+
+    Why: leave-one-family-out scores the same validation, real test and call windows with one
+    model per family; the frozen encoder's states of a window never change, so they are
+    computed once (under ``<cache>/windows/``) and every fold runs only its back end. Scores
+    differ from the plain module's only by the float16 rounding of the stored states.
+    """
+
+    def __init__(self, module: Any, info: Any, cache: FeatureCache, *, batch_size: int = 16):
+        self.module = module.eval()
+        self.info = info
+        self.cache = cache
+        self.batch_size = batch_size
+        self.dir = cache.dir / "windows"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def window_samples(self) -> int:
+        return self.info.window_samples
+
+    def _path(self, window: np.ndarray) -> Path:
+        return self.dir / f"{hashlib.sha1(window.tobytes()).hexdigest()}.npy"
+
+    @torch.no_grad()
+    def logits(self, waveforms: np.ndarray) -> np.ndarray:
+        waves = np.ascontiguousarray(waveforms, dtype=np.float32)
+        paths = [self._path(w) for w in waves]
+        feats: list[np.ndarray | None] = []
+        for path in paths:
+            try:
+                feats.append(np.load(path, allow_pickle=False))
+            except (OSError, ValueError):
+                feats.append(None)
+        missing = [i for i, f in enumerate(feats) if f is None]
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start : start + self.batch_size]
+            computed = self.cache.compute(waves[chunk]).astype(np.float16)
+            for i, value in zip(chunk, computed, strict=True):
+                tmp = paths[i].with_name(f".{paths[i].stem}.{os.getpid()}.tmp.npy")
+                np.save(tmp, value, allow_pickle=False)
+                os.replace(tmp, paths[i])
+                feats[i] = value
+        n_states = len(self.module.encoder.blocks) + 1
+        x = torch.from_numpy(np.stack([f[:n_states] for f in feats]).astype(np.float32))
+        return self.module.head(x).float().numpy()
+
+    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
+        logits = self.logits(waveforms).astype(np.float64)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -467,8 +467,18 @@ def train(
             train_counts=data.counts,
             train_sources=examples_summary(data.splits.train),
             echo=echo,
+            scorer=_cached_scorer(sets.features),
         )
     return result
+
+
+def _cached_scorer(cache):
+    """With a feature cache, windows are scored from cached encoder states (computed once)."""
+    if cache is None:
+        return None
+    from streamguard.training.features import CachedWindowsDetector
+
+    return lambda module, info: CachedWindowsDetector(module, info, cache)
 
 
 def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path]:

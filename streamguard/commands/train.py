@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(repeatable; data.leave_out)",
     )
     parser.add_argument(
+        "--lofo",
+        action="store_true",
+        help="leave-one-family-out: a model per fake family into --out/<family>/, judged on that "
+        "family, and one table (python -m streamguard.training.lofo has every option)",
+    )
+    parser.add_argument("--calls", help="with --lofo: pseudo-call manifest (test-calls.csv)")
+    parser.add_argument(
         "--features",
         metavar="DIR",
         help="train whisper-asp's back end from cached encoder features in DIR (features.dir)",
@@ -164,6 +171,24 @@ def _check_same_model(config_path: str, saved: dict, where: Path) -> None:
         )
 
 
+def _lofo(args: argparse.Namespace, overrides: dict) -> int:
+    from streamguard.errors import ConfigError
+    from streamguard.training.config import load_config
+    from streamguard.training.lofo import run_lofo
+
+    if args.config is None or args.out is None or args.resume or args.leave_out:
+        raise ConfigError("--lofo needs --config and --out (and no --resume / --leave-out)")
+    overrides.pop("run.out_dir", None)
+    out = Path(args.out).expanduser().resolve()
+    config = load_config(args.config, overrides)
+    calls = Path(args.calls).expanduser() if args.calls else None
+    import sys
+
+    run_lofo(config, out=out, calls=calls, command=" ".join(["streamguard", *sys.argv[1:]]))
+    print((out / "lofo.md").read_text())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -172,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = build_overrides(args)
+    if args.lofo:
+        return _lofo(args, overrides)
     if args.resume:
         config = resume_config(args, overrides)
     elif args.config is None:

@@ -167,6 +167,12 @@ def test_shipped_configs_validate():
     koyelog = load_config(root / "train-koyelog.toml", {"optim.epochs": 3})
     assert koyelog.model.architecture == "koyelog-resnet" and koyelog.optim.epochs == 3
     assert koyelog.data.sources[0].path.is_absolute()
+    for name, arch in (("whisper-asp", "whisper-asp"), ("rawnet2", "rawnet2"),
+                       ("koyelog-oc", "koyelog-resnet")):  # fmt: skip
+        recipe = load_config(root / f"train-{name}.toml")
+        assert recipe.model.architecture == arch
+        assert all(s.path.is_file() for s in recipe.data.sources), name
+    assert load_config(root / "train-koyelog-oc.toml").optim.loss == "ocsoftmax"
 
 
 # --------------------------------------------------------------------------- a whole run
