@@ -258,6 +258,19 @@ def test_whisper_asp_trains_its_head_from_cached_features(tmp_path):
     # the exported model is the whole detector (encoder inside), loadable without the files
     model = load_detector(result.export_dir, device="cpu")
     assert model.info.architecture == "whisper-asp"
+    # scoring from cached window states = the model up to float16 rounding, and the second
+    # call reads the states back instead of running the encoder
+    from streamguard.training.features import CachedWindowsDetector, CropPolicy, FeatureCache
+
+    cached = CachedWindowsDetector(
+        model.module, model.info, FeatureCache(tmp_path / "features", model.module, CropPolicy())
+    )
+    waves = np.stack([crop(decode_audio(f), SEGMENT, "start")
+                      for f in sorted((HERE / "flac").glob("LA_T_*.flac"))])  # fmt: skip
+    first = cached(waves)
+    assert len(list(cached.dir.glob("*.npy"))) == len(waves)
+    np.testing.assert_allclose(first, model(waves), atol=5e-3)
+    np.testing.assert_array_equal(cached(waves), first)
     # a second run with the same encoder and crops computes nothing
     data["run"]["out_dir"] = str(tmp_path / "run2")
     lines.clear()
