@@ -1,6 +1,6 @@
 """``rawnet2``: a raw-waveform detector in the RawNet2 / AASIST-L style, with a sinc front end.
 
-docs/models.md, "rawnet2". Why a raw-waveform model beside the log-mel ones: a magnitude
+docs/models.md, "Architectures". Why a raw-waveform model beside the log-mel ones: a magnitude
 log-mel throws away the phase and the fine structure between harmonics, which is where
 vocoders (Griffin-Lim, WORLD, neural vocoders) leave their traces; ASVspoof systems that read
 the waveform (RawNet2, AASIST) catch them.
