@@ -149,6 +149,7 @@ class OptimConfig(_Strict):
     # the model is built with output = "cosine").
     loss: Literal["bce", "ocsoftmax"] = "bce"
     oc_margins: tuple[float, float] = (0.9, 0.2)  # OC-Softmax m_real, m_fake (cosines)
+    oc_alpha: float = Field(default=20.0, gt=0)  # OC-Softmax scale inside the loss
 
 
 class RunConfig(_Strict):

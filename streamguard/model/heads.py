@@ -83,7 +83,7 @@ class CosineOutput(nn.Module):
     cosine, so thresholds and EER work as with a linear layer.
     """
 
-    def __init__(self, in_features: int, scale: float = 20.0, center: float = 0.55):
+    def __init__(self, in_features: int, scale: float = 5.0, center: float = 0.55):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, in_features) / in_features**0.5)
         self.scale = float(scale)

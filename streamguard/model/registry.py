@@ -26,7 +26,7 @@ ARCHITECTURES: dict[str, str] = {
 
 #: Params every architecture with a ``classifier`` head accepts: ``output = "cosine"`` swaps its
 #: last Linear for :class:`streamguard.model.heads.CosineOutput` (one-class training).
-COMMON_DEFAULTS: dict[str, Any] = {"output": "linear", "output_scale": 20.0, "output_center": 0.55}
+COMMON_DEFAULTS: dict[str, Any] = {"output": "linear", "output_scale": 5.0, "output_center": 0.55}
 OUTPUTS = ("linear", "cosine")
 
 

@@ -302,3 +302,21 @@ def test_ocsoftmax_trains_a_cosine_output_and_leave_out_records_the_family(tmp_p
         data["data"]["leave_out"] = ["nope"]
         data["run"]["out_dir"] = str(tmp_path / "run3")
         train(parse_config(data), echo=lambda _: None)
+
+
+def test_ocsoftmax_is_the_papers_loss_on_the_cosine():
+    from streamguard.model.heads import CosineOutput
+    from streamguard.training.losses import OCSoftmaxLoss
+
+    head = CosineOutput(4, scale=5.0, center=0.55)
+    h = torch.randn(6, 4)
+    cos = torch.nn.functional.cosine_similarity(h, head.weight.expand(6, 4), dim=1)
+    logits = head(h).squeeze(-1)
+    torch.testing.assert_close(logits, 5.0 * (0.55 - cos))
+    labels = torch.tensor([0.0, 1, 0, 1, 0, 1])
+    expected = torch.where(
+        labels == 1, torch.nn.functional.softplus(20 * (cos - 0.2)),
+        torch.nn.functional.softplus(20 * (0.9 - cos)),
+    ).mean()  # fmt: skip
+    torch.testing.assert_close(OCSoftmaxLoss(scale=5.0, center=0.55)(logits, labels), expected)
+    assert float(torch.sigmoid(logits).max().detach()) < 1.0  # never saturates in float32
