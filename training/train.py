@@ -581,8 +581,13 @@ def _feature_sets(config, data, module, weights, draws, echo) -> TrainingSets:
     if not splits.train:
         raise ConfigError("no training clip has features (see problems.txt)")
     weights = sampling_weights(splits.train, [s.weight for s in config.data.sources])
-    train_set = CachedFeatureDataset(splits.train, cache, train=True, seed=config.run.seed)
-    val_set = CachedFeatureDataset(splits.val, cache, train=False) if splits.val else None
+    memory = fcfg.in_memory
+    train_set = CachedFeatureDataset(
+        splits.train, cache, train=True, seed=config.run.seed, memory=memory
+    )
+    val_set = (
+        CachedFeatureDataset(splits.val, cache, train=False, memory=memory) if splits.val else None
+    )
     return TrainingSets(train_set, val_set, weights, draws, module.head, features=cache)
 
 
