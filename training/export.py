@@ -256,6 +256,8 @@ def export_trained(
         or "none",
         "seed": config.run.seed,
     }
+    if config.data.leave_out:  # a leave-one-family-out fold: these fakes were never seen
+        recipe["families left out"] = ", ".join(config.data.leave_out)
     data = {
         "train_total": sum(train_counts.values()),
         "train_counts": train_counts,
@@ -286,7 +288,10 @@ def export_trained(
         "train_counts": train_counts,
         "sources": [str(s.path) for s in config.data.sources],
         "seed": config.run.seed,
+        "leave_out": list(config.data.leave_out),
     }
+    if getattr(module, "provenance", None):  # whisper-asp: which encoder weights, by sha256
+        provenance["encoder"] = dict(module.provenance)
     try:
         path = export_model(
             export_dir,

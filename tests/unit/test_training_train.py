@@ -258,6 +258,8 @@ def test_whisper_asp_trains_its_head_from_cached_features(tmp_path):
     # the exported model is the whole detector (encoder inside), loadable without the files
     model = load_detector(result.export_dir, device="cpu")
     assert model.info.architecture == "whisper-asp"
+    provenance = json.loads((result.export_dir / "config.json").read_text())["provenance"]
+    assert provenance["encoder"]["sha256"] == digests  # the CTranslate2 parts it came from
     # scoring from cached window states = the model up to float16 rounding, and the second
     # call reads the states back instead of running the encoder
     from streamguard.training.features import CachedWindowsDetector, CropPolicy, FeatureCache
@@ -298,6 +300,9 @@ def test_ocsoftmax_trains_a_cosine_output_and_leave_out_records_the_family(tmp_p
     assert isinstance(model.module.classifier[-1], CosineOutput)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data"]["leave_out"] == ["neural"]
+    exported = json.loads((result.export_dir / "config.json").read_text())
+    assert exported["provenance"]["leave_out"] == ["neural"]
+    assert "families left out: `neural`" in (result.export_dir / "MODEL_CARD.md").read_text()
     with pytest.raises(ConfigError, match="cannot leave out nope"):
         data["data"]["leave_out"] = ["nope"]
         data["run"]["out_dir"] = str(tmp_path / "run3")
