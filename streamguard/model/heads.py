@@ -96,8 +96,10 @@ class CosineOutput(nn.Module):
 
 
 def use_cosine_output(module: nn.Module, scale: float, center: float) -> None:
-    """Replace ``module.classifier``'s final ``Linear(_, 1)`` by a :class:`CosineOutput`."""
-    classifier = getattr(module, "classifier", None)
+    """Replace the final ``Linear(_, 1)`` of ``module.classifier`` (or ``module.head.classifier``,
+    whisper-asp's) by a :class:`CosineOutput`."""
+    holder = module if hasattr(module, "classifier") else getattr(module, "head", None)
+    classifier = getattr(holder, "classifier", None)
     last = classifier[-1] if isinstance(classifier, nn.Sequential) else None
     if not isinstance(last, nn.Linear) or last.out_features != 1:
         raise ValueError("output 'cosine' needs a classifier ending in Linear(_, 1)")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from streamguard.errors import ModelError
-from streamguard.model.layer_heads import LayerASPHead, pool_time
+from streamguard.model.layer_heads import LayerASPHead, LayerGraphHead, pool_time
 from streamguard.model.whisper_encoder import (
     EncoderConfig,
     WhisperEncoder,
@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "layers": None,  # keep only the first N encoder blocks (None: all)
     "trainable_layers": 0,  # fine-tune the top K kept blocks (0: the encoder is frozen)
     "pool_frames": 2,  # average the states over groups of frames (20 ms each) before the head
+    "head": "asp",  # "asp": attentive statistics pooling; "graph": AASIST-style graph head
+    "graph_pool_ratio": 0.5,  # graph head: share of frame nodes kept by its graph pooling
     "proj_dim": 128,
     "attention_hidden": 64,
     "classifier_hidden": 128,
@@ -75,14 +77,24 @@ class WhisperASP(nn.Module):
             raise ValueError(f"trainable_layers must be in 0..{len(self.encoder.blocks)}")
         self.trainable_layers = trainable
         self.freeze_encoder()
-        self.head = LayerASPHead(
-            len(self.encoder.blocks) + 1,
-            config.d_model,
-            proj_dim=int(p["proj_dim"]),
-            attention_hidden=int(p["attention_hidden"]),
-            hidden=int(p["classifier_hidden"]),
-            dropout=float(p["dropout"]),
-        )
+        n_states = len(self.encoder.blocks) + 1
+        if p["head"] == "graph":
+            self.head = LayerGraphHead(
+                n_states, config.d_model, proj_dim=int(p["proj_dim"]),
+                hidden=int(p["classifier_hidden"]), dropout=float(p["dropout"]),
+                pool_ratio=float(p["graph_pool_ratio"]),
+            )  # fmt: skip
+        elif p["head"] == "asp":
+            self.head = LayerASPHead(
+                n_states,
+                config.d_model,
+                proj_dim=int(p["proj_dim"]),
+                attention_hidden=int(p["attention_hidden"]),
+                hidden=int(p["classifier_hidden"]),
+                dropout=float(p["dropout"]),
+            )
+        else:
+            raise ValueError(f"head must be 'asp' or 'graph', got {p['head']!r}")
 
     @property
     def encoder_frozen(self) -> bool:

@@ -224,3 +224,28 @@ def test_whisper_asp_serves_through_onnxruntime_at_parity(tiny_file):
     eager = detector(waves)
     assert serve(detector, "onnxruntime") == "onnxruntime"
     assert np.abs(detector(waves) - eager).max() < 1e-4 <= PARITY_TOLERANCE
+
+
+@pytest.mark.slow
+def test_the_graph_head_and_a_cosine_output_serve_at_parity(tiny_file, tmp_path):
+    from streamguard.model.heads import CosineOutput
+    from streamguard.model.layer_heads import LayerGraphHead
+    from streamguard.model.serving import check_windows, serve
+
+    paths, digests, _ = tiny_file
+    torch.manual_seed(4)
+    module = build_module(
+        "whisper-asp", _params(paths, digests, head="graph", output="cosine", layers=1)
+    )
+    assert isinstance(module.head, LayerGraphHead)
+    assert isinstance(module.head.classifier[-1], CosineOutput)
+    info = ModelInfo(name="g", architecture="whisper-asp")
+    detector = Detector(module, info, device="cpu")
+    waves = check_windows(detector.window_samples)[:4]
+    eager = detector(waves)
+    loaded = load_detector(save_model_dir(tmp_path / "g", module, info, module.streamguard_params))
+    np.testing.assert_array_equal(loaded(waves), eager)
+    assert serve(detector, "onnxruntime") == "onnxruntime"
+    assert np.abs(detector(waves) - eager).max() < 1e-4
+    with pytest.raises(ModelError, match="head must be"):
+        build_module("whisper-asp", _params(paths, digests, head="gnn"))
