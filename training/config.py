@@ -61,6 +61,9 @@ class DataConfig(_Strict):
     num_workers: int = Field(default=0, ge=0)
     # Draws per epoch; None = the number of training rows.
     samples_per_epoch: int | None = Field(default=None, gt=0)
+    # Leave-one-family-out: generator families (manifest column "family") kept out of train
+    # and val of every source (their test rows stay); `streamguard train --leave-out FAMILY`.
+    leave_out: list[str] = Field(default_factory=list)
 
 
 class SegmentConfig(_Strict):
@@ -92,6 +95,19 @@ class AugmentConfig(_Strict):
     packet_loss_p: float = Field(default=0.0, ge=0, le=1)
     packet_loss_max_gaps: int = Field(default=3, ge=1)
     packet_ms: float = Field(default=20.0, gt=0)
+    # Issue #17: a packet loss *rate* (each packet lost with a probability drawn from this
+    # range; half the time concealed by repeating the previous packet) instead of gaps.
+    packet_loss_rate: tuple[float, float] | None = None
+    rawboost_p: float = Field(default=0.0, ge=0, le=1)
+    rawboost_algos: list[Literal[1, 2, 3, 4]] = Field(default_factory=lambda: [1, 2, 3])
+    codec_p: float = Field(default=0.0, ge=0, le=1)
+    codecs: list[Literal["mulaw", "alaw", "g722", "g726", "gsm", "opus", "speex", "amr-nb"]] = (
+        Field(default_factory=lambda: ["g722", "gsm", "amr-nb", "opus"])
+    )
+    jitter_p: float = Field(default=0.0, ge=0, le=1)
+    jitter_events: int = Field(default=3, ge=1)
+    lowpass_p: float = Field(default=0.0, ge=0, le=1)
+    lowpass_hz: tuple[float, float] = (3000.0, 4000.0)
 
     @field_validator("speed_factors")
     @classmethod
@@ -100,10 +116,10 @@ class AugmentConfig(_Strict):
             raise ValueError("speed_factors must be a non-empty list of positive numbers")
         return value
 
-    @field_validator("gain_db", "noise_snr_db")
+    @field_validator("gain_db", "noise_snr_db", "lowpass_hz", "packet_loss_rate")
     @classmethod
-    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if value[0] > value[1]:
+    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
             raise ValueError("a range must be [low, high] with low <= high")
         return value
 
@@ -111,8 +127,9 @@ class AugmentConfig(_Strict):
     def enabled(self) -> bool:
         return any(
             p > 0
-            for p in (self.speed_p, self.gain_p, self.noise_p, self.telephone_p, self.packet_loss_p)
-        )
+            for p in (self.speed_p, self.gain_p, self.noise_p, self.telephone_p, self.packet_loss_p,
+                      self.rawboost_p, self.codec_p, self.jitter_p, self.lowpass_p)
+        )  # fmt: skip
 
 
 class OptimConfig(_Strict):
@@ -128,6 +145,11 @@ class OptimConfig(_Strict):
     # "auto": bf16 autocast on CUDA when supported, else fp16 + GradScaler; fp32 on CPU.
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     pos_weight: float | None = Field(default=None, gt=0)  # BCE weight of the fake class
+    # "bce" (the card's) or "ocsoftmax" (one-class: real speech compact, training/losses.py;
+    # the model is built with output = "cosine").
+    loss: Literal["bce", "ocsoftmax"] = "bce"
+    oc_margins: tuple[float, float] = (0.9, 0.2)  # OC-Softmax m_real, m_fake (cosines)
+    oc_alpha: float = Field(default=20.0, gt=0)  # OC-Softmax scale inside the loss
 
 
 class RunConfig(_Strict):
@@ -142,10 +164,31 @@ class RunConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    architecture: Literal["koyelog-resnet", "wav2vec2-bigru", "hf-audio-classification"]
+    architecture: str  # a name in streamguard.model.registry.ARCHITECTURES
     name: str = "streamguard-detector"
     params: dict[str, Any] = Field(default_factory=dict)  # merged over default_params()
     init_from: str | None = None  # a model spec whose weights start the run (fine-tuning)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        from streamguard.model.registry import ARCHITECTURES
+
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {value!r} (known: {', '.join(ARCHITECTURES)})")
+        return value
+
+
+class FeaturesConfig(_Strict):
+    """Train whisper-asp's back end from cached frozen-encoder features (training/features.py)."""
+
+    dir: Path | None = None  # cache root; None = train end to end on waveforms
+    crop: Literal["start", "center", "spread"] = "spread"
+    crops: int = Field(default=2, ge=1)  # cached crops per clip (training draws one)
+    batch_size: int = Field(default=16, ge=1)  # encoder batch while filling the cache
+    # Keep loaded features in RAM after the first epoch (~0.8 MB a clip for whisper-base:
+    # 4.2 GB for corpus v2's train+val); false reads them from the (page-cached) files each draw.
+    in_memory: bool = True
 
 
 class ExportConfig(_Strict):
@@ -156,6 +199,7 @@ class ExportConfig(_Strict):
     target_far: float | None = Field(default=None, gt=0, lt=1)
     dir: Path | None = None  # default: <out_dir>/model
     limits: str | None = None  # extra text for MODEL_CARD.md's limitations section
+    evaluate_test: bool = True  # score the test split after export (LOFO folds do their own)
 
 
 class TrainConfig(_Strict):
@@ -166,6 +210,7 @@ class TrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
 
     @model_validator(mode="after")
     def _has_training_rows(self) -> TrainConfig:
@@ -207,6 +252,7 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, where: s
     config.augment.noise_dir = resolve(config.augment.noise_dir)
     config.run.out_dir = resolve(config.run.out_dir)
     config.export.dir = resolve(config.export.dir)
+    config.features.dir = resolve(config.features.dir)
     cache = config.data.cache
     if cache not in ("none", "memory"):
         config.data.cache = str(resolve(Path(cache)))

@@ -492,6 +492,7 @@ def load_sources(data_config) -> DataSplits:
     ``split_by_speaker`` and the rows carry speakers), stratified so each class appears in both.
     """
     everything = ReadResult()
+    families: set[str] = set()
     for index, cfg in enumerate(data_config.sources):
         got = read_data(
             cfg.path,
@@ -504,13 +505,20 @@ def load_sources(data_config) -> DataSplits:
         if cfg.limit is not None:
             got.examples = got.examples[: cfg.limit]
         got.examples = [dataclasses.replace(e, stream=index) for e in got.examples]
-        if cfg.exclude_families:
+        families.update(e.family for e in got.examples if e.label == 1 and e.family)
+        held = set(cfg.exclude_families) | set(getattr(data_config, "leave_out", ()))
+        if held:
             # Leave-one-family-out: the family's fakes never reach train or val; test keeps
             # them, so the run's own test report measures the unseen family.
-            held = set(cfg.exclude_families)
             got.examples = [e for e in got.examples if e.family not in held or e.subset == "test"]
         log.info("%s (%s): %s", cfg.path, cfg.type, got.summary())
         everything.extend(got)
+    unknown = sorted(set(getattr(data_config, "leave_out", ())) - families)
+    if unknown:
+        raise ConfigError(
+            f"cannot leave out {', '.join(unknown)}: no fake rows of that family "
+            f"(families in the data: {', '.join(sorted(families)) or 'none'})"
+        )
     fixed = {s: [e for e in everything.examples if e.subset == s] for s in ("train", "val", "test")}
     pool = [e for e in everything.examples if e.subset is None]
     train, val = split_examples(

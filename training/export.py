@@ -176,8 +176,13 @@ def export_trained(
     train_counts: dict[str, int],
     echo: Callable[[str], None] = print,
     train_sources: dict[str, Any] | None = None,
+    scorer: Callable[[Any, Any], Any] | None = None,
 ) -> Path:
-    """Calibrate on validation, evaluate val/test, and write model dir + eval reports."""
+    """Calibrate on validation, evaluate val/test, and write model dir + eval reports.
+
+    ``scorer(module, info)`` makes what scores the windows (default: a plain Detector); the
+    feature-cache path passes one that reuses cached encoder features (training/features.py).
+    """
     from streamguard.model import Detector, ModelInfo, count_parameters
     from streamguard.training.evaluate import (
         chain_report,
@@ -196,7 +201,7 @@ def export_trained(
         sample_rate=seg.sample_rate,
         window_seconds=seg.seconds,
     )
-    detector = Detector(module, info, device="cpu")
+    detector = scorer(module, info) if scorer else Detector(module, info, device="cpu")
     calibration: dict[str, Any] = {"method": "default", "threshold": 0.5}
     skipped: list = []
 
@@ -233,7 +238,7 @@ def export_trained(
         calibration = calibrate(labels, scores, target_far=config.export.target_far)
         calibration["unit"] = "windows"
         val_report = report("val", "validation", results, problems)
-    if test:
+    if test and config.export.evaluate_test:
         test_report = report("test", "test", *score(test))
     recipe = {
         "optimizer": f"AdamW lr {config.optim.lr:g}, weight decay {config.optim.weight_decay:g}",
@@ -253,6 +258,8 @@ def export_trained(
         or "none",
         "seed": config.run.seed,
     }
+    if config.data.leave_out:  # a leave-one-family-out fold: these fakes were never seen
+        recipe["families left out"] = ", ".join(config.data.leave_out)
     data = {
         "train_total": sum(train_counts.values()),
         "train_counts": train_counts,
@@ -283,7 +290,10 @@ def export_trained(
         "train_counts": train_counts,
         "sources": [str(s.path) for s in config.data.sources],
         "seed": config.run.seed,
+        "leave_out": list(config.data.leave_out),
     }
+    if getattr(module, "provenance", None):  # whisper-asp: which encoder weights, by sha256
+        provenance["encoder"] = dict(module.provenance)
     try:
         path = export_model(
             export_dir,

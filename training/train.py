@@ -121,9 +121,14 @@ def build_training_module(config: TrainConfig) -> tuple[nn.Module, dict[str, Any
                 f"model.init_from is a {loaded.detector.info.architecture} model, "
                 f"not {mcfg.architecture}"
             )
+        if config.optim.loss == "ocsoftmax" and loaded.params.get("output") != "cosine":
+            raise ConfigError("optim.loss ocsoftmax needs a model with output = 'cosine'")
         module = loaded.detector.module.float()
         return module.train(), dict(loaded.params)
-    module = build_module(mcfg.architecture, mcfg.params)
+    params = dict(mcfg.params)
+    if config.optim.loss == "ocsoftmax":
+        params["output"] = "cosine"  # OC-Softmax scores the cosine to the real-speech direction
+    module = build_module(mcfg.architecture, params)
     return module, dict(module.streamguard_params)
 
 
@@ -144,6 +149,7 @@ class Trainer:
         *,
         device: torch.device | str = "cpu",
         steps_per_epoch: int = 1,
+        criterion: nn.Module | None = None,
     ):
         self.cfg = optim_cfg
         self.device = torch.device(device)
@@ -161,12 +167,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
         )
-        pos_weight = (
-            torch.tensor([optim_cfg.pos_weight], device=self.device)
-            if optim_cfg.pos_weight
-            else None
-        )
-        self.criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        if criterion is None:
+            from streamguard.training.losses import make_loss
+
+            criterion = make_loss(optim_cfg, {}, self.device)
+        self.criterion = criterion
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.epoch = 0
         self.step_in_epoch = 0
@@ -319,9 +324,12 @@ def _save_weights(module: nn.Module, path: Path) -> None:
 
 
 def _load_weights(module: nn.Module, path: Path) -> None:
+    """Strict, with a one-line ModelError when the checkpoint is of another shape."""
     from safetensors.torch import load_file
 
-    module.load_state_dict(load_file(str(path), device="cpu"))
+    from streamguard.model.weights import apply_state_dict
+
+    apply_state_dict(module, load_file(str(path), device="cpu"), source=str(path), what="run's")
 
 
 @dataclass
@@ -374,6 +382,36 @@ def _stop_reason(run: Any, global_step: int, started: float) -> str:
     return "epochs"
 
 
+@dataclass
+class RunData:
+    """The run's clips after reading and decoding: splits, the decode cache, skipped rows."""
+
+    splits: Any  # streamguard.training.data.DataSplits
+    store: ClipStore
+    problems: list[Problem]
+    counts: dict[str, int]
+
+
+@dataclass
+class TrainingSets:
+    """What the epochs iterate: the datasets, their draw weights, and the network that trains
+    (the whole module, or whisper-asp's head when training from cached features)."""
+
+    train: Any
+    val: Any | None
+    weights: np.ndarray
+    draws: int
+    network: nn.Module
+    features: Any | None = None  # the FeatureCache when training from cached features
+
+
+@dataclass
+class RunState:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    start_epoch: int = 0
+
+
 def train(
     config: TrainConfig,
     *,
@@ -381,11 +419,71 @@ def train(
     echo: Callable[[str], None] = print,
 ) -> TrainResult:
     """Run the configured training; returns where everything went and the best epoch."""
-    from streamguard.training.augment import Augmenter
-    from streamguard.training.data import summarise_problems
-
     run = config.run
-    out_dir = Path(run.out_dir)
+    out_dir, ckpt_dir = _prepare_run_dir(config, resume)
+    seed_everything(run.seed)
+    if run.num_threads:
+        torch.set_num_threads(run.num_threads)
+    device = resolve_train_device(run.device)
+    data = _load_data(config, out_dir, echo)
+    module, params = build_training_module(config)
+    sets = _datasets(config, data, module, echo)
+    steps_per_epoch = max(
+        1, math.ceil(math.ceil(sets.draws / config.optim.batch_size) / config.optim.grad_accum)
+    )
+    from streamguard.training.losses import make_loss
+
+    trainer = Trainer(
+        sets.network, config.optim, device=device, steps_per_epoch=steps_per_epoch,
+        criterion=make_loss(config.optim, params, device),
+    )  # fmt: skip
+    state = _restore(trainer, ckpt_dir, resume, echo)
+    stopped = _run_epochs(config, trainer, sets, state, out_dir, echo)
+    _record_failures(sets.train, data, out_dir, echo)
+    best = state.best
+    result = TrainResult(
+        out_dir=out_dir,
+        best_epoch=best["epoch"] if best else None,
+        best_val_eer=best.get("val_eer") if best else None,
+        history=state.history,
+        stopped=stopped,
+        problems=data.problems,
+    )
+    if best is None:
+        return result
+    _load_weights(trainer.module, ckpt_dir / "best.safetensors")
+    if config.export.enabled:
+        from streamguard.training.export import export_trained
+
+        result.export_dir = export_trained(
+            config,
+            module.cpu().eval(),
+            params,
+            val=data.splits.val,
+            test=data.splits.test,
+            store=data.store,
+            history=state.history,
+            best=best,
+            train_counts=data.counts,
+            train_sources=examples_summary(data.splits.train),
+            echo=echo,
+            scorer=_cached_scorer(sets.features),
+        )
+    return result
+
+
+def _cached_scorer(cache):
+    """With a feature cache, windows are scored from cached encoder states (computed once)."""
+    if cache is None:
+        return None
+    from streamguard.training.features import CachedWindowsDetector
+
+    return lambda module, info: CachedWindowsDetector(module, info, cache)
+
+
+def _prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, Path]:
+    """The run folder (refusing to overwrite a run unless resuming) and its config.json."""
+    out_dir = Path(config.run.out_dir)
     ckpt_dir = out_dir / "checkpoints"
     if not resume and (ckpt_dir / "last.state.pt").exists():
         raise ConfigError(
@@ -398,16 +496,18 @@ def train(
             f"cannot use {out_dir} as the run folder: {exc.strerror or exc}"
         ) from None
     (out_dir / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
-    seed_everything(run.seed)
-    if run.num_threads:
-        torch.set_num_threads(run.num_threads)
-    device = resolve_train_device(run.device)
+    return out_dir, ckpt_dir
 
-    # ---- data
+
+def _load_data(config: TrainConfig, out_dir: Path, echo: Callable[[str], None]) -> RunData:
+    """Read the sources, decode (and cache) train/val, report skipped rows."""
+    from streamguard.training.data import summarise_problems
+
+    run = config.run
     splits = load_sources(config.data)
     store = ClipStore(config.segment.sample_rate, config.data.cache)
     problems = list(splits.problems)
-    if config.data.cache != "none":
+    if config.data.cache != "none" and config.features.dir is None:
         splits.train, bad = store.preload(splits.train, progress=run.progress, desc="decode train")
         problems += bad
         splits.val, bad = store.preload(splits.val, progress=run.progress, desc="decode val")
@@ -420,146 +520,193 @@ def train(
     counts = class_counts(splits.train)
     if 0 in counts.values():
         raise ConfigError(f"the training set needs both classes, got {counts}")
+    left_out = f"; left out: {', '.join(config.data.leave_out)}" if config.data.leave_out else ""
     echo(
         f"train: {len(splits.train)} clips {counts}; val: {len(splits.val)} clips "
-        f"{class_counts(splits.val)}; test: {len(splits.test)} clips"
+        f"{class_counts(splits.val)}; test: {len(splits.test)} clips{left_out}"
     )
+    return RunData(splits, store, problems, counts)
+
+
+def _datasets(
+    config: TrainConfig, data: RunData, module: nn.Module, echo: Callable[[str], None]
+) -> TrainingSets:
+    """Waveform segments (with augmentation), or cached encoder features (``[features] dir``)."""
+    from streamguard.training.augment import Augmenter
+
+    run, splits = config.run, data.splits
+    weights = sampling_weights(splits.train, [s.weight for s in config.data.sources])
+    draws = config.data.samples_per_epoch or len(splits.train)
+    if config.features.dir is not None:
+        return _feature_sets(config, data, module, weights, draws, echo)
     samples = config.segment.samples
     augmenter = Augmenter(config.augment, config.segment.sample_rate)
     train_set = SegmentDataset(
-        splits.train,
-        store,
-        samples,
-        train=True,
-        augmenter=augmenter if config.augment.enabled else None,
-        seed=run.seed,
-    )
+        splits.train, data.store, samples, train=True,
+        augmenter=augmenter if config.augment.enabled else None, seed=run.seed,
+    )  # fmt: skip
     val_set = (
-        SegmentDataset(splits.val, store, samples, train=False, eval_crop=config.segment.eval_crop)
+        SegmentDataset(
+            splits.val, data.store, samples, train=False, eval_crop=config.segment.eval_crop
+        )
         if splits.val
         else None
     )
     if val_set is None:
         echo("warning: no validation clips; the last epoch is exported (threshold 0.5)")
+    return TrainingSets(train_set, val_set, weights, draws, module)
+
+
+def _feature_sets(config, data, module, weights, draws, echo) -> TrainingSets:
+    """Fill the feature cache for train + val, then datasets of cached features; the network
+    that trains is the module's head (the frozen encoder never runs in the epochs)."""
+    from streamguard.training.features import CachedFeatureDataset, CropPolicy, FeatureCache
+
+    if config.model.architecture != "whisper-asp":
+        raise ConfigError("[features] dir trains whisper-asp only (a frozen encoder's features)")
+    if config.augment.enabled:
+        echo("note: [augment] does not apply to cached features (fixed crops); ignored")
+    fcfg, splits = config.features, data.splits
+    policy = CropPolicy(
+        seconds=config.segment.seconds, mode=fcfg.crop, crops=fcfg.crops,
+        sample_rate=config.segment.sample_rate,
+    )  # fmt: skip
+    cache = FeatureCache(fcfg.dir, module, policy)
+    splits.train, bad = cache.fill(splits.train, batch_size=fcfg.batch_size,
+                                   progress=config.run.progress, echo=echo)  # fmt: skip
+    data.problems += bad
+    splits.val, bad = cache.fill(splits.val, batch_size=fcfg.batch_size,
+                                 progress=config.run.progress, echo=echo)  # fmt: skip
+    data.problems += bad
+    if not splits.train:
+        raise ConfigError("no training clip has features (see problems.txt)")
     weights = sampling_weights(splits.train, [s.weight for s in config.data.sources])
-    draws = config.data.samples_per_epoch or len(splits.train)
-    batch = config.optim.batch_size
-    micro_per_epoch = math.ceil(draws / batch)
-    steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.optim.grad_accum))
+    memory = fcfg.in_memory
+    train_set = CachedFeatureDataset(
+        splits.train, cache, train=True, seed=config.run.seed, memory=memory
+    )
+    val_set = (
+        CachedFeatureDataset(splits.val, cache, train=False, memory=memory) if splits.val else None
+    )
+    return TrainingSets(train_set, val_set, weights, draws, module.head, features=cache)
 
-    # ---- model + optimiser
-    module, params = build_training_module(config)
-    trainer = Trainer(module, config.optim, device=device, steps_per_epoch=steps_per_epoch)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    start_epoch = 0
-    if resume and (ckpt_dir / "last.state.pt").exists():
-        _load_weights(trainer.module, ckpt_dir / "last.safetensors")
-        state = torch.load(ckpt_dir / "last.state.pt", map_location=device, weights_only=True)
-        trainer.load_state_dict(state["trainer"])
-        history = json.loads(state["history"])
-        best = json.loads(state["best"]) if state.get("best") else None
-        start_epoch = int(state["epoch"]) + 1
-        echo(f"resuming after epoch {start_epoch - 1} (step {trainer.global_step})")
-    elif resume:
+
+def _restore(trainer: Trainer, ckpt_dir: Path, resume: bool, echo) -> RunState:
+    """The last checkpoint's weights, optimiser state and history (``--resume``)."""
+    if not resume:
+        return RunState()
+    if not (ckpt_dir / "last.state.pt").exists():
         echo(f"nothing to resume in {ckpt_dir}; starting a new run")
+        return RunState()
+    from streamguard.errors import ModelError
 
-    # ---- epochs
-    from tqdm.auto import tqdm
+    try:
+        _load_weights(trainer.module, ckpt_dir / "last.safetensors")
+    except ModelError as exc:
+        raise ConfigError(
+            f"cannot resume {ckpt_dir.parent}: its checkpoint does not fit the configured model "
+            f"({exc}); resume with the run's own config or start a new run with --out"
+        ) from None
+    state = torch.load(ckpt_dir / "last.state.pt", map_location=trainer.device, weights_only=True)
+    trainer.load_state_dict(state["trainer"])
+    start = int(state["epoch"]) + 1
+    echo(f"resuming after epoch {start} (step {trainer.global_step})")
+    return RunState(
+        history=json.loads(state["history"]),
+        best=json.loads(state["best"]) if state.get("best") else None,
+        start_epoch=start,
+    )
 
+
+def _run_epochs(
+    config: TrainConfig, trainer: Trainer, sets: TrainingSets, state: RunState, out_dir: Path,
+    echo: Callable[[str], None],
+) -> str:  # fmt: skip
+    """Train epoch by epoch until the epochs or a budget run out; returns why it stopped."""
+    run = config.run
     started = time.monotonic()
     stopped = "epochs"
-    for epoch in range(start_epoch, config.optim.epochs):
+    for epoch in range(state.start_epoch, config.optim.epochs):
         if stopped != "epochs":
             break
         epoch_start = time.monotonic()
-        trainer.start_epoch(epoch)
-        train_set.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=batch,
-            sampler=WeightedDraws(weights, draws, seed=run.seed * 100_003 + epoch),
-            num_workers=config.data.num_workers,
-            pin_memory=device.type == "cuda",
-            drop_last=False,
-        )
-        losses: list[float] = []
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", disable=not run.progress
-        )
-        for waves, labels, _ in bar:
-            loss, stepped = trainer.step(waves, labels)
-            if math.isfinite(loss):
-                losses.append(loss)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]) if losses else float('nan'):.4f}")
-            if stepped:
-                stopped = _stop_reason(run, trainer.global_step, started)
-                if stopped != "epochs":
-                    break
-        bar.close()
-        trainer.optimizer_step()  # flush a partial accumulation at the end of the epoch
-        # The flush is a step too: a small set (one partial batch per epoch) only steps here.
-        stopped = _stop_reason(run, trainer.global_step, started)
+        losses, stopped = _train_one_epoch(config, trainer, sets, epoch, started)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "global_step": trainer.global_step,
             "lr": trainer.lr,
             "train_loss": float(np.mean(losses)) if losses else None,
         }
-        record.update(_validate(trainer, val_set, run))
+        record.update(_validate(trainer, sets.val, run))
         record["seconds"] = round(time.monotonic() - epoch_start, 2)
-        record["failed_clips"] = len(train_set.failures)
-        record["best"] = _better(record, best) if val_set is not None else True
-        if record["best"]:
-            best = dict(record)
-            _save_weights(trainer.module, ckpt_dir / "best.safetensors")
-        history.append(record)
-        _write_record(out_dir, record)
-        _save_weights(trainer.module, ckpt_dir / "last.safetensors")
-        torch.save(
-            {
-                "trainer": trainer.state_dict(),
-                "epoch": epoch,
-                "history": json.dumps(history),
-                "best": json.dumps(best) if best else "",
-            },
-            ckpt_dir / "last.state.pt",
-        )
+        record["failed_clips"] = len(sets.train.failures)
+        record["best"] = _better(record, state.best) if sets.val is not None else True
+        _checkpoint(trainer, state, record, epoch, out_dir)
         echo(_epoch_line(record))
-    for index, reason in sorted(train_set.failures.items()):
-        problems.append(Problem(splits.train[index].origin, reason))
-    if train_set.failures:
-        (out_dir / "problems.txt").write_text("".join(f"{p}\n" for p in problems))
-        echo(f"{len(train_set.failures)} clips could not be decoded during training (skipped)")
+    return stopped
 
-    result = TrainResult(
-        out_dir=out_dir,
-        best_epoch=best["epoch"] if best else None,
-        best_val_eer=best.get("val_eer") if best else None,
-        history=history,
-        stopped=stopped,
-        problems=problems,
+
+def _train_one_epoch(config, trainer: Trainer, sets: TrainingSets, epoch: int, started: float):
+    """One pass of weighted draws; ``(losses, stop reason)``."""
+    from tqdm.auto import tqdm
+
+    run = config.run
+    trainer.start_epoch(epoch)
+    sets.train.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(
+        sets.train,
+        batch_size=config.optim.batch_size,
+        sampler=WeightedDraws(sets.weights, sets.draws, seed=run.seed * 100_003 + epoch),
+        num_workers=config.data.num_workers if sets.features is None else 0,
+        pin_memory=trainer.device.type == "cuda",
+        drop_last=False,
     )
-    if best is None:
-        return result
-    _load_weights(trainer.module, ckpt_dir / "best.safetensors")
-    if config.export.enabled:
-        from streamguard.training.export import export_trained
+    losses: list[float] = []
+    stopped = "epochs"
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.optim.epochs}", disable=not run.progress)
+    for inputs, labels, _ in bar:
+        loss, stepped = trainer.step(inputs, labels)
+        if math.isfinite(loss):
+            losses.append(loss)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]) if losses else float('nan'):.4f}")
+        if stepped:
+            stopped = _stop_reason(run, trainer.global_step, started)
+            if stopped != "epochs":
+                break
+    bar.close()
+    trainer.optimizer_step()  # flush a partial accumulation at the end of the epoch
+    # The flush is a step too: a small set (one partial batch per epoch) only steps here.
+    return losses, _stop_reason(run, trainer.global_step, started)
 
-        result.export_dir = export_trained(
-            config,
-            trainer.module.cpu().eval(),
-            params,
-            val=splits.val,
-            test=splits.test,
-            store=store,
-            history=history,
-            best=best,
-            train_counts=counts,
-            train_sources=examples_summary(splits.train),
-            echo=echo,
-        )
-    return result
+
+def _checkpoint(
+    trainer: Trainer, state: RunState, record: dict[str, Any], epoch: int, out_dir: Path
+) -> None:
+    """Log the epoch, keep the best weights, write the resume point."""
+    ckpt_dir = out_dir / "checkpoints"
+    if record["best"]:
+        state.best = dict(record)
+        _save_weights(trainer.module, ckpt_dir / "best.safetensors")
+    state.history.append(record)
+    _write_record(out_dir, record)
+    _save_weights(trainer.module, ckpt_dir / "last.safetensors")
+    torch.save(
+        {
+            "trainer": trainer.state_dict(),
+            "epoch": epoch,
+            "history": json.dumps(state.history),
+            "best": json.dumps(state.best) if state.best else "",
+        },
+        ckpt_dir / "last.state.pt",
+    )
+
+
+def _record_failures(train_set, data: RunData, out_dir: Path, echo) -> None:
+    for index, reason in sorted(train_set.failures.items()):
+        data.problems.append(Problem(data.splits.train[index].origin, reason))
+    if train_set.failures:
+        (out_dir / "problems.txt").write_text("".join(f"{p}\n" for p in data.problems))
+        echo(f"{len(train_set.failures)} clips could not be decoded during training (skipped)")
 
 
 def _validate(trainer: Trainer, val_set: SegmentDataset | None, run) -> dict[str, Any]:

@@ -16,10 +16,36 @@ HELP = "train a detector model from a training config (TOML)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", required=True, help="training config, e.g. configs/train-koyelog.toml"
+        "--config",
+        help="training config, e.g. configs/train-koyelog.toml (not needed with --resume: a "
+        "resumed run uses its own saved config)",
     )
     parser.add_argument("--out", help="run folder (default: the config's run.out_dir)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with the config it was started with (only --epochs, "
+        "--max-steps, --max-minutes, --device, --num-threads and --no-progress may change)",
+    )
+    parser.add_argument(
+        "--leave-out",
+        action="append",
+        metavar="FAMILY",
+        help="keep this generator family (manifest column family) out of train and val "
+        "(repeatable; data.leave_out)",
+    )
+    parser.add_argument(
+        "--lofo",
+        action="store_true",
+        help="leave-one-family-out: a model per fake family into --out/<family>/, judged on that "
+        "family, and one table (python -m streamguard.training.lofo has every option)",
+    )
+    parser.add_argument("--calls", help="with --lofo: pseudo-call manifest (test-calls.csv)")
+    parser.add_argument(
+        "--features",
+        metavar="DIR",
+        help="train whisper-asp's back end from cached encoder features in DIR (features.dir)",
+    )
     parser.add_argument(
         "--data",
         action="append",
@@ -69,12 +95,98 @@ def build_overrides(args: argparse.Namespace) -> dict:
         overrides["run.out_dir"] = str(Path(args.out).expanduser().resolve())
     if args.no_progress:
         overrides["run.progress"] = False
+    if args.leave_out:
+        overrides["data.leave_out"] = list(args.leave_out)
+    if args.features:
+        overrides["features.dir"] = str(Path(args.features).expanduser().resolve())
     if args.data:
         overrides["data.sources"] = [
             {"type": detect_format(p), "path": str(Path(p).expanduser().resolve())}
             for p in args.data
         ]
     return overrides
+
+
+#: What a resumed run may change: how long and where it runs, never what it trains.
+RESUME_KEYS = {"optim.epochs", "run.max_steps", "run.max_minutes", "run.device",
+               "run.num_threads", "run.progress", "run.out_dir"}  # fmt: skip
+
+
+def resume_config(args: argparse.Namespace, overrides: dict):
+    """The run's own saved config (``<out>/config.json``) with the allowed overrides.
+
+    Why: resuming from ``--config`` re-read the recipe's data and model, so a recipe edited since
+    (or another recipe) silently trained other data, or died in a size-mismatch traceback.
+    """
+    import json
+
+    from streamguard.errors import ConfigError
+    from streamguard.training.config import apply_overrides, parse_config
+
+    if not args.out:
+        raise ConfigError("--resume needs --out RUN_FOLDER (the run to continue)")
+    out = Path(args.out).expanduser().resolve()
+    saved = out / "config.json"
+    if not saved.is_file():
+        raise ConfigError(f"{out} holds no run to resume (no config.json); start it without "
+                          "--resume")  # fmt: skip
+    changed = sorted(k for k in overrides if k not in RESUME_KEYS)
+    if changed:
+        raise ConfigError(
+            f"a resumed run keeps its own config ({saved}); it cannot change "
+            f"{', '.join(changed)} (only --epochs, --max-steps, --max-minutes, --device, "
+            "--num-threads, --no-progress); start a new run with --out for that"
+        )
+    try:
+        data = json.loads(saved.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {saved}: {exc}") from None
+    if args.config:
+        _check_same_model(args.config, data, saved)
+    return parse_config(apply_overrides(data, overrides), base_dir=out, where=str(saved))
+
+
+def _check_same_model(config_path: str, saved: dict, where: Path) -> None:
+    """A ``--config`` given with ``--resume`` must describe the run's model: one line if not."""
+    from streamguard.errors import ConfigError
+    from streamguard.model.registry import resolve_params
+    from streamguard.training.config import load_config
+
+    given = load_config(config_path).model
+    run = saved.get("model", {})
+    if given.architecture != run.get("architecture"):
+        raise ConfigError(
+            f"{config_path} trains {given.architecture}, the run in {where.parent} "
+            f"{run.get('architecture')}; resume without --config (the run's own is used)"
+        )
+    ours = resolve_params(given.architecture, given.params)
+    theirs = resolve_params(given.architecture, run.get("params") or {})
+    diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {theirs.get(k)!r} in the run, {ours[k]!r} in {config_path}"
+                          for k in diff[:3])  # fmt: skip
+        raise ConfigError(
+            f"cannot resume {where.parent} with other model params ({shown}); resume without "
+            "--config, or start a new run with --out"
+        )
+
+
+def _lofo(args: argparse.Namespace, overrides: dict) -> int:
+    from streamguard.errors import ConfigError
+    from streamguard.training.config import load_config
+    from streamguard.training.lofo import run_lofo
+
+    if args.config is None or args.out is None or args.resume or args.leave_out:
+        raise ConfigError("--lofo needs --config and --out (and no --resume / --leave-out)")
+    overrides.pop("run.out_dir", None)
+    out = Path(args.out).expanduser().resolve()
+    config = load_config(args.config, overrides)
+    calls = Path(args.calls).expanduser() if args.calls else None
+    import sys
+
+    run_lofo(config, out=out, calls=calls, command=" ".join(["streamguard", *sys.argv[1:]]))
+    print((out / "lofo.md").read_text())
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,7 +196,17 @@ def run(args: argparse.Namespace) -> int:
     from streamguard.training.train import train
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config, build_overrides(args))
+    overrides = build_overrides(args)
+    if args.lofo:
+        return _lofo(args, overrides)
+    if args.resume:
+        config = resume_config(args, overrides)
+    elif args.config is None:
+        from streamguard.errors import ConfigError
+
+        raise ConfigError("--config is required (except with --resume)")
+    else:
+        config = load_config(args.config, overrides)
     result = train(config, resume=args.resume)
     if result.best_epoch is None:
         print(f"no epoch was completed; nothing exported ({result.out_dir})")

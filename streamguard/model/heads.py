@@ -74,3 +74,33 @@ def temporal_logit(
     out, _ = gru(sequence)
     attended, _ = attention(out, out, out, need_weights=False)
     return classifier(attended.mean(dim=1)).squeeze(-1)
+
+
+class CosineOutput(nn.Module):
+    """The last layer for one-class training (OC-Softmax, training/losses.py): the logit of
+    "fake" is ``scale * (center - cos(w, h))``, where ``w`` is the learned direction real
+    speech gathers around. Bounded (|logit| <= scale * (1 + center)) and monotonic in the
+    cosine, so thresholds and EER work as with a linear layer.
+    """
+
+    def __init__(self, in_features: int, scale: float = 5.0, center: float = 0.55):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, in_features) / in_features**0.5)
+        self.scale = float(scale)
+        self.center = float(center)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        w = torch.nn.functional.normalize(self.weight, dim=1)
+        cos = torch.nn.functional.normalize(h, dim=-1) @ w.to(h.dtype).t()
+        return self.scale * (self.center - cos)
+
+
+def use_cosine_output(module: nn.Module, scale: float, center: float) -> None:
+    """Replace the final ``Linear(_, 1)`` of ``module.classifier`` (or ``module.head.classifier``,
+    whisper-asp's) by a :class:`CosineOutput`."""
+    holder = module if hasattr(module, "classifier") else getattr(module, "head", None)
+    classifier = getattr(holder, "classifier", None)
+    last = classifier[-1] if isinstance(classifier, nn.Sequential) else None
+    if not isinstance(last, nn.Linear) or last.out_features != 1:
+        raise ValueError("output 'cosine' needs a classifier ending in Linear(_, 1)")
+    classifier[-1] = CosineOutput(last.in_features, scale, center)

@@ -19,7 +19,15 @@ ARCHITECTURES: dict[str, str] = {
     "koyelog-resnet": "streamguard.model.koyelog",
     "wav2vec2-bigru": "streamguard.model.wav2vec2_bigru",
     "hf-audio-classification": "streamguard.model.hf_classifier",
+    "whisper-asp": "streamguard.model.whisper_asp",
+    "rawnet2": "streamguard.model.rawnet",
 }
+
+
+#: Params every architecture with a ``classifier`` head accepts: ``output = "cosine"`` swaps its
+#: last Linear for :class:`streamguard.model.heads.CosineOutput` (one-class training).
+COMMON_DEFAULTS: dict[str, Any] = {"output": "linear", "output_scale": 5.0, "output_center": 0.55}
+OUTPUTS = ("linear", "cosine")
 
 
 def _module_for(architecture: str) -> ModuleType:
@@ -32,7 +40,7 @@ def _module_for(architecture: str) -> ModuleType:
 
 def default_params(architecture: str) -> dict[str, Any]:
     """A fresh copy of the architecture's defaults (the published values where there are any)."""
-    return copy.deepcopy(_module_for(architecture).DEFAULTS)
+    return {**copy.deepcopy(_module_for(architecture).DEFAULTS), **COMMON_DEFAULTS}
 
 
 def resolve_params(architecture: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -56,8 +64,15 @@ def build_module(architecture: str, params: dict[str, Any] | None = None) -> Any
     savers and ``model info`` can report exactly what was built.
     """
     full = resolve_params(architecture, params)
+    arch_params = {k: v for k, v in full.items() if k not in COMMON_DEFAULTS}
     try:
-        module = _module_for(architecture).build(full)
+        if full["output"] not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}")
+        module = _module_for(architecture).build(arch_params)
+        if full["output"] == "cosine":
+            from streamguard.model.heads import use_cosine_output
+
+            use_cosine_output(module, float(full["output_scale"]), float(full["output_center"]))
     except (ValueError, TypeError) as exc:
         raise ModelError(f"invalid parameters for {architecture}: {exc}") from exc
     module.streamguard_params = full

@@ -119,3 +119,96 @@ def test_augmenter_noise_from_a_folder(speech, tmp_path):
     aug = Augmenter(AugmentConfig(noise_p=1.0, noise_dir=tmp_path), SR)
     out = aug(speech, torch.Generator().manual_seed(0))
     assert out.shape == speech.shape and not torch.equal(out, speech)
+
+
+# --------------------------------------------------------------------------- issue #17's ops
+
+
+def _snr_db(clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    return 10 * np.log10(float(clean.pow(2).sum()) / float((noisy - clean).pow(2).sum()))
+
+
+@pytest.mark.parametrize("algo", [1, 2, 3, 4])
+def test_rawboost_changes_the_signal_keeps_length_and_repeats_under_a_seed(speech, algo):
+    from streamguard.training.augment import rawboost
+
+    a = rawboost(speech, torch.Generator().manual_seed(5), algo)
+    b = rawboost(speech, torch.Generator().manual_seed(5), algo)
+    c = rawboost(speech, torch.Generator().manual_seed(6), algo)
+    assert a.shape == speech.shape and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.allclose(a, speech, atol=1e-4)
+    if algo == 3:  # stationary noise at 10-40 dB SNR: the speech is still there
+        assert 9.5 <= _snr_db(speech, a) <= 40.5
+    if algo == 2:  # impulsive: at most 10% of the samples change
+        assert (a != speech).float().mean() <= 0.1
+
+
+def test_lowpass_removes_the_band_above_the_cutoff(speech):
+    from streamguard.training.augment import lowpass
+
+    out = lowpass(speech, SR, 3_400)
+    assert _band_energy(out, 5_000, 8_000) < 0.02 * _band_energy(speech, 5_000, 8_000)
+    assert _band_energy(out, 300, 2_000) > 0.7 * _band_energy(speech, 300, 2_000)
+
+
+@pytest.mark.parametrize("codec", ["mulaw", "alaw", "g722", "g726", "gsm", "opus", "amr-nb"])
+def test_codec_round_trips_go_through_the_real_codecs(speech, codec):
+    from streamguard.training.augment import codec_round_trip
+
+    out = codec_round_trip(speech, SR, codec, torch.Generator().manual_seed(0))
+    assert out.shape == speech.shape and torch.isfinite(out).all()
+    assert not torch.allclose(out, speech, atol=1e-3)  # lossy
+    # still the same speech: strongly correlated within the telephone band (codec delay aside)
+    lag = max(range(-400, 401), key=lambda k: float((torch.roll(out, -k) * speech).sum()))
+    corr = np.corrcoef(torch.roll(out, -lag).numpy(), speech.numpy())[0, 1]
+    assert corr > 0.5, (codec, lag, corr)
+    if codec != "g722":  # narrow-band codecs: nothing left above 4 kHz
+        assert _band_energy(out, 4_300, 8_000) < 0.05 * _band_energy(speech, 4_300, 8_000)
+
+
+def test_packet_loss_rate_loses_about_that_share_of_packets(speech):
+    from streamguard.training.augment import packet_loss_rate
+
+    long = speech.repeat(5)
+    out = packet_loss_rate(long, SR, 0.1, torch.Generator().manual_seed(0))
+    frames = out.reshape(-1, 320)
+    lost = (frames.abs().sum(dim=1) == 0) & (long.reshape(-1, 320).abs().sum(dim=1) > 0)
+    assert 0.04 <= float(lost.float().mean()) <= 0.18
+    concealed = packet_loss_rate(long, SR, 0.1, torch.Generator().manual_seed(0), conceal=True)
+    c, o = concealed.reshape(-1, 320), long.reshape(-1, 320)
+    repeated = [
+        torch.equal(c[i], c[i - 1]) and not torch.equal(c[i], o[i]) for i in range(1, len(c))
+    ]
+    assert 0.04 <= float(np.mean(repeated)) <= 0.18  # lost packets replaced by the previous one
+
+
+def test_jitter_slips_keep_the_length_and_shift_the_audio(speech):
+    from streamguard.training.augment import jitter
+
+    out = jitter(speech, SR, 3, torch.Generator().manual_seed(1))
+    assert out.shape == speech.shape and not torch.equal(out, speech)
+    assert torch.equal(out[:80], speech[:80])  # a slip starts at least 5 ms in
+
+
+def test_new_ops_leave_old_recipes_unchanged_and_repeat_under_a_seed(speech):
+    old = AugmentConfig(gain_p=1.0, noise_p=1.0, packet_loss_p=1.0)
+    new = AugmentConfig(gain_p=1.0, noise_p=1.0, packet_loss_p=1.0, rawboost_p=1.0,
+                        codec_p=1.0, codecs=["gsm"], jitter_p=1.0, lowpass_p=1.0,
+                        packet_loss_rate=(0.01, 0.1))  # fmt: skip
+    a = Augmenter(old)(speech, torch.Generator().manual_seed(3))
+    b = Augmenter(old)(speech, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    x = Augmenter(new)(speech, torch.Generator().manual_seed(3))
+    y = Augmenter(new)(speech, torch.Generator().manual_seed(3))
+    assert torch.equal(x, y) and not torch.equal(x, a) and x.abs().max() <= 1.0
+    assert new.enabled
+
+
+def test_a_codec_without_its_tool_is_one_line(monkeypatch):
+    import streamguard.training.augment as augment
+    from streamguard.errors import ConfigError
+
+    monkeypatch.setattr(augment.shutil, "which", lambda _: None)
+    with pytest.raises(ConfigError, match="amr-nb need ffmpeg/sox"):
+        Augmenter(AugmentConfig(codec_p=0.5, codecs=["mulaw", "amr-nb"]))

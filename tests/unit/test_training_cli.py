@@ -91,3 +91,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
     assert main(["evaluate", "--data", str(HERE / "meta.csv"), "--threshold", "2"]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_uses_the_runs_own_config_and_a_mismatch_is_one_line(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--epochs", "1",
+                 "--no-progress", "--set", "export.enabled=false"]) == 0  # fmt: skip
+    capsys.readouterr()
+    # The recipe changes afterwards (other data, another network): the resumed run must not
+    # read it. docs/training.md's example passes --config; a different model is refused in
+    # one line instead of a size-mismatch traceback.
+    config.write_text(TINY_TOML.replace("widths = [8, 16, 32]", "widths = [8, 16, 64]"))
+    assert main(["train", "--config", str(config), "--out", str(out), "--resume",
+                 "--epochs", "2", "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other model params (widths" in err, err
+    assert main(["train", "--out", str(out), "--resume", "--lr", "1", "--no-progress"]) == 2
+    assert "cannot change optim.lr" in capsys.readouterr().err
+    config.write_text(TINY_TOML.replace(str(HERE / "manifest.csv"), str(tmp_path / "gone.csv")))
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "resuming after epoch 1" in text and "best epoch" in text
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+    # A checkpoint that does not fit the run's (hand-edited) config: one line too.
+    saved = json.loads((out / "config.json").read_text())
+    saved["model"]["params"]["widths"] = [8, 16, 64]
+    (out / "config.json").write_text(json.dumps(saved))
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit the configured model" in err, err
