@@ -35,12 +35,14 @@ from streamguard.alerts.events import (
     Score,
     combine_summaries,
 )
-from streamguard.alerts.smoothing import Smoother, SmoothingSettings
 from streamguard.audio.track import TrackPipeline, TrackSettings
 from streamguard.audio.windows import Window
 from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
-from streamguard.scoring.adaptive import ScoreThinner
+from streamguard.policy import AlertPolicy
+from streamguard.policy.adaptive import ScoreThinner
+from streamguard.policy.smoothing import SmoothingSettings
+from streamguard.policy.verdict import DEFAULT_MIN_SPEECH_SECONDS
 from streamguard.scoring.outcome import ScoreOutcome, Unscored
 from streamguard.sources.base import (
     Audio,
@@ -75,8 +77,13 @@ class CallPolicy:
 
     track: TrackSettings = field(default_factory=TrackSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-    min_verdict_speech_seconds: float = 2.0
+    min_verdict_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS
     max_call_seconds: float = 14_400.0
+
+    def alert_policy(self, threshold: float) -> AlertPolicy:
+        """The alert policy of a track scored by a model with this ``threshold``: the same
+        object :func:`streamguard.policy.replay` runs offline, so live and replayed agree."""
+        return AlertPolicy(threshold, self.smoothing, self.min_verdict_speech_seconds)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -94,7 +101,7 @@ class _Track:
         self.name = name
         self.sample_rate = sample_rate
         self.pipeline = TrackPipeline(sample_rate, policy.track, window_seconds=info.window_seconds)
-        self.smoother = Smoother(policy.smoothing, info.threshold)
+        self.smoother = policy.alert_policy(info.threshold).smoother()
         self.thinner = ScoreThinner(
             policy.track.adaptive_stride, policy.track.adaptive_below * info.threshold
         )
@@ -103,16 +110,19 @@ class _Track:
         self.failed = 0  # windows the model failed on
         self.ended = False
 
-    def summary(self, info: ModelInfo, policy: CallPolicy) -> CallSummary:
+    def summary(self, policy: CallPolicy) -> CallSummary:
         p = self.pipeline
-        return self.smoother.summary(
-            threshold=info.threshold,
+        stats = self.smoother.stats()
+        return CallSummary(
             duration=p.duration_seconds,
             speech_seconds=p.speech_seconds,
+            windows_scored=stats.windows,
             windows_skipped=p.windows_skipped,
             windows_dropped=self.dropped + p.windower.windows_lost,
             windows_failed=self.failed,
-            min_speech_seconds=policy.min_verdict_speech_seconds,
+            max_smoothed=stats.max_smoothed,
+            mean_smoothed=stats.mean_smoothed,
+            verdict=self.smoother.verdict(p.speech_seconds, policy.min_verdict_speech_seconds),
         )
 
 
@@ -287,7 +297,7 @@ class CallSession:
         if any(not t.ended or t.pending for t in self.tracks.values()):
             return
         self.finished = True
-        per_track = {name: t.summary(self.info, self.policy) for name, t in self.tracks.items()}
+        per_track = {name: t.summary(self.policy) for name, t in self.tracks.items()}
         self._events_out.append(
             CallEnded(
                 call_id=self.call_id,

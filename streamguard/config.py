@@ -28,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.errors import ConfigError
+from streamguard.policy.smoothing import SmoothingSettings
+from streamguard.policy.verdict import VerdictSettings
 from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from streamguard.tomlfile import read_toml
 
@@ -174,10 +175,6 @@ class ModelSettings(_Section):
     ] = "auto"
     worker: Literal["thread", "process"] = "thread"
     workers: int = Field(2, ge=1, le=64)
-
-
-class VerdictSettings(_Section):
-    min_speech_seconds: float = Field(2.0, ge=0)
 
 
 def _check_path(path: str) -> str:

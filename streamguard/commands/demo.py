@@ -102,7 +102,7 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     from streamguard.commands.watch import format_event
     from streamguard.daemon import Daemon
     from streamguard.dashboard import dashboard_url
-    from streamguard.scoring.verdict import format_threshold
+    from streamguard.policy.verdict import format_threshold
     from streamguard.sources.senders import frames_for
 
     out = sys.stdout

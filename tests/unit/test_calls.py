@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from streamguard.alerts.bus import AlertBus
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.file import read_audio
 from streamguard.calls import (
     CallFeed,
@@ -22,6 +21,7 @@ from streamguard.calls import (
     CallRegistry,
     CallSession,
 )
+from streamguard.policy.smoothing import SmoothingSettings
 from streamguard.scoring.outcome import Unscored
 from streamguard.sources.base import (
     Audio,
