@@ -70,7 +70,7 @@ class ServerSettings(_Section):
 
     @model_validator(mode="after")
     def _names(self) -> ServerSettings:
-        from streamguard.access import host_key, origin_key
+        from streamguard.server.access import host_key, origin_key
 
         for entry in self.allowed_hosts:
             if entry.strip() != "*" and host_key(entry) is None:
@@ -251,7 +251,7 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
         if self.enabled and self.api_key is None and self.api_key_file is None:
             raise ValueError("enabled without api_key (or api_key_file): Genesys sends one")
         if self.client_secret is not None:
-            from streamguard.sources.audiohook_auth import decode_client_secret
+            from streamguard.server.audiohook_auth import decode_client_secret
 
             decode_client_secret(self.client_secret.get_secret_value())
         return self
@@ -261,7 +261,7 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
 
     def client_secret_bytes(self) -> bytes | None:
         """The HMAC key (the base64-decoded client secret), or None when none is configured."""
-        from streamguard.sources.audiohook_auth import decode_client_secret
+        from streamguard.server.audiohook_auth import decode_client_secret
 
         text = secret_value(
             self.client_secret, self.client_secret_file, "sources.audiohook.client_secret"

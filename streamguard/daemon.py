@@ -17,8 +17,9 @@ drain is not a stall: once stopping (``STOPPING=1``, after which systemd's ``Tim
 bounds the stop, not the watchdog) the watchdog task is gone.
 
 The edge (docs/operations.md, "Authentication" and "Limits and close codes"): listening beyond
-loopback with a surface unprotected refuses to start; tokens and the Twilio signature are checked
-at the handshake (:mod:`streamguard.access`); ``[server] tls_cert``/``tls_key`` serve wss/https.
+loopback with a surface unprotected refuses to start; tokens and the Twilio signature are
+checked at the handshake (:mod:`streamguard.server.access`); ``[server] tls_cert``/``tls_key``
+serve wss/https.
 """
 
 from __future__ import annotations
@@ -35,30 +36,25 @@ from typing import Any
 import structlog
 from websockets.asyncio.server import Server, serve
 
-from streamguard.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
 from streamguard.alerts.backends import EventBackend, make_backend
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import CallEnded, combine_summaries
-from streamguard.alerts.server import (
-    HandshakeGuard,
-    Health,
-    WebSocketRouter,
-    alerts_handler,
-    close_subscribers,
-    healthz_route,
-    make_process_request,
-    metrics_route,
-    select_subprotocol,
-)
+from streamguard.alerts.subscriptions import alerts_handler, close_subscribers
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
-from streamguard.dashboard import dashboard_routes, dashboard_url
 from streamguard.errors import StreamguardError
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
+from streamguard.server.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
+from streamguard.server.api import ApiTable
+from streamguard.server.dashboard import dashboard_routes, dashboard_url, status_route
+from streamguard.server.handshake import HandshakeGuard
+from streamguard.server.health import Health, healthz_route, metrics_route
+from streamguard.server.httputil import select_subprotocol
+from streamguard.server.router import WebSocketRouter, make_process_request
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
 from streamguard.sources.websocket import FeedLimits, feed_handler
@@ -157,7 +153,7 @@ class Daemon:
             raise StreamguardError(problem)
         self.access = AccessPolicy.from_settings(s)
         if s.server.tls:
-            from streamguard.tls import server_context
+            from streamguard.server.tls import server_context
 
             assert s.server.tls_cert is not None and s.server.tls_key is not None
             self._ssl = server_context(s.server.tls_cert, s.server.tls_key)
@@ -339,8 +335,9 @@ class Daemon:
             http_routes={
                 "/healthz": healthz_route(self.health, details=self.access.may_see_details),
                 "/metrics": metrics_route(self.metrics),
-                **dashboard_routes(self.status),
+                **dashboard_routes(),
             },
+            api=ApiTable([status_route(self.status)]),
             access=self.access,
             hosts=HostPolicy.for_server(s.server.host, s.server.allowed_hosts),
             allowed_origins=s.server.allowed_origins,

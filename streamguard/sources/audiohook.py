@@ -4,7 +4,7 @@ One ``AudioHookProtocol`` per WebSocket connection (= one AudioHook session = on
 :meth:`receive_text` (JSON messages), :meth:`receive_bytes` (audio), :meth:`close` (connection
 gone); output: source events (returned) and the server's JSON messages (:meth:`data_to_send`),
 which the edge writes to the socket in order. The handshake (API key, HTTP message signature) is
-checked before the connection reaches this core (:mod:`~streamguard.sources.audiohook_auth`); its
+checked before the connection reaches this core (:mod:`~streamguard.server.audiohook_auth`); its
 ``Audiohook-Session-Id`` and ``Audiohook-Organization-Id`` are passed in and checked against
 every message.
 

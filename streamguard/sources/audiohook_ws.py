@@ -1,7 +1,7 @@
 """Wiring of the AudioHook feed into the daemon's one WebSocket port.
 
 Two pieces, both thin: the handshake check that ``process_request`` runs for the AudioHook path
-(API key and signature, :class:`~streamguard.sources.audiohook_auth.HandshakeVerifier`; a refusal
+(API key and signature, :class:`~streamguard.server.audiohook_auth.HandshakeVerifier`; a refusal
 is an HTTP 400/401 before any WebSocket exists, logged and counted in
 ``streamguard_source_rejects_total{source="audiohook"}`` with ``reason`` ``auth``, ``signature``
 or ``protocol``), and the connection handler: the shared
@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from streamguard.alerts.server import ProcessRequest, WsHandler, http_response, request_path
+from streamguard.server.audiohook_auth import Handshake, HandshakeVerifier
+from streamguard.server.httputil import http_response, request_path
+from streamguard.server.router import ProcessRequest, WsHandler
 from streamguard.sources.audiohook import AudioHookProtocol
-from streamguard.sources.audiohook_auth import Handshake, HandshakeVerifier
 from streamguard.sources.websocket import FeedLimits, feed_handler
 
 if TYPE_CHECKING:
