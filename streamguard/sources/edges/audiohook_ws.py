@@ -5,7 +5,7 @@ Two pieces, both thin: the handshake check that ``process_request`` runs for the
 is an HTTP 400/401 before any WebSocket exists, logged and counted in
 ``streamguard_source_rejects_total{source="audiohook"}`` with ``reason`` ``auth``, ``signature``
 or ``protocol``), and the connection handler: the shared
-:func:`~streamguard.sources.websocket.feed_handler` with an
+:func:`~streamguard.sources.edges.websocket.feed_handler` with an
 :class:`~streamguard.sources.audiohook.AudioHookProtocol` per connection, made from the accepted
 request's headers.
 """
@@ -22,7 +22,7 @@ from streamguard.server.audiohook_auth import Handshake, HandshakeVerifier
 from streamguard.server.httputil import http_response, request_path
 from streamguard.server.router import ProcessRequest, WsHandler
 from streamguard.sources.audiohook import AudioHookProtocol
-from streamguard.sources.websocket import FeedLimits, feed_handler
+from streamguard.sources.edges.websocket import FeedLimits, feed_handler
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection

@@ -99,6 +99,15 @@ class AudioSocketServer:
         if self.server is not None:
             await self.server.wait_closed()
 
+    async def stop(self) -> None:
+        """The source table's stop step: stop listening (calls go on until the drain)."""
+        self.close()
+
+    async def closed(self) -> None:
+        """The source table's last step, after the drain: drop what is left and wait."""
+        self.close_connections()
+        await self.wait_closed()
+
 
 async def start_audiosocket(settings, registry: CallRegistry, *, metrics=None) -> AudioSocketServer:
     """Listen on ``[sources.audiosocket]`` host:port."""

@@ -136,6 +136,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
 
+    async def stop(self) -> None:
+        """The source table's stop step: :meth:`close` (before the registry's drain)."""
+        self.close()
+
+    async def closed(self) -> None:
+        """The source table's last step, after the drain."""
+        await self.wait_closed()
+
     @property
     def rtcp_port(self) -> int | None:
         return None if self.rtcp is None else self.rtcp.port

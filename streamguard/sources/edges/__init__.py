@@ -1,0 +1,8 @@
+"""The asyncio edges of the sources: sockets and devices in, a core's events into a ``CallFeed``.
+
+One edge per transport: ``websocket.py`` (a path on the daemon's port, any WebSocket core),
+``tcp.py`` (AudioSocket), ``udp.py`` (RTP and RTCP), ``mic.py`` (a sound device),
+``kvs_reader.py`` (GetMedia from Kinesis Video Streams), ``audiohook_ws.py`` (AudioHook's
+handshake check and handler). The cores (``streamguard/sources/*.py``) never import an edge;
+the mapping of a core's refusal kind to a WebSocket close code lives in ``websocket.py`` only.
+"""
