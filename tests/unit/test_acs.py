@@ -200,7 +200,7 @@ def test_too_many_participants():
     assert sequence_problems(events) == []
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     st.lists(
         st.one_of(

@@ -248,7 +248,7 @@ def test_error_tags_are_reported():
     assert core.error_tag == ("Requested fragment is not found", "4000")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     st.lists(
         st.one_of(

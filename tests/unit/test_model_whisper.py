@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamguard.errors import ModelError
@@ -85,7 +85,7 @@ def test_bad_layouts_are_refused():
         parse_ct2(header() + struct.pack("<I", 1) + var + struct.pack("<BI", 9, 16) + bytes(16))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(cut=st.integers(min_value=0, max_value=400), flips=st.lists(
     st.tuples(st.integers(0, 399), st.integers(0, 255)), max_size=4))  # fmt: skip
 def test_damaged_files_fail_with_model_error_only(cut, flips):
