@@ -21,14 +21,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from streamguard.sources.edges.websocket import FeedLimits, feed_handler
+from streamguard.sources.edges.websocket import FeedLimits, WsHandler, feed_handler
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
 
 if TYPE_CHECKING:
     from streamguard.calls import CallRegistry
     from streamguard.config import Settings
-    from streamguard.server.router import ProcessRequest, WsHandler
+    from streamguard.server.router import ProcessRequest
 
 __all__ = [
     "SOURCES",
@@ -120,9 +120,11 @@ def _ingest(section: Any, ctx: SourceContext) -> WebSocketRoute:
 
 
 def _audiohook(section: Any, ctx: SourceContext) -> WebSocketRoute:
-    from streamguard.sources.edges.audiohook_ws import audiohook_route
+    from streamguard.server.feed_checks import audiohook_check
+    from streamguard.sources.edges.audiohook_ws import audiohook_handler
 
-    handler, check = audiohook_route(section, ctx.registry, metrics=ctx.metrics, limits=ctx.limits)
+    check = audiohook_check(section, metrics=ctx.metrics)  # the credentials, read now
+    handler = audiohook_handler(section, ctx.registry, metrics=ctx.metrics, limits=ctx.limits)
     return WebSocketRoute(section.path, handler, check)
 
 

@@ -3,6 +3,7 @@
 One edge per transport: ``websocket.py`` (a path on the daemon's port, any WebSocket core),
 ``tcp.py`` (AudioSocket), ``udp.py`` (RTP and RTCP), ``mic.py`` (a sound device),
 ``kvs_reader.py`` (GetMedia from Kinesis Video Streams), ``audiohook_ws.py`` (AudioHook's
-handshake check and handler). The cores (``streamguard/sources/*.py``) never import an edge;
-the mapping of a core's refusal kind to a WebSocket close code lives in ``websocket.py`` only.
+connection handler; its handshake check is the front door's, ``server/feed_checks.py``). The
+cores (``streamguard/sources/*.py``) never import an edge; the mapping of a core's refusal kind
+to a WebSocket close code lives in ``websocket.py`` only.
 """

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from websockets.http11 import Request
 
 log = structlog.get_logger(__name__)
+
+#: A handler of the port's router: one WebSocket connection in, served until it ends.
+WsHandler = Callable[["ServerConnection"], Awaitable[None]]
 
 #: The close code for each kind of refusal (docs/operations.md, "Limits and close codes").
 CLOSE_CODES: dict[FeedEndKind, int] = {
@@ -89,7 +92,7 @@ def feed_handler(
     *,
     metrics=None,
     limits: FeedLimits | None = None,
-):
+) -> WsHandler:
     """A ``WebSocketRouter`` handler that runs one call per connection through a core made by
     ``core_factory(request)`` (the upgrade request: AudioHook takes its session from it)."""
     limits = limits or FeedLimits()
