@@ -49,7 +49,7 @@ from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
 from streamguard.server.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
-from streamguard.server.api import ApiTable
+from streamguard.server.api import ApiRoute, ApiTable
 from streamguard.server.dashboard import dashboard_routes, dashboard_url, status_route
 from streamguard.server.handshake import HandshakeGuard
 from streamguard.server.health import Health, healthz_route, metrics_route
@@ -314,7 +314,7 @@ class Daemon:
                 "/metrics": metrics_route(self.metrics),
                 **dashboard_routes(),
             },
-            api=ApiTable([status_route(self.status)]),
+            api=ApiTable(self._api_routes()),
             access=self.access,
             hosts=HostPolicy.for_server(s.server.host, s.server.allowed_hosts),
             allowed_origins=s.server.allowed_origins,
@@ -358,6 +358,10 @@ class Daemon:
                 hint="tokens cross the network in clear: set [server] tls_cert/tls_key or "
                 "put a TLS-terminating proxy in front",
             )
+
+    def _api_routes(self) -> list[ApiRoute]:
+        """The daemon's ``/api/*`` table (:mod:`streamguard.server.api`): add a route here."""
+        return [status_route(self.status)]
 
     def _source_context(self) -> SourceContext:
         assert self.registry is not None

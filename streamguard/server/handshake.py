@@ -11,7 +11,9 @@ Owns what happens on a connection before the WebSocket exists:
   that follow are kept aside for :meth:`BodyReadingConnection.read_body`, which the ``/api``
   table awaits inside ``process_request``. Nothing else changes: WebSocket handshakes and bodiless
   GETs go through websockets untouched, and the whole exchange stays inside websockets'
-  ``open_timeout`` (a slow body is cut like a slow handshake). ``Transfer-Encoding`` (chunked)
+  ``open_timeout`` (a slow body is cut like a slow handshake). A client that sends
+  ``Expect: 100-continue`` (curl, for bodies over 1 KiB) is told ``100 Continue`` once the
+  request passed its checks, when the body is first awaited. ``Transfer-Encoding`` (chunked)
   bodies are not supported (websockets drops such a request); every HTTP client sends a JSON
   body with a ``Content-Length``. See docs/architecture.md, "Decisions".
 """
@@ -50,6 +52,7 @@ class BodyReadingConnection(ServerConnection):
         self._head: bytearray | None = bytearray()  # None once the head was handed over
         self._body = bytearray()
         self.body_length = 0  # announced by Content-Length (0: no body)
+        self._expects_continue = False  # Expect: 100-continue: the client waits for our go
         self._body_done: asyncio.Future[None] = self.loop.create_future()
 
     def data_received(self, data: bytes) -> None:
@@ -69,6 +72,7 @@ class BodyReadingConnection(ServerConnection):
         head, rest = bytes(self._head[: end + 4]), bytes(self._head[end + 4 :])
         self._head = None
         head, self.body_length = _without_body_length(head)
+        self._expects_continue = bool(self.body_length) and _expects_continue(head)
         super().data_received(head)
         if self.body_length:
             self._take_body(rest)
@@ -94,12 +98,24 @@ class BodyReadingConnection(ServerConnection):
             return b""
         if self.body_length > min(limit, MAX_BODY_BYTES):
             raise BodyTooLarge(self.body_length)
+        if self._expects_continue and not self._body_done.done():
+            self._expects_continue = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await asyncio.wait(
             [self._body_done, self.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED
         )
         if not self._body_done.done():
             raise ConnectionError("client went away before its request body arrived")
         return bytes(self._body)
+
+
+def _expects_continue(head: bytes) -> bool:
+    return any(
+        name.strip().lower() == b"expect" and value.strip().lower() == b"100-continue"
+        for line in head.split(b"\r\n")[1:]
+        for name, sep, value in [line.partition(b":")]
+        if sep
+    )
 
 
 def _without_body_length(head: bytes) -> tuple[bytes, int]:
