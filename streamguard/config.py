@@ -28,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.errors import ConfigError
+from streamguard.policy.smoothing import SmoothingSettings
+from streamguard.policy.verdict import VerdictSettings
 from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from streamguard.tomlfile import read_toml
 
@@ -69,7 +70,7 @@ class ServerSettings(_Section):
 
     @model_validator(mode="after")
     def _names(self) -> ServerSettings:
-        from streamguard.access import host_key, origin_key
+        from streamguard.server.access import host_key, origin_key
 
         for entry in self.allowed_hosts:
             if entry.strip() != "*" and host_key(entry) is None:
@@ -176,10 +177,6 @@ class ModelSettings(_Section):
     workers: int = Field(2, ge=1, le=64)
 
 
-class VerdictSettings(_Section):
-    min_speech_seconds: float = Field(2.0, ge=0)
-
-
 def _check_path(path: str) -> str:
     if not path.startswith("/") or "?" in path:
         raise ValueError(f"must be an absolute URL path like '/alerts', got {path!r}")
@@ -254,7 +251,7 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
         if self.enabled and self.api_key is None and self.api_key_file is None:
             raise ValueError("enabled without api_key (or api_key_file): Genesys sends one")
         if self.client_secret is not None:
-            from streamguard.sources.audiohook_auth import decode_client_secret
+            from streamguard.server.audiohook_auth import decode_client_secret
 
             decode_client_secret(self.client_secret.get_secret_value())
         return self
@@ -264,7 +261,7 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
 
     def client_secret_bytes(self) -> bytes | None:
         """The HMAC key (the base64-decoded client secret), or None when none is configured."""
-        from streamguard.sources.audiohook_auth import decode_client_secret
+        from streamguard.server.audiohook_auth import decode_client_secret
 
         text = secret_value(
             self.client_secret, self.client_secret_file, "sources.audiohook.client_secret"

@@ -30,6 +30,9 @@ from pydantic import (
     field_validator,
 )
 
+from streamguard.policy.smoothing import AlertState
+from streamguard.policy.verdict import Verdict
+
 Source: TypeAlias = Literal[
     "twilio",
     "telnyx",
@@ -47,8 +50,6 @@ Source: TypeAlias = Literal[
 
 EventType: TypeAlias = Literal["call_started", "score", "alert", "call_ended", "dropped"]
 DroppedReason: TypeAlias = Literal["slow", "retention"]
-Verdict: TypeAlias = Literal["fake", "real", "inconclusive"]
-AlertState: TypeAlias = Literal["raised", "cleared"]
 EndReason: TypeAlias = Literal[
     "stop", "hangup", "closed", "idle", "bye", "limit", "shutdown", "error", "crash"
 ]
@@ -104,10 +105,10 @@ class _Frozen(BaseModel):
 class CallSummary(_Frozen):
     """What one track (or, combined, one call) looked like when it ended.
 
-    ``verdict`` comes from :func:`streamguard.scoring.verdict.policy_verdict`: the track's alert
+    ``verdict`` comes from :func:`streamguard.policy.verdict.policy_verdict`: the track's alert
     history under the alert policy, the rule the offline ``scan`` command replays
-    (:func:`~streamguard.scoring.verdict.replay_verdict`), so a recorded call and the live call
-    get the same answer.
+    (:func:`streamguard.policy.replay`), so a recorded call and the live call get the same
+    answer.
     """
 
     duration: float = Field(ge=0, description="seconds of audio seen (call time)")
