@@ -208,8 +208,13 @@ class Daemon:
             metrics=self.metrics,
         )
         self.notifier.status("opening the event log")
-        self.backend = make_backend(s.events, metrics=self.metrics)
-        await self.backend.start(self.bus)
+        backend = make_backend(s.events, metrics=self.metrics)
+        try:
+            await backend.start(self.bus)
+        except BaseException:  # its one line (a locked spool...) is the error; nothing to drain
+            await backend.close()
+            raise
+        self.backend = backend
         await self._recover_open_calls()
         self.engine = ScoringEngine(
             self.detector,
