@@ -135,8 +135,11 @@ def tiny_onnx_build(tiny_detector, _serving_cache) -> None:
     production daemon does from its second start.
     """
     from streamguard.model.serving import build_onnx_runner
+    from streamguard.scoring.offline import demo_windows
 
-    build_onnx_runner(tiny_detector.module, tiny_detector.window_samples, int8=True)
+    build_onnx_runner(
+        tiny_detector.module, tiny_detector.window_samples, int8=True, speech=demo_windows
+    )
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@
 reader (:func:`streamguard.audio.file.decode_mono`, soxr stream resampling to 16 kHz), pushed
 whole through a :class:`~streamguard.audio.track.TrackPipeline` (ring buffer, webrtcvad gate,
 windower: the daemon's per-track chain, with the daemon's ``[track]`` settings), and the windows
-of all clips are scored in batches by :func:`streamguard.scoring.batching.score_windows`, the
-function the live engine and ``scan`` use. Nothing is cropped by hand: a 10 s clip gives the
+of all clips are scored in the engine's batches, by
+:class:`streamguard.scoring.offline.OfflineScorer`: the path ``scan`` and the serving checks
+take too. Nothing is cropped by hand: a 10 s clip gives the
 windows a 10 s call would (0-4, 1-5, ... s with a 1 s hop, where there is enough speech).
 
 **Three levels** of the report:
@@ -329,53 +330,35 @@ def score_through_chain(
     """
     from tqdm.auto import tqdm
 
-    from streamguard.audio.track import TrackPipeline, TrackSettings
-    from streamguard.scoring.batching import score_windows
+    from streamguard.scoring.offline import OfflineScorer
 
-    track = track or TrackSettings()
     rate = detector.info.sample_rate
     store = store or ClipStore(rate, "none")
-    results: list[ClipResult] = []
+    scorer = OfflineScorer(detector, track, max_batch=batch_size)
+    kept: list[Example] = []
     problems: list[Problem] = []
-    pending: list[tuple[int, Any]] = []  # (result index, Window)
-    found: list[list[tuple[float, float, float]]] = []
-
-    def flush() -> None:
-        if pending:
-            scores = score_windows(detector, [w for _, w in pending], max_batch=batch_size)
-            for (i, w), p in zip(pending, scores, strict=True):
-                found[i].append((w.start, w.end, float(p)))
-            pending.clear()
-
     for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
         try:
             clip = store.get(example.path)
         except StreamguardError as exc:
             problems.append(Problem(example.origin or str(example.path), str(exc)))
             continue
-        pipe = TrackPipeline(rate, track, window_seconds=detector.info.window_seconds)
-        index = len(results)
-        found.append([])
-        pending.extend((index, w) for w in pipe.push(clip))
-        pending.extend((index, w) for w in pipe.finish())
-        results.append(
-            ClipResult(
-                example,
-                np.zeros(0),
-                np.zeros(0),
-                np.zeros(0, np.float32),
-                duration=pipe.duration_seconds,
-                speech_seconds=pipe.speech_seconds,
-                windows_skipped=pipe.windows_skipped,
-            )
+        index = scorer.track(rate)
+        scorer.push(index, clip)
+        scorer.finish(index)
+        kept.append(example)
+    results = [
+        ClipResult(
+            example,
+            np.asarray(t.starts, dtype=np.float64),
+            np.asarray(t.ends, dtype=np.float64),
+            np.asarray(t.scores, dtype=np.float32),
+            duration=t.duration,
+            speech_seconds=t.speech_seconds,
+            windows_skipped=t.windows_skipped,
         )
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    for result, windows in zip(results, found, strict=True):
-        arr = np.asarray(windows, dtype=np.float64).reshape(-1, 3)
-        result.starts, result.ends = arr[:, 0], arr[:, 1]
-        result.scores = arr[:, 2].astype(np.float32)
+        for example, t in zip(kept, scorer.close(), strict=True)
+    ]
     return results, problems
 
 

@@ -54,6 +54,14 @@ PARITY_TOLERANCE = 0.01
 _CPU_CHAIN = ("onnxruntime-int8", "onnxruntime", "torchscript", "eager")
 
 
+#: ``speech(window_samples, offset_seconds) -> float32 [N, window_samples]``: windows of real
+#: speech, the grid shifted by ``offset_seconds``. What a backend is calibrated (offset 0) and
+#: checked (offset 0.5) on; :func:`streamguard.scoring.offline.demo_windows` cuts them from the
+#: bundled demo call. Passed in (a module-level function: it crosses to the build's child
+#: process), so this module reads no audio files itself.
+SpeechWindows = Callable[[int, float], np.ndarray]
+
+
 class BackendUnavailable(Exception):
     """This backend cannot serve this model here (missing package, export failure, drift)."""
 
@@ -84,32 +92,10 @@ def candidates(backend: str, device_type: str) -> tuple[str, ...]:
 
 
 # -- check audio ------------------------------------------------------------------------------
-def demo_windows(window_samples: int, *, offset_seconds: float = 0.0) -> np.ndarray:
-    """Windows of real speech from the bundled demo call (both tracks), ``[N, window]``.
-
-    ``offset_seconds`` shifts the window grid, so calibration and check windows differ.
-    """
-    from importlib import resources
-
-    from streamguard.audio.file import read_audio
-    from streamguard.audio.track import TrackPipeline, TrackSettings
-
-    path = resources.files("streamguard") / "demo" / "demo_call.wav"
-    rate, channels = read_audio(str(path))
-    skip = round(offset_seconds * rate)
-    settings = TrackSettings(min_speech_seconds=0.5)
-    out = []
-    for channel in channels:
-        pipe = TrackPipeline(rate, settings, window_seconds=window_samples / 16_000)
-        windows = pipe.push(channel[skip:]) + pipe.finish()
-        out += [w.samples for w in windows]
-    return np.stack(out).astype(np.float32)
-
-
-def check_windows(window_samples: int) -> np.ndarray:
-    """What parity is checked on: demo-call speech off the calibration grid, noise, silence."""
+def check_windows(window_samples: int, speech: SpeechWindows) -> np.ndarray:
+    """What parity is checked on: speech off the calibration grid, noise, silence."""
     rng = np.random.default_rng(1)
-    speech = demo_windows(window_samples, offset_seconds=0.5)
+    speech = speech(window_samples, 0.5)
     noise = (0.05 * rng.standard_normal((2, window_samples))).astype(np.float32)
     return np.concatenate([speech, noise, np.zeros((1, window_samples), np.float32)])
 
@@ -302,7 +288,12 @@ def _store(key: str, model: bytes) -> None:
 
 
 def build_onnx_runner(
-    module: Any, window_samples: int, *, int8: bool, threads: int | None = None
+    module: Any,
+    window_samples: int,
+    *,
+    int8: bool,
+    speech: SpeechWindows,
+    threads: int | None = None,
 ) -> OnnxRunner:
     """Export ``module`` (fp32, CPU) to ONNX Runtime; ``int8`` quantizes its convolutions.
 
@@ -315,15 +306,17 @@ def build_onnx_runner(
     key = _cache_key(module, window_samples, int8)
     model = _cached(key)
     if model is None:
-        model = _build(front, network, window_samples, int8)
+        model = _build(front, network, window_samples, int8, speech)
         _store(key, model)
     return OnnxRunner(front, _session(model, threads))
 
 
-def _build(front: Any, network: Any, window_samples: int, int8: bool) -> bytes:
+def _build(
+    front: Any, network: Any, window_samples: int, int8: bool, speech: SpeechWindows
+) -> bytes:
     import torch
 
-    calibration = demo_windows(window_samples)
+    calibration = speech(window_samples, 0.0)
     with torch.no_grad():
         example = torch.from_numpy(calibration[:2])
         features = front(example) if front is not None else example
@@ -344,6 +337,7 @@ def build_in_subprocess(
     backend: str = "auto",
     timeout: float = 900.0,
     *,
+    speech: SpeechWindows,
     cancelled: threading.Event | None = None,
 ) -> None:
     """Export (and calibrate) ``backend``'s ONNX model into the cache from a child process.
@@ -361,7 +355,7 @@ def build_in_subprocess(
     ctx = mp.get_context("spawn")
     proc = ctx.Process(
         target=_build_to_cache,
-        args=(detector.module, detector.window_samples, first.endswith("int8")),
+        args=(detector.module, detector.window_samples, first.endswith("int8"), speech),
         name="streamguard-onnx-build",
         daemon=True,
     )
@@ -376,11 +370,11 @@ def build_in_subprocess(
         proc.join()
 
 
-def _build_to_cache(module: Any, window_samples: int, int8: bool) -> None:
+def _build_to_cache(module: Any, window_samples: int, int8: bool, speech: SpeechWindows) -> None:
     key = _cache_key(module, window_samples, int8)
     if _cached(key) is None:
         front, network = _split(module)
-        _store(key, _build(front, network, window_samples, int8))
+        _store(key, _build(front, network, window_samples, int8, speech))
 
 
 def needs_build(detector: Any, backend: str = "auto") -> bool:
@@ -398,16 +392,19 @@ def needs_build(detector: Any, backend: str = "auto") -> bool:
     return _cached(key) is None
 
 
-def serve(detector: Any, backend: str = "auto", *, threads: int | None = None) -> str:
+def serve(
+    detector: Any, backend: str = "auto", *, speech: SpeechWindows, threads: int | None = None
+) -> str:
     """Make ``detector`` serve through the first usable backend for ``backend``; its name.
 
-    Every non-eager backend is checked against eager fp32 on :func:`check_windows` and skipped
+    Every non-eager backend is checked against eager fp32 on :func:`check_windows` (of
+    ``speech``, see :data:`SpeechWindows`) and skipped
     (with a log line saying why) if any P(fake) moves by more than :data:`PARITY_TOLERANCE`.
     """
     tried: list[str] = []
     for name in candidates(backend, detector.device.type):
         try:
-            _install(detector, name, threads)
+            _install(detector, name, threads, speech)
         except BackendUnavailable as exc:
             tried.append(f"{name}: {exc}")
             log.info("backend_unavailable", backend=name, reason=str(exc))
@@ -418,7 +415,7 @@ def serve(detector: Any, backend: str = "auto", *, threads: int | None = None) -
     raise BackendUnavailable("; ".join(tried))
 
 
-def _install(detector: Any, name: str, threads: int | None) -> None:
+def _install(detector: Any, name: str, threads: int | None, speech: SpeechWindows) -> None:
     if name == "eager":
         detector.set_runner(detector.module, "eager")
         return
@@ -427,18 +424,21 @@ def _install(detector: Any, name: str, threads: int | None) -> None:
             raise BackendUnavailable("the trace differs from eager or cannot be made")
         return
     if name == "cuda-graphs":
-        _install_cuda_graphs(detector)
+        _install_cuda_graphs(detector, speech)
         return
     if detector.device.type != "cpu" or detector.half:
         raise BackendUnavailable("ONNX Runtime serves fp32 on the CPU only")
     runner = build_onnx_runner(
-        detector.module, detector.window_samples, int8=name.endswith("int8"), threads=threads
+        detector.module,
+        detector.window_samples,
+        int8=name.endswith("int8"),
+        speech=speech,
+        threads=threads,
     )
     import torch
 
-    report = parity(
-        detector.module, runner, torch.from_numpy(check_windows(detector.window_samples))
-    )
+    checks = check_windows(detector.window_samples, speech)
+    report = parity(detector.module, runner, torch.from_numpy(checks))
     if not report.max_abs_diff <= PARITY_TOLERANCE:
         raise BackendUnavailable(
             f"P(fake) differs from eager by {report.max_abs_diff:.4f} > {PARITY_TOLERANCE}"
@@ -446,7 +446,7 @@ def _install(detector: Any, name: str, threads: int | None) -> None:
     detector.set_runner(runner, name, parity=report.max_abs_diff)
 
 
-def _install_cuda_graphs(detector: Any, max_batch: int = 16) -> None:
+def _install_cuda_graphs(detector: Any, speech: SpeechWindows, max_batch: int = 16) -> None:
     """CUDA graphs of the detector's own module (its precision), checked against it."""
     if detector.device.type != "cuda":
         raise BackendUnavailable("CUDA graphs need a CUDA device")
@@ -465,7 +465,8 @@ def _install_cuda_graphs(detector: Any, max_batch: int = 16) -> None:
         )
     except Exception as exc:  # an op that cannot be captured: the next backend serves
         raise BackendUnavailable(f"capture failed: {type(exc).__name__}") from None
-    waves = torch.from_numpy(check_windows(detector.window_samples)).to(detector.device, dtype)
+    checks = check_windows(detector.window_samples, speech)
+    waves = torch.from_numpy(checks).to(detector.device, dtype)
     report = parity(detector.module, runner, waves)
     if not report.max_abs_diff <= PARITY_TOLERANCE:
         raise BackendUnavailable(

@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from streamguard.scoring.offline import demo_windows
+
 log = structlog.get_logger(__name__)
 
 
@@ -79,10 +81,10 @@ def build_runners(
 
         if build_in_background and backend == "auto" and needs_build(detector, backend):
             with contextlib.suppress(BackendUnavailable):  # else eager until the build is done
-                serve(detector, "torchscript", threads=per_worker)
+                serve(detector, "torchscript", speech=demo_windows, threads=per_worker)
             _UPGRADES[detector] = BackendUpgrade(detector, backend, per_worker)
         else:
-            serve(detector, backend, threads=per_worker)
+            serve(detector, backend, speech=demo_windows, threads=per_worker)
     return [detector] * workers
 
 
@@ -109,10 +111,12 @@ class BackendUpgrade:
         log.info("backend_building", serving=self.detector.backend, target=self.backend)
         try:
             # the heavy part, off this process's GIL
-            build_in_subprocess(self.detector, self.backend, cancelled=self.cancelled)
+            build_in_subprocess(
+                self.detector, self.backend, speech=demo_windows, cancelled=self.cancelled
+            )
             if self.cancelled.is_set():
                 return
-            name = serve(self.detector, self.backend, threads=self.threads)
+            name = serve(self.detector, self.backend, speech=demo_windows, threads=self.threads)
         except Exception as exc:  # keep serving what already works
             log.warning("backend_build_failed", error=f"{type(exc).__name__}: {exc}"[:200])
             return

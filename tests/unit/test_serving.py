@@ -16,6 +16,7 @@ from streamguard.model.serving import (
     needs_build,
     serve,
 )
+from streamguard.scoring.offline import demo_windows
 from tests.conftest import TINY_MODEL_PARAMS
 
 
@@ -38,10 +39,10 @@ def test_auto_prefers_int8_then_fp32_then_torch_on_cpu():
 def test_onnx_backends_score_within_tolerance_of_eager(backend):
     seed = 7 if backend == "onnxruntime" else 8  # weights no other test built in this run
     detector = fresh_tiny(seed)
-    waves = check_windows(detector.window_samples)[:6]
+    waves = check_windows(detector.window_samples, demo_windows)[:6]
     eager = detector(waves)
     assert needs_build(detector, backend)
-    assert serve(detector, backend) == backend
+    assert serve(detector, backend, speech=demo_windows) == backend
     assert detector.backend == backend and detector.backend_parity <= PARITY_TOLERANCE
     got = detector(waves)
     assert got.shape == eager.shape and np.all(np.isfinite(got))
@@ -59,10 +60,10 @@ def test_a_backend_that_drifts_is_refused_and_the_next_one_serves(monkeypatch):
 
     monkeypatch.setattr(serving, "PARITY_TOLERANCE", -1.0)  # nothing can be at parity
     detector = fresh_tiny(1)
-    assert serve(detector, "auto") == "torchscript"
+    assert serve(detector, "auto", speech=demo_windows) == "torchscript"
     assert detector.backend == "torchscript"
     with pytest.raises(BackendUnavailable, match="differs from eager"):
-        serve(fresh_tiny(1), "onnxruntime")
+        serve(fresh_tiny(1), "onnxruntime", speech=demo_windows)
 
 
 def test_fixed_shape_runner_pads_to_the_next_size_and_drops_the_padding(tiny_detector):
@@ -72,7 +73,7 @@ def test_fixed_shape_runner_pads_to_the_next_size_and_drops_the_padding(tiny_det
     assert graph_sizes(16) == (1, 2, 4, 8, 16) and graph_sizes(12) == (1, 2, 4, 8, 12)
     runner = GraphRunner(tiny_detector.module, tiny_detector.window_samples, max_batch=4,
                          capture=False)  # fmt: skip
-    waves = torch.from_numpy(check_windows(tiny_detector.window_samples)[:7])
+    waves = torch.from_numpy(check_windows(tiny_detector.window_samples, demo_windows)[:7])
     with torch.inference_mode():
         expected = tiny_detector.module(waves)
         for n in (1, 3, 4, 7):  # 3 -> padded to 4; 7 -> 4 + 3 (padded to 4)
@@ -84,7 +85,7 @@ def test_fixed_shape_runner_pads_to_the_next_size_and_drops_the_padding(tiny_det
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
 def test_cuda_graphs_are_refused_without_a_gpu():
     with pytest.raises(BackendUnavailable, match="CUDA"):
-        serve(fresh_tiny(), "cuda-graphs")
+        serve(fresh_tiny(), "cuda-graphs", speech=demo_windows)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -92,7 +93,7 @@ def test_cuda_graphs_match_eager_on_a_gpu():
     torch.manual_seed(0)
     module = build_module("koyelog-resnet", TINY_MODEL_PARAMS)
     detector = Detector(module, ModelInfo(name="t", architecture="koyelog-resnet"), device="cuda")
-    assert serve(detector, "cuda-graphs") == "cuda-graphs"
+    assert serve(detector, "cuda-graphs", speech=demo_windows) == "cuda-graphs"
     assert detector.backend_parity <= PARITY_TOLERANCE
 
 
