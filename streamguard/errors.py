@@ -5,6 +5,8 @@ and turns into a non-zero exit status. Raise it for bad input, bad configuration
 resources; let genuine bugs propagate as ordinary exceptions.
 """
 
+import errno
+
 
 class StreamguardError(Exception):
     """A problem the user can fix; its message is shown as-is, on one line."""
@@ -20,3 +22,11 @@ class ModelError(StreamguardError):
 
 class AudioError(StreamguardError):
     """An audio file or stream cannot be decoded."""
+
+
+def bind_error(what: str, host: str, port: int, exc: OSError) -> StreamguardError:
+    """A listener that cannot bind, as the one-line error the CLI prints (not a traceback)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno == errno.EADDRINUSE:
+        reason = "address already in use (another streamguard running? pick another port)"
+    return StreamguardError(f"cannot listen for {what} on {host}:{port}: {reason}")

@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,22 @@ CLASS_KEYS = ("attack", "family")  # fakes of one value against every real examp
 REAL_ATTACKS = (None, "", "-", "bonafide")
 
 
+def decoded(
+    examples: Sequence[Example], store: ClipStore, problems: list[Problem], *, progress: bool
+) -> Iterator[tuple[Example, np.ndarray]]:
+    """Each example with its decoded clip; one that cannot be decoded goes to ``problems``
+    (the report lists it) and the rest go on."""
+    from tqdm.auto import tqdm
+
+    for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
+        try:
+            clip = store.get(example.path)
+        except StreamguardError as exc:
+            problems.append(Problem(example.origin or str(example.path), str(exc)))
+            continue
+        yield example, clip
+
+
 def score_examples(
     detector,
     examples: Sequence[Example],
@@ -71,8 +87,6 @@ def score_examples(
     progress: bool = False,
 ) -> tuple[np.ndarray, list[Example], list[Problem]]:
     """``(P(fake) per scored clip, the scored examples, clips that failed to decode)``."""
-    from tqdm.auto import tqdm
-
     store = store or ClipStore(detector.info.sample_rate, "none")
     window = detector.window_samples
     scores: list[np.ndarray] = []
@@ -85,12 +99,7 @@ def score_examples(
             scores.append(np.asarray(detector(np.stack(pending)), dtype=np.float32))
             pending.clear()
 
-    for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
-        try:
-            clip = store.get(example.path)
-        except StreamguardError as exc:
-            problems.append(Problem(example.origin or str(example.path), str(exc)))
-            continue
+    for example, clip in decoded(examples, store, problems, progress=progress):
         pending.append(crop(clip, window, crop_mode))
         kept.append(example)
         if len(pending) >= batch_size:
@@ -328,8 +337,6 @@ def score_through_chain(
     ``track`` is a :class:`streamguard.audio.track.TrackSettings` (default: the daemon's
     defaults); the detector's own window length always wins, as in the daemon.
     """
-    from tqdm.auto import tqdm
-
     from streamguard.scoring.offline import OfflineScorer
 
     rate = detector.info.sample_rate
@@ -337,12 +344,7 @@ def score_through_chain(
     scorer = OfflineScorer(detector, track, max_batch=batch_size)
     kept: list[Example] = []
     problems: list[Problem] = []
-    for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
-        try:
-            clip = store.get(example.path)
-        except StreamguardError as exc:
-            problems.append(Problem(example.origin or str(example.path), str(exc)))
-            continue
+    for example, clip in decoded(examples, store, problems, progress=progress):
         index = scorer.track(rate)
         scorer.push(index, clip)
         scorer.finish(index)

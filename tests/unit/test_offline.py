@@ -10,14 +10,11 @@ from streamguard.audio.file import read_audio
 from streamguard.audio.track import TrackSettings
 from streamguard.model import Detector, ModelInfo
 from streamguard.scoring.offline import OfflineScorer, demo_windows, score_file
+from tests.unit.test_scan_batching import MeanLevel
 
 
-class MeanLevel(torch.nn.Module):
-    """A transparent architecture: logit = 100 x mean |sample|; records its batch sizes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[int] = []
+class AbsLevel(MeanLevel):
+    """The scan tests' transparent model on loudness: logit = 100 x mean |sample|."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.batches.append(x.shape[0])
@@ -26,7 +23,7 @@ class MeanLevel(torch.nn.Module):
 
 def detector() -> Detector:
     info = ModelInfo(name="level", architecture="test", window_seconds=1.0)
-    return Detector(MeanLevel(), info, device="cpu")
+    return Detector(AbsLevel(), info, device="cpu")
 
 
 def run(det, tracks, max_batch, block=1600):
