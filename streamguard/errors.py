@@ -2,7 +2,8 @@
 
 Anything raised as a :class:`StreamguardError` is printed by the CLI as one line (no traceback)
 and turns into a non-zero exit status. Raise it for bad input, bad configuration and missing
-resources; let genuine bugs propagate as ordinary exceptions.
+resources; let genuine bugs propagate as ordinary exceptions. :func:`bind_error` words a
+socket that cannot bind (the daemon's port, RTP, AudioSocket) as that one line.
 """
 
 import errno

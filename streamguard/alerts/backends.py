@@ -12,7 +12,8 @@ Every backend answers the same questions, so ``/alerts``, webhooks and ``streamg
 are written once (alerts/follow.py): ``read(after, filter, limit)`` (one page),
 ``tail_start(n, filter)`` (where the last n matching events begin: replays are then read in
 pages, never held whole), ``oldest_seq()``, plus webhook cursors and crash recovery
-(``open_calls()``).
+(``open_calls()``). :func:`open_backend` starts the configured one (or closes what a failed
+start opened) and :func:`end_open_calls` ends the calls a crash left open.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 One runner per engine worker: the detector itself, serving through the chosen backend
 (``worker = "thread"``), or one :class:`~streamguard.scoring.worker.ProcessDetector` per worker
-(``worker = "process"``). See ``[model]`` in configs/streamguard.toml.
+(``worker = "process"``). See ``[model]`` in configs/streamguard.toml. Also owns
+:class:`ProcessTuning`, the process-wide settings inference needs while a daemon runs (GIL
+switch interval, CPU threads per worker).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The live dashboard at ``/``: a static page shipped in the package, and the JSON it reads.
 
 Owns the page's routes: its files (``streamguard/dashboard/static/``, package data) and
-``GET /api/status`` (an entry of the ``/api`` table, :mod:`streamguard.server.api`).
+``GET /api/status`` (an entry of the ``/api`` table, :mod:`streamguard.server.api`) and the
+document it answers (:func:`status_document`).
 
 The page (``static/``: HTML, one ES module per concern, CSS; no build step, nothing fetched
 from elsewhere) holds no data, so it is served without a token like ``/healthz``. Everything it

@@ -1,4 +1,5 @@
-"""``/healthz`` and ``/metrics``: what a probe and a scraper read from the daemon's port."""
+"""``/healthz`` and ``/metrics``: what a probe and a scraper read from the daemon's port
+(:class:`Health`, the engine's part of it, and the two routes)."""
 
 from __future__ import annotations
 
