@@ -36,6 +36,7 @@ from typing import Any
 import structlog
 from websockets.asyncio.server import Server, serve
 
+from streamguard import telemetry
 from streamguard.alerts.backends import EventBackend, make_backend
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import CallEnded, combine_summaries
@@ -57,6 +58,7 @@ from streamguard.server.httputil import select_subprotocol
 from streamguard.server.router import WebSocketRouter, make_process_request
 from streamguard.sources.edges.websocket import FeedLimits
 from streamguard.sources.table import Listener, SourceContext, SourceSpec, enabled_sources
+from streamguard.telemetry import NOOP, Tracer
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +98,7 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         mic_stream_factory: Any = None,
+        span_exporter: Any = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
@@ -103,6 +106,9 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.metrics = Metrics()
         self._mic_stream_factory = mic_stream_factory
+        # Traces: [telemetry] otlp_endpoint, or a test's own exporter (streamguard/telemetry.py)
+        self._span_exporter = span_exporter
+        self.tracer: Tracer = NOOP
         self.started_at = time.monotonic()
         self.ready = False
         self.engine: ScoringEngine | None = None
@@ -201,6 +207,9 @@ class Daemon:
             threshold=info.threshold,
             device=str(self.detector.device),
         )
+        self.tracer = telemetry.from_settings(
+            s.telemetry, model=info.name, exporter=self._span_exporter
+        )
         self.bus = AlertBus(
             info.name,
             max_queue=s.alerts.subscriber_queue,
@@ -208,7 +217,7 @@ class Daemon:
             metrics=self.metrics,
         )
         self.notifier.status("opening the event log")
-        self.backend = make_backend(s.events, metrics=self.metrics)
+        self.backend = make_backend(s.events, metrics=self.metrics, tracer=self.tracer)
         await self.backend.start(self.bus)
         await self._recover_open_calls()
         self.engine = ScoringEngine(
@@ -229,6 +238,7 @@ class Daemon:
             publish=self.bus.publish,
             max_calls=s.limits.max_calls,
             metrics=self.metrics,
+            tracer=self.tracer,
         )
         await self._start_server()
         self._start_webhooks()
@@ -415,7 +425,9 @@ class Daemon:
 
         assert self.bus is not None and self.backend is not None
         for endpoint in self.settings.webhooks:
-            deliverer = WebhookDeliverer(endpoint, self.bus, self.backend, metrics=self.metrics)
+            deliverer = WebhookDeliverer(
+                endpoint, self.bus, self.backend, metrics=self.metrics, tracer=self.tracer
+            )
             self.webhooks.append(deliverer)
             self._tasks.append(
                 asyncio.create_task(deliverer.run(), name=f"webhook {endpoint.label}")
@@ -588,6 +600,7 @@ class Daemon:
                 await task
         if self.backend is not None:
             await self.backend.close()
+        await asyncio.to_thread(self.tracer.shutdown)  # the last spans exported (off: nothing)
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
         if served:
