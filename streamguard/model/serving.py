@@ -272,8 +272,8 @@ def _quantize(model: bytes, calibration: np.ndarray) -> bytes:
 #: ONNX Runtime graph transformers left out of every session. ``QDQPropagationTransformer``
 #: moves the QuantizeLinear after koyelog's fp32 stem up through its max-pool, which then runs
 #: as ONNX Runtime's uint8 NCHW MaxPool: 25 ms of a 66 ms int8 batch of 16 (1 thread, profiled;
-#: the fp32 max-pool where the quantizer put it takes ~2 ms). Without it the int8 network ran
-#: 1.64x faster with bit-identical logits (benchmarks/README.md, issue #20).
+#: the fp32 max-pool where the quantizer put it takes ~2 ms). Without it the bundled model's
+#: int8 graph ran 1.26-1.64x faster with bit-identical logits (benchmarks/README.md, #20).
 DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
 
 

@@ -51,6 +51,17 @@ def test_model_suite_reports_each_batch_size(capsys):
         t["windows_per_second"] for t in serving["timings"]
     )
     assert out["machine"]["nproc"] >= 1 and out["machine"]["torch_threads"] >= 1
+    # issue #20: eager vs ONNX fp32 vs int8, the log-mel in torch or inside the graph
+    paths = {p["path"]: p for p in model["paths"]}
+    assert paths["eager fp32"]["vs_eager"] == 1.0
+    assert {p["front_in_graph"] for p in paths.values()} == {None, False, True}
+    for p in paths.values():
+        assert p["parity_max_abs_diff"] <= 0.01 and p["windows_per_second"] > 0
+        assert p["median_ms"] == pytest.approx(16_000 / p["windows_per_second"])
+    # auto on the CPU: the probe's choice serves, with its evidence
+    probe = serving["probe"]
+    assert probe["choice"] == serving["backend"]
+    assert serving["backend"] in {t["name"] for t in probe["trials"]}
 
 
 def test_ingest_suite_reports_cpu_per_track(capsys, fixtures_dir):
@@ -93,6 +104,9 @@ def test_daemon_suite_scores_every_window_it_reports(capsys, fixtures_dir):
     assert 0 < lag["p50"] <= lag["p95"] <= lag["max"] < 10
     assert level["cpu_seconds"] > 0 and level["peak_rss_mib"] >= level["base_rss_mib"] > 0
     assert client["first_score_lag_seconds"]["n"] == 2  # one first score per call (mono)
+    # first verdict: from the caller's first speech, so at least one 4 s window of call time
+    verdict = client["first_verdict_seconds"]
+    assert verdict["n"] == 2 and 3.0 < verdict["p50"] <= verdict["max"] < 10
     # Its own durable log, read back after the stop; the operator's log is never touched.
     assert level["calls_ended_in_log"] == 2
     assert not (Path(os.environ["STATE_DIRECTORY"]) / "events.db").exists()
@@ -114,3 +128,7 @@ def test_capacity_suite_reports_the_largest_passing_level(capsys):
         assert level["windows_scored"] + level["windows_dropped"] <= level["windows_submitted"]
     first = out["capacity"]["first_score"]
     assert 0 < first["first_score_lag_seconds"] < 10
+    assert first["first_score_lag_seconds"] < first["first_verdict_seconds"] < 10
+    # the plain fp32 reference is measured in the same run (the capacity ratio's denominator)
+    assert out["capacity"]["reference_batch16_windows_per_second"] > 0
+    assert out["capacity"]["serving_windows_per_second"] > 0
