@@ -102,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serving backend, as [model] backend (default: %(default)s)",
     )
     m.add_argument(
+        "--onnx-front",
+        choices=("graph", "torch"),
+        default="graph",
+        help="ONNX backends: the log-mel inside the exported graph (as served) or in torch "
+        "before it (as before issue #20), to compare the two (thread workers; default: "
+        "%(default)s)",
+    )
+    m.add_argument(
         "--worker",
         choices=("thread", "process"),
         default="thread",
@@ -265,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.suite == "events":
         return _events_suite(args)
+    from streamguard.model import serving
+
+    serving.FRONT_IN_GRAPH = args.onnx_front == "graph"
     if args.speed <= 0 or args.seconds <= 0 or args.hop <= 0:
         raise ConfigError("--speed, --seconds and --hop must be > 0")
     if args.repeats < 1 or args.warmup < 0 or args.budget <= 0:

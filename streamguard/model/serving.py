@@ -70,6 +70,12 @@ PARITY_TOLERANCE = 0.01
 
 _CPU_CHAIN = ("onnxruntime-int8", "onnxruntime", "torchscript", "eager")
 
+#: Whether ONNX builds take waveforms (the log-mel inside the graph) or log-mels (the log-mel in
+#: torch before the graph, as before issue #20). Not a config option: ``streamguard bench
+#: --onnx-front`` flips it to measure both in one daemon (thread workers), see
+#: benchmarks/README.md.
+FRONT_IN_GRAPH = True
+
 
 class BackendUnavailable(Exception):
     """This backend cannot serve this model here (missing package, export failure, drift)."""
@@ -161,7 +167,7 @@ def reference_probabilities(model: Callable[[Any], Any], waves) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _split(module: Any, in_graph_front: bool = True) -> tuple[Any, Any]:
+def _split(module: Any, in_graph_front: bool | None = None) -> tuple[Any, Any]:
     """``(front end kept in torch or None, what is exported)``: the whole module, with its
     front end in matmul form when it has one (one graph from waveform to logit).
     ``in_graph_front=False`` keeps the front end in torch (the bench's comparison)."""
@@ -172,7 +178,7 @@ def _split(module: Any, in_graph_front: bool = True) -> tuple[Any, Any]:
     if front is None or after is None:
         return None, module
     matmul_form = getattr(front, "matmul_form", None)
-    if matmul_form is not None and in_graph_front:
+    if matmul_form is not None and _front_in_graph(in_graph_front):
 
         class WholeGraph(torch.nn.Module):
             def __init__(self) -> None:
@@ -358,7 +364,13 @@ def cache_dir() -> Path:
     return Path(base) / "streamguard"
 
 
-def _cache_key(module: Any, window_samples: int, int8: bool, in_graph_front: bool = True) -> str:
+def _front_in_graph(in_graph_front: bool | None) -> bool:
+    return FRONT_IN_GRAPH if in_graph_front is None else in_graph_front
+
+
+def _cache_key(
+    module: Any, window_samples: int, int8: bool, in_graph_front: bool | None = None
+) -> str:
     """The weights, the network's type, the window and the tool versions: what the build reads.
 
     v2: the graph takes waveforms (front end inside); a v1 build took log-mel features.
@@ -369,7 +381,7 @@ def _cache_key(module: Any, window_samples: int, int8: bool, in_graph_front: boo
     digest = hashlib.sha256()
     digest.update(
         f"{type(module).__qualname__}|{window_samples}|{int8}|{torch.__version__}|"
-        f"{onnxruntime.__version__}|{'v2' if in_graph_front else 'v1'}".encode()
+        f"{onnxruntime.__version__}|{'v2' if _front_in_graph(in_graph_front) else 'v1'}".encode()
     )
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
@@ -402,7 +414,7 @@ def build_onnx_runner(
     *,
     int8: bool,
     threads: int | None = None,
-    in_graph_front: bool = True,
+    in_graph_front: bool | None = None,
 ) -> OnnxRunner:
     """Export ``module`` (fp32, CPU) to ONNX Runtime; ``int8`` quantizes its convolutions.
 
@@ -465,6 +477,7 @@ def _probe_key(module: Any, window_samples: int, threads: int | None) -> str:
 
     summary = json.dumps(cpu_summary(cpu_flags()), sort_keys=True)
     text = f"{_cache_key(module, window_samples, False)}|{threads}|{summary}|probe-v1"
+    # (the cache key says where the log-mel runs: v1 in torch, v2 in the graph)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
