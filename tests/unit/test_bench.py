@@ -125,6 +125,11 @@ def test_capacity_suite_reports_the_largest_passing_level(capsys):
     assert cont["max_calls"] == max(passing, default=0)
     for level in cont["levels"]:
         assert level["tracks"] == level["calls"]  # continuous speech: one mono track per call
+        # ... and the load generator streams it so: the stereo demo call mixed to one track,
+        # 100 ms frames (6 s = 60 audio frames and a few control frames per call)
+        client = level["client"]
+        assert client["first_score_lag_seconds"]["n"] <= level["calls"]
+        assert client["frames_sent"] <= level["calls"] * 63
         assert level["windows_scored"] + level["windows_dropped"] <= level["windows_submitted"]
     first = out["capacity"]["first_score"]
     assert 0 < first["first_score_lag_seconds"] < 10
