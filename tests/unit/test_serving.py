@@ -106,7 +106,8 @@ def test_the_daemon_switches_to_the_built_backend_in_the_background():
     upgrade = upgrade_of(runners[0])
     assert upgrade is not None and runners[0].backend == "torchscript"  # serving at once
     upgrade.wait(300)
-    assert runners[0].backend in ("onnxruntime-int8", "onnxruntime")
+    # the start-up probe's choice on this CPU
+    assert runners[0].backend in ("onnxruntime-int8", "onnxruntime", "torch-bf16")
     assert detector.backend == "eager"  # the caller's detector never changes under it
     close_runners(runners)
     assert upgrade_of(runners[0]) is None
