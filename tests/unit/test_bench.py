@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamguard.bench.stats import percentile
@@ -137,3 +138,23 @@ def test_capacity_suite_reports_the_largest_passing_level(capsys):
     # the plain fp32 reference is measured in the same run (the capacity ratio's denominator)
     assert out["capacity"]["reference_batch16_windows_per_second"] > 0
     assert out["capacity"]["serving_windows_per_second"] > 0
+
+
+def test_speech_onsets_are_per_track_as_the_daemon_names_them():
+    """The first verdict counts from each track's first speech: on the demo call one side
+    speaks at once, the other only after that first turn."""
+    from streamguard.bench.loadgen import _track_onset, call_audio, speech_onsets
+    from streamguard.commands.bench import default_call_file
+
+    rate, stereo = call_audio(str(default_call_file()), 12.0)
+    onsets = speech_onsets(stereo, rate)
+    assert len(onsets) == 2 and onsets[0] < 0.5 and 3.0 < onsets[1] < 8.0
+    assert _track_onset("inbound", onsets) == onsets[0]  # Twilio's names
+    assert _track_onset("outbound", onsets) == onsets[1]
+    assert _track_onset("1", onsets) == onsets[1]  # native/L16: the channel index
+    assert _track_onset("caller", onsets) is None
+    rate, mono = call_audio(str(default_call_file()), 12.0, mix=True)
+    (onset,) = speech_onsets(mono, rate)
+    assert _track_onset("0", [onset]) == onset == min(onsets)
+    silence = np.zeros((1, rate), dtype=np.float32)
+    assert speech_onsets(silence, rate) == [None]
