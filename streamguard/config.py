@@ -171,7 +171,13 @@ class ModelSettings(_Section):
     threads: int | None = Field(None, ge=1)
     torchscript: bool = True
     backend: Literal[
-        "auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8", "cuda-graphs"
+        "auto",
+        "eager",
+        "torchscript",
+        "onnxruntime",
+        "onnxruntime-int8",
+        "torch-bf16",
+        "cuda-graphs",
     ] = "auto"
     worker: Literal["thread", "process"] = "thread"
     workers: int = Field(2, ge=1, le=64)

@@ -249,3 +249,13 @@ def test_the_graph_head_and_a_cosine_output_serve_at_parity(tiny_file, tmp_path)
     assert np.abs(detector(waves) - eager).max() < 1e-4
     with pytest.raises(ModelError, match="head must be"):
         build_module("whisper-asp", _params(paths, digests, head="gnn"))
+
+
+def test_whisper_log_mel_matmul_form_matches_the_stft_form():
+    """Reflect padding and the dropped last frame included (the ONNX graph's front end)."""
+    waves = speech()
+    front = WhisperLogMel()
+    expected = front(waves)
+    got = front.matmul_form()(waves)
+    assert got.shape == expected.shape == (2, 80, 400)
+    assert (got - expected).abs().max() < 1e-4
