@@ -55,6 +55,7 @@ from streamguard.sources.base import (
     TrackEnd,
     TrackStart,
 )
+from streamguard.telemetry import NOOP, Tracer
 
 log = structlog.get_logger(__name__)
 
@@ -149,6 +150,7 @@ class CallSession:
         self.end_reason: str | None = None  # set by CallEnd (or end())
         self.finished = False
         self.over_limit = False  # the edge should hang up: max_call_seconds reached
+        self.call_ended: CallEnded | None = None  # once finished (for the call's trace span)
         self._windows_out: list[PendingWindow] = []
         self._events_out: list[EventBase] = []
         self._skipped_reported = 0
@@ -307,16 +309,15 @@ class CallSession:
             return
         self.finished = True
         per_track = {name: t.summary(self.policy) for name, t in self.tracks.items()}
-        self._events_out.append(
-            CallEnded(
-                call_id=self.call_id,
-                track=None,
-                source=self.source,
-                summary=combine_summaries(per_track),
-                reason=self.end_reason,
-                tracks=per_track,
-            )
+        self.call_ended = CallEnded(
+            call_id=self.call_id,
+            track=None,
+            source=self.source,
+            summary=combine_summaries(per_track),
+            reason=self.end_reason,
+            tracks=per_track,
         )
+        self._events_out.append(self.call_ended)
 
     def reconfigure(self, policy: CallPolicy) -> None:
         """SIGHUP: live smoothers take the new settings (keeping their state); new tracks get
@@ -378,6 +379,7 @@ class CallRegistry:
         publish: Publish,
         max_calls: int = 200,
         metrics: Any = None,
+        tracer: Tracer = NOOP,
     ) -> None:
         self.info = info
         self.policy = policy
@@ -385,6 +387,8 @@ class CallRegistry:
         self._submit = submit
         self._publish = publish
         self._metrics = metrics
+        self._tracer = tracer
+        self._traces: dict[int, Any] = {}  # id(session) -> its call span (telemetry.py)
         self.sessions: dict[int, CallSession] = {}  # keyed per connection: a callSid may repeat
         self._keys: dict[int, int] = {}  # id(session) -> key
         self._by_call_id: dict[str, list[CallSession]] = {}  # the sessions of each call id
@@ -408,6 +412,7 @@ class CallRegistry:
             raise CallLimitReached(f"call limit reached ({self.max_calls} open calls)")
         self._check_call_id(start)
         session = CallSession(start, info=self.info, policy=self.policy)
+        self._traces[id(session)] = self._tracer.start_call(session.call_id, session.source)
         key = next(self._ids)
         self.sessions[key] = session
         self._keys[id(session)] = key
@@ -482,12 +487,17 @@ class CallRegistry:
             session.receive_score(pending, outcome)
             self._flush(session)
 
+        if self._tracer.enabled:  # a score span per window; off, nothing per window
+            trace = self._traces[id(session)]
+            return self._tracer.score(trace, pending.track, pending.window, deliver)
         return deliver
 
     def _closed(self, session: CallSession) -> None:
         key = self._keys.pop(id(session), None)
         if key is None:
             return
+        trace = self._traces.pop(id(session), None)
+        self._tracer.end_call(trace, session.call_ended, list(session.tracks))
         self.sessions.pop(key, None)
         same = self._by_call_id.get(session.call_id, [])
         if session in same:

@@ -171,7 +171,13 @@ class ModelSettings(_Section):
     threads: int | None = Field(None, ge=1)
     torchscript: bool = True
     backend: Literal[
-        "auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8", "cuda-graphs"
+        "auto",
+        "eager",
+        "torchscript",
+        "onnxruntime",
+        "onnxruntime-int8",
+        "torch-bf16",
+        "cuda-graphs",
     ] = "auto"
     worker: Literal["thread", "process"] = "thread"
     workers: int = Field(2, ge=1, le=64)
@@ -527,6 +533,26 @@ class LimitsSettings(_Section):
     handshake_timeout_seconds: float = Field(10.0, gt=0)
 
 
+class TelemetrySettings(_Section):
+    """Traces (streamguard/telemetry.py): off unless ``otlp_endpoint`` is set."""
+
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector URL; None = no traces, no SDK
+    service_name: str = Field("streamguard", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # share of calls traced
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> TelemetrySettings:
+        if self.otlp_endpoint is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.otlp_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"otlp_endpoint {self.otlp_endpoint!r} is not an http:// or https:// URL"
+                )
+        return self
+
+
 # The TOML dict for the Settings being built; a ContextVar (not a class attribute) so two loads
 # in two threads or tasks never see each other's file.
 _TOML_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_TOML_DATA")
@@ -566,6 +592,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def settings_customise_sources(

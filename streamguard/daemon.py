@@ -34,6 +34,7 @@ from typing import Any
 import structlog
 from websockets.asyncio.server import Server
 
+from streamguard import telemetry
 from streamguard.alerts.backends import EventBackend, end_open_calls, open_backend
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.subscriptions import alerts_handler, close_subscribers
@@ -65,6 +66,7 @@ from streamguard.sources.table import (
     start_listeners,
     websocket_routes,
 )
+from streamguard.telemetry import NOOP, Tracer
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +98,7 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         mic_stream_factory: Any = None,
+        span_exporter: Any = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
@@ -103,6 +106,9 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.metrics = Metrics()
         self._mic_stream_factory = mic_stream_factory
+        # Traces: [telemetry] otlp_endpoint, or a test's own exporter (streamguard/telemetry.py)
+        self._span_exporter = span_exporter
+        self.tracer: Tracer = NOOP
         self.started_at = time.monotonic()
         self.ready = False
         self.engine: ScoringEngine | None = None
@@ -235,6 +241,9 @@ class Daemon:
         """The bus, the ``[events]`` backend behind it, and the calls a crash left open."""
         s = self.settings
         assert self.detector is not None
+        self.tracer = telemetry.from_settings(
+            s.telemetry, model=self.detector.info.name, exporter=self._span_exporter
+        )
         self.bus = AlertBus(
             self.detector.info.name,
             max_queue=s.alerts.subscriber_queue,
@@ -242,7 +251,9 @@ class Daemon:
             metrics=self.metrics,
         )
         self.notifier.status("opening the event log")
-        self.backend = await open_backend(s.events, self.bus, metrics=self.metrics)
+        self.backend = await open_backend(
+            s.events, self.bus, metrics=self.metrics, tracer=self.tracer
+        )
         await end_open_calls(self.backend, self.bus, metrics=self.metrics)
 
     def _start_engine(self) -> None:
@@ -266,6 +277,7 @@ class Daemon:
             publish=self.bus.publish,
             max_calls=s.limits.max_calls,
             metrics=self.metrics,
+            tracer=self.tracer,
         )
 
     def _log_ready(self) -> None:
@@ -340,7 +352,9 @@ class Daemon:
 
         assert self.bus is not None and self.backend is not None
         for endpoint in self.settings.webhooks:
-            deliverer = WebhookDeliverer(endpoint, self.bus, self.backend, metrics=self.metrics)
+            deliverer = WebhookDeliverer(
+                endpoint, self.bus, self.backend, metrics=self.metrics, tracer=self.tracer
+            )
             self.webhooks.append(deliverer)
             self._tasks.append(
                 asyncio.create_task(deliverer.run(), name=f"webhook {endpoint.label}")
@@ -450,6 +464,7 @@ class Daemon:
                 await task
         if self.backend is not None:
             await self.backend.close()
+        await asyncio.to_thread(self.tracer.shutdown)  # the last spans exported (off: nothing)
         self._tuning.restore()
         if served:
             log.info("stopped")

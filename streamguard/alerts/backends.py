@@ -228,23 +228,31 @@ class SqliteBackend:
         return out
 
 
-def make_backend(settings: EventsSettings, *, metrics: Metrics | None = None) -> EventBackend:
+def make_backend(
+    settings: EventsSettings, *, metrics: Metrics | None = None, tracer: Any = None
+) -> EventBackend:
+    """The ``[events] backend``; ``tracer`` (streamguard/telemetry.py) traces Redis appends."""
     if settings.backend == "sqlite":
         return SqliteBackend(settings, metrics=metrics)
     if settings.backend == "redis":
         from streamguard.alerts.redis_backend import RedisBackend
+        from streamguard.telemetry import NOOP
 
-        return RedisBackend(settings, metrics=metrics)
+        return RedisBackend(settings, metrics=metrics, tracer=tracer or NOOP)
     return MemoryBackend()
 
 
 async def open_backend(
-    settings: EventsSettings, bus: AlertBus, *, metrics: Metrics | None = None
+    settings: EventsSettings,
+    bus: AlertBus,
+    *,
+    metrics: Metrics | None = None,
+    tracer: Any = None,
 ) -> EventBackend:
     """The ``[events]`` backend, started behind ``bus``. A start that fails (its file locked
     by another daemon, say) closes what it opened before the error goes on, so the caller
     holds no half-started backend and the error's one line is the whole story."""
-    backend = make_backend(settings, metrics=metrics)
+    backend = make_backend(settings, metrics=metrics, tracer=tracer)
     try:
         await backend.start(bus)
     except BaseException:

@@ -48,7 +48,7 @@ from streamguard.errors import StreamguardError
 from streamguard.model.base import Detector
 from streamguard.scoring.batcher import Batch, Batcher, Completed, EngineStats, InOrder
 from streamguard.scoring.batching import score_windows
-from streamguard.scoring.outcome import ScoreOutcome, Unscored
+from streamguard.scoring.outcome import ScoreOutcome, Unscored, stamp_timing
 
 log = structlog.get_logger(__name__)
 
@@ -191,6 +191,8 @@ class ScoringEngine:
                 started = time.perf_counter()
                 outcomes = self._score(runner, batch.windows)
                 elapsed = time.perf_counter() - started
+                # for callbacks that trace (telemetry.py)
+                stamp_timing([(r.ticket, r.enqueued) for r in batch.fresh], batch.formed, elapsed)
             with self._cond:  # several workers may finish at once
                 self.stats.last_heartbeat = time.monotonic()
                 done = self.batcher.complete(batch, outcomes, elapsed, batch.formed)

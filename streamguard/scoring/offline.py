@@ -1,16 +1,14 @@
 """Offline scoring: audio (a file or arrays) -> the daemon's per-track chain -> the engine's
-batching -> scores. The one path ``scan``, ``evaluate``, the trainer's reports and the serving
-backends' check audio take, so an offline score is the score a live call of the same audio
-gets.
+batching -> scores. The one path ``scan``, ``evaluate`` and the trainer's reports take, so an
+offline score is the score a live call of the same audio gets.
 
 Owns: :class:`OfflineScorer` (tracks in, :class:`ScoredTrack` out: each track through its own
 :class:`~streamguard.audio.track.TrackPipeline`, the windows of every track queued in the
 engine's pure :class:`~streamguard.scoring.batcher.Batcher` and scored a full batch at a time
 with :func:`~streamguard.scoring.batching.score_windows`, the remainder at the end);
-:func:`score_file` (one audio file, a track per channel or the mix-down); and
-:func:`demo_windows` (speech windows of the bundled demo call: what the serving backends
-calibrate and check parity on, handed to :mod:`streamguard.model.serving`, which reads no
-files itself). No threads: the caller's thread does the inference.
+:func:`score_file` (one audio file, a track per channel or the mix-down). No threads: the
+caller's thread does the inference. (The serving backends' check audio is cut by the same
+track chain in :mod:`streamguard.audio.demo`, below the model layer.)
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from streamguard.audio.windows import Window
 from streamguard.scoring.batcher import Batch, Batcher
 from streamguard.scoring.batching import score_windows
 
-__all__ = ["OfflineScorer", "ScoredFile", "ScoredTrack", "demo_windows", "score_file"]
+__all__ = ["OfflineScorer", "ScoredFile", "ScoredTrack", "score_file"]
 
 
 @dataclass
@@ -153,23 +151,3 @@ def score_file(
         tracks = scorer.close()
         audio = (np.concatenate(kept) if kept else np.zeros(0, np.float32)) if keep_audio else None
         return ScoredFile(reader.sample_rate, reader.channels, tracks[0].duration, tracks, audio)
-
-
-def demo_windows(window_samples: int, offset_seconds: float = 0.0) -> np.ndarray:
-    """Windows of real speech from the bundled demo call (both tracks), ``[N, window]``, cut by
-    the per-track chain. ``offset_seconds`` shifts the window grid, so calibration and check
-    windows differ. What :mod:`streamguard.model.serving` builds and checks backends on."""
-    from importlib import resources
-
-    from streamguard.audio.file import read_audio
-
-    path = resources.files("streamguard") / "demo" / "demo_call.wav"
-    rate, channels = read_audio(str(path))
-    skip = round(offset_seconds * rate)
-    settings = TrackSettings(min_speech_seconds=0.5)
-    out = []
-    for channel in channels:
-        pipe = TrackPipeline(rate, settings, window_seconds=window_samples / 16_000)
-        windows = pipe.push(channel[skip:]) + pipe.finish()
-        out += [w.samples for w in windows]
-    return np.stack(out).astype(np.float32)

@@ -18,8 +18,6 @@ from typing import Any
 
 import structlog
 
-from streamguard.scoring.offline import demo_windows
-
 log = structlog.get_logger(__name__)
 
 
@@ -117,12 +115,12 @@ def build_runners(
         # is shared (tests, the bench's reference) and must keep scoring as it did.
         detector = copy.copy(detector)
 
-        if build_in_background and backend == "auto" and needs_build(detector, backend):
+        if build_in_background and backend == "auto" and needs_build(detector, backend, per_worker):
             with contextlib.suppress(BackendUnavailable):  # else eager until the build is done
-                serve(detector, "torchscript", speech=demo_windows, threads=per_worker)
+                serve(detector, "torchscript", threads=per_worker)
             _UPGRADES[detector] = BackendUpgrade(detector, backend, per_worker)
         else:
-            serve(detector, backend, speech=demo_windows, threads=per_worker)
+            serve(detector, backend, threads=per_worker)
     return [detector] * workers
 
 
@@ -150,11 +148,11 @@ class BackendUpgrade:
         try:
             # the heavy part, off this process's GIL
             build_in_subprocess(
-                self.detector, self.backend, speech=demo_windows, cancelled=self.cancelled
+                self.detector, self.backend, cancelled=self.cancelled, threads=self.threads
             )
             if self.cancelled.is_set():
                 return
-            name = serve(self.detector, self.backend, speech=demo_windows, threads=self.threads)
+            name = serve(self.detector, self.backend, threads=self.threads)
         except Exception as exc:  # keep serving what already works
             log.warning("backend_build_failed", error=f"{type(exc).__name__}: {exc}"[:200])
             return

@@ -58,7 +58,6 @@ def _child(conn, shm_name: str, rows: int, samples: int, spec: WorkerSpec) -> No
 
     from streamguard.model.base import Detector
     from streamguard.model.serving import serve
-    from streamguard.scoring.offline import demo_windows
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -69,7 +68,7 @@ def _child(conn, shm_name: str, rows: int, samples: int, spec: WorkerSpec) -> No
             detector = Detector(
                 spec.module, spec.info, device=spec.device, precision=spec.precision
             )
-            backend = serve(detector, spec.backend, speech=demo_windows, threads=spec.threads)
+            backend = serve(detector, spec.backend, threads=spec.threads)
         except Exception as exc:
             conn.send(("failed", type(exc).__name__, _first_line(exc)))
             return

@@ -215,15 +215,14 @@ def test_a_saved_whisper_asp_is_self_contained(tiny_file, tmp_path):
 @pytest.mark.slow
 def test_whisper_asp_serves_through_onnxruntime_at_parity(tiny_file):
     from streamguard.model.serving import PARITY_TOLERANCE, check_windows, serve
-    from streamguard.scoring.offline import demo_windows
 
     paths, digests, _ = tiny_file
     torch.manual_seed(2)
     module = build_module("whisper-asp", _params(paths, digests))
     detector = Detector(module, ModelInfo(name="w", architecture="whisper-asp"), device="cpu")
-    waves = check_windows(detector.window_samples, demo_windows)[:4]
+    waves = check_windows(detector.window_samples)[:4]
     eager = detector(waves)
-    assert serve(detector, "onnxruntime", speech=demo_windows) == "onnxruntime"
+    assert serve(detector, "onnxruntime") == "onnxruntime"
     assert np.abs(detector(waves) - eager).max() < 1e-4 <= PARITY_TOLERANCE
 
 
@@ -232,7 +231,6 @@ def test_the_graph_head_and_a_cosine_output_serve_at_parity(tiny_file, tmp_path)
     from streamguard.model.heads import CosineOutput
     from streamguard.model.layer_heads import LayerGraphHead
     from streamguard.model.serving import check_windows, serve
-    from streamguard.scoring.offline import demo_windows
 
     paths, digests, _ = tiny_file
     torch.manual_seed(4)
@@ -243,11 +241,21 @@ def test_the_graph_head_and_a_cosine_output_serve_at_parity(tiny_file, tmp_path)
     assert isinstance(module.head.classifier[-1], CosineOutput)
     info = ModelInfo(name="g", architecture="whisper-asp")
     detector = Detector(module, info, device="cpu")
-    waves = check_windows(detector.window_samples, demo_windows)[:4]
+    waves = check_windows(detector.window_samples)[:4]
     eager = detector(waves)
     loaded = load_detector(save_model_dir(tmp_path / "g", module, info, module.streamguard_params))
     np.testing.assert_array_equal(loaded(waves), eager)
-    assert serve(detector, "onnxruntime", speech=demo_windows) == "onnxruntime"
+    assert serve(detector, "onnxruntime") == "onnxruntime"
     assert np.abs(detector(waves) - eager).max() < 1e-4
     with pytest.raises(ModelError, match="head must be"):
         build_module("whisper-asp", _params(paths, digests, head="gnn"))
+
+
+def test_whisper_log_mel_matmul_form_matches_the_stft_form():
+    """Reflect padding and the dropped last frame included (the ONNX graph's front end)."""
+    waves = speech()
+    front = WhisperLogMel()
+    expected = front(waves)
+    got = front.matmul_form()(waves)
+    assert got.shape == expected.shape == (2, 80, 400)
+    assert (got - expected).abs().max() < 1e-4

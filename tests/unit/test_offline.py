@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from streamguard.audio.demo import demo_windows
 from streamguard.audio.file import read_audio
 from streamguard.audio.track import TrackSettings
 from streamguard.model import Detector, ModelInfo
-from streamguard.scoring.offline import OfflineScorer, demo_windows, score_file
+from streamguard.scoring.offline import OfflineScorer, score_file
 from tests.unit.test_scan_batching import MeanLevel
 
 
@@ -69,6 +70,6 @@ def test_score_file_tracks_per_channel_or_the_mix(fixtures_dir, tiny_detector):
 
 
 def test_demo_windows_are_speech_windows_on_a_shifted_grid():
-    first, shifted = demo_windows(16_000), demo_windows(16_000, 0.5)
+    first, shifted = demo_windows(16_000), demo_windows(16_000, offset_seconds=0.5)
     assert first.shape[1] == 16_000 and first.dtype == np.float32 and len(first) > 4
     assert not np.array_equal(first[0], shifted[0])
