@@ -32,6 +32,9 @@ COMMANDS = (
     "train",
     "evaluate",
     "bench",
+    "label",
+    "evidence",
+    "calibrate",
 )
 
 

@@ -15,13 +15,12 @@ Two pure pieces, one per direction:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from streamguard.alerts.bus import AlertBus, SubscriptionFilter
+from streamguard.alerts.bus import SubscriptionFilter
 from streamguard.alerts.events import (
     LABEL_VALUES,
     MAX_LABEL_NOTE_CHARS,
@@ -43,7 +42,6 @@ __all__ = [
     "iter_log",
     "latest_labels",
     "parse_label_request",
-    "publish_and_wait",
 ]
 
 #: Largest ``POST /api/labels`` body read (a label is a few hundred bytes).
@@ -139,8 +137,9 @@ async def handle_post_labels(
 ) -> Response:
     """``POST /api/labels``: 201 with the stored ``label`` event (its ``seq`` and ``ts``), or
     the 4xx of :func:`parse_label_request` with nothing stored. ``who``: the token's name, or
-    ``"local"``; ``commit``: publish and wait for the log (:func:`publish_and_wait` bound to
-    the daemon's bus). A log that does not commit in time: 503, the label may still land."""
+    ``"local"``; ``commit``: publish and wait for the log (:func:`streamguard.alerts.oneshot.
+    publish_and_wait` bound to the daemon's bus). A log that does not commit in time: 503
+    (the label may still land)."""
     parsed = parse_label_request(body, who=who)
     if isinstance(parsed, LabelRejected):
         return _json_response(parsed.status, {"error": parsed.message})
@@ -149,39 +148,6 @@ async def handle_post_labels(
     except TimeoutError:
         return _json_response(503, {"error": "the event log did not commit the label in time"})
     return _json_response(201, stored.to_dict())
-
-
-def _content(event: EventBase) -> dict[str, Any]:
-    data = event.to_dict()
-    for key in ("seq", "ts", "model"):
-        data.pop(key, None)
-    return data
-
-
-async def publish_and_wait(bus: AlertBus, draft: EventBase, *, timeout: float = 5.0) -> EventBase:
-    """Publish ``draft`` and return it as the log stored it (numbered, stamped).
-
-    The daemon's bus hands events to the durable log and returns nothing (producers never
-    need a seq); an API that answers with the stored event waits for it to come back through
-    a subscription of its own. Raises TimeoutError after ``timeout`` seconds.
-    """
-    ready = asyncio.Event()
-    flt = SubscriptionFilter(call_id=draft.call_id, types=frozenset({draft.type}))
-    sub = bus.subscribe(flt, on_ready=ready.set)
-    try:
-        published = bus.publish(draft)
-        if published is not None:  # no log attached: numbered at once
-            return published
-        want = _content(draft)
-        async with asyncio.timeout(timeout):
-            while True:
-                await ready.wait()
-                ready.clear()
-                for event in sub.drain():
-                    if _content(event) == want:
-                        return event
-    finally:
-        bus.unsubscribe(sub)
 
 
 # ------------------------------------------------------------------------ reading the log

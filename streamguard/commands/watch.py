@@ -99,6 +99,22 @@ def format_event(event: Any) -> str:
             f"{e.get('count')} events lost (seq {e.get('first_seq')}..{e.get('last_seq')}): "
             "this watcher fell behind"
         )
+    elif kind == "label":
+        label = "label"
+        detail = f"{str(e.get('label')).upper()} by {e.get('who')}"
+        if e.get("note"):
+            detail += f" note={e['note']!r}"
+    elif kind == "evidence_saved":
+        label = "evidence saved"
+        detail = f"clip={e.get('clip')} {window} bytes={e.get('bytes')}"
+    elif kind == "evidence_deleted":
+        label = "evidence deleted"
+        detail = (
+            f"{len(e.get('clips') or [])} clips, {e.get('bytes')} bytes, reason={e.get('reason')}"
+        )
+    elif kind == "model_changed":
+        label = "model changed"
+        detail = f"{(e.get('old') or {}).get('name')} -> {(e.get('new') or {}).get('name')}"
     else:
         import json
 

@@ -15,6 +15,7 @@ import soundfile as sf
 
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import EvidenceDeleted, Label
+from streamguard.alerts.oneshot import publish_and_wait
 from streamguard.alerts.store import EventStore
 from streamguard.config import EventsSettings
 from streamguard.evidence import EvidenceStore, TrackRecorder
@@ -24,7 +25,7 @@ from streamguard.evidence.api import (
     handle_get_clip,
     handle_get_evidence,
 )
-from streamguard.labels import handle_post_labels, publish_and_wait
+from streamguard.labels import handle_post_labels
 
 RATE = 8000
 CALL = "CA/odd id?&"  # a call id that must be encoded in a URL and never reach a path
