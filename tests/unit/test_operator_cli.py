@@ -14,6 +14,7 @@ import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import soundfile as sf
@@ -65,7 +66,7 @@ class _FakeFrontDoor(BaseHTTPRequestHandler):
     """Stands in for the daemon's front door: routes /api/labels to the real handler logic's
     answer shape (201 + the event) and records what it was sent."""
 
-    seen: list = []
+    seen: ClassVar[list] = []
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
