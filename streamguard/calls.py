@@ -38,6 +38,7 @@ from streamguard.alerts.events import (
 from streamguard.alerts.smoothing import Smoother, SmoothingSettings
 from streamguard.audio.track import TrackPipeline, TrackSettings
 from streamguard.audio.windows import Window
+from streamguard.evidence.recorder import ClipOp, TrackRecorder
 from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
 from streamguard.scoring.adaptive import ScoreThinner
@@ -77,6 +78,21 @@ class CallPolicy:
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     min_verdict_speech_seconds: float = 2.0
     max_call_seconds: float = 14_400.0
+    # [evidence]: "none" keeps no audio; the look-back is evidence.lookback_seconds(...)
+    evidence_keep: str = "none"
+    evidence_lookback_seconds: float = 0.0
+    evidence_rate: int | None = None
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ClipWork:
+    """A track's evidence clip operations, for the evidence store (``[evidence]``)."""
+
+    call_id: str
+    track: str
+    source: Any
+    rate: int  # the rate the clip is written at
+    ops: list[ClipOp]
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -97,6 +113,16 @@ class _Track:
         self.smoother = Smoother(policy.smoothing, info.threshold)
         self.thinner = ScoreThinner(
             policy.track.adaptive_stride, policy.track.adaptive_below * info.threshold
+        )
+        self.recorder = (
+            TrackRecorder(
+                sample_rate,
+                keep=policy.evidence_keep,  # type: ignore[arg-type]
+                lookback_seconds=policy.evidence_lookback_seconds,
+                rate=policy.evidence_rate,
+            )
+            if policy.evidence_keep in ("alerts", "all")
+            else None
         )
         self.pending = 0  # windows handed out, outcome not back yet
         self.dropped = 0  # windows the engine dropped (lag/queue)
@@ -132,6 +158,7 @@ class CallSession:
         self.over_limit = False  # the edge should hang up: max_call_seconds reached
         self._windows_out: list[PendingWindow] = []
         self._events_out: list[EventBase] = []
+        self._clips_out: list[ClipWork] = []
         self._skipped_reported = 0
         self._lost_reported = 0
         self._thinned_reported = 0
@@ -160,11 +187,15 @@ class CallSession:
             case Audio(track=name, samples=samples):
                 track = self.tracks.get(name)
                 if track is not None and not track.ended and not self.over_limit:
+                    if track.recorder is not None:
+                        self._clips(track, track.recorder.push(samples))
                     self._windows(track, track.pipeline.push(samples))
                     self._check_limit(track)
             case Gap(track=name, n_samples=n):
                 track = self.tracks.get(name)
                 if track is not None and not track.ended and not self.over_limit:
+                    if track.recorder is not None:
+                        self._clips(track, track.recorder.push_silence(n))
                     self._windows(track, track.pipeline.push_silence(n))
                     self._check_limit(track)
             case TrackStart(track=name, sample_rate=rate):
@@ -199,6 +230,7 @@ class CallSession:
         self.finished = True
         self._windows_out.clear()
         self._events_out.clear()
+        self._finish_recorders()  # close what was written; the clips stay (a failure is rare)
 
     def receive_score(self, pending: PendingWindow, outcome: ScoreOutcome) -> None:
         """The engine's outcome for a window this session handed out."""
@@ -222,6 +254,11 @@ class CallSession:
     def events_to_publish(self) -> list[EventBase]:
         """Events produced since the last call, in order (``seq``/``ts`` not yet stamped)."""
         out, self._events_out = self._events_out, []
+        return out
+
+    def clips_to_write(self) -> list[ClipWork]:
+        """Evidence clip operations since the last call, in order (``[evidence] keep``)."""
+        out, self._clips_out = self._clips_out, []
         return out
 
     def windows_skipped_since_last_call(self) -> int:
@@ -270,6 +307,13 @@ class CallSession:
             Score(**common, start=window.start, end=window.end, p_fake=p_fake, smoothed=smoothed)
         )
         if transition is not None:
+            if track.recorder is not None:
+                self._clips(
+                    track,
+                    track.recorder.raised(transition.start)
+                    if transition.state == "raised"
+                    else track.recorder.cleared(transition.end),
+                )
             self._events_out.append(
                 Alert(
                     **common,
@@ -287,6 +331,7 @@ class CallSession:
         if any(not t.ended or t.pending for t in self.tracks.values()):
             return
         self.finished = True
+        self._finish_recorders()  # every score is back: no alert can reach a clip any more
         per_track = {name: t.summary(self.info, self.policy) for name, t in self.tracks.items()}
         self._events_out.append(
             CallEnded(
@@ -298,6 +343,18 @@ class CallSession:
                 tracks=per_track,
             )
         )
+
+    def _clips(self, track: _Track, ops: list[ClipOp]) -> None:
+        if ops:
+            assert track.recorder is not None
+            self._clips_out.append(
+                ClipWork(self.call_id, track.name, self.source, track.recorder.rate, ops)
+            )
+
+    def _finish_recorders(self) -> None:
+        for track in self.tracks.values():
+            if track.recorder is not None:
+                self._clips(track, track.recorder.finish())
 
     def reconfigure(self, policy: CallPolicy) -> None:
         """SIGHUP: live smoothers take the new settings (keeping their state); new tracks get
@@ -359,8 +416,10 @@ class CallRegistry:
         publish: Publish,
         max_calls: int = 200,
         metrics: Any = None,
+        record: Callable[[ClipWork], None] | None = None,
     ) -> None:
         self.info = info
+        self._record = record  # [evidence]: hands clip operations to the evidence writer
         self.policy = policy
         self.max_calls = max_calls
         self._submit = submit
@@ -452,6 +511,10 @@ class CallRegistry:
                 self._submit(pending.window, self._on_outcome(session, pending))
             for event in session.events_to_publish():
                 self._publish(event)
+            clips = session.clips_to_write()
+            if self._record is not None:
+                for work in clips:
+                    self._record(work)
         finally:  # a finished session leaves the registry even if a publish failed
             if session.finished:
                 self._closed(session)

@@ -73,12 +73,26 @@ FLUSH_LOG_SECONDS = 10.0
 SWITCH_INTERVAL = 0.0005
 
 
-def policy_from(settings: Settings) -> CallPolicy:
+def policy_from(settings: Settings, window_seconds: float = 4.0) -> CallPolicy:
+    """The calls' policy from the config; ``window_seconds``: the model's (sizes the evidence
+    look-back, :func:`streamguard.evidence.lookback_seconds`)."""
+    from streamguard.evidence import lookback_seconds
+
+    ev = settings.evidence
     return CallPolicy(
         track=settings.track,
         smoothing=settings.smoothing,
         min_verdict_speech_seconds=settings.verdict.min_speech_seconds,
         max_call_seconds=settings.limits.max_call_seconds,
+        evidence_keep=ev.keep,
+        evidence_lookback_seconds=lookback_seconds(
+            window_seconds=window_seconds,
+            hop_seconds=settings.track.hop_seconds,
+            raise_after=settings.smoothing.raise_after,
+            max_lag_seconds=settings.model.max_lag_seconds,
+            coalesce_ms=settings.track.coalesce_ms,
+        ),
+        evidence_rate=ev.sample_rate,
     )
 
 
@@ -115,6 +129,7 @@ class Daemon:
         self.backend: EventBackend | None = None
         self.webhooks: list[Any] = []
         self.registry: CallRegistry | None = None
+        self.evidence: Any = None  # EvidenceWriter when [evidence] keep is not "none"
         self.server: Server | None = None
         self.access: AccessPolicy | None = None
         self._handshakes: HandshakeGuard | None = None
@@ -209,13 +224,15 @@ class Daemon:
             metrics=self.metrics,
         )
         self.engine.start()
+        await self._start_evidence()
         self.registry = CallRegistry(
             info=info,
-            policy=policy_from(s),
+            policy=policy_from(s, info.window_seconds),
             submit=self.engine.submit,
             publish=self.bus.publish,
             max_calls=s.limits.max_calls,
             metrics=self.metrics,
+            record=None if self.evidence is None else self.evidence.submit,
         )
         await self._start_server()
         self._start_webhooks()
@@ -254,6 +271,24 @@ class Daemon:
             tls=s.server.tls,
             auth=sorted(path for path, g in self.access.guards.items() if not g.open) or None,
         )
+
+    async def _start_evidence(self) -> None:
+        """``[evidence]``: the store and its thread (a clip a crash left open is closed now)."""
+        ev = self.settings.evidence
+        if ev.keep == "none":
+            return
+        from streamguard.evidence import EvidenceStore
+        from streamguard.evidence.writer import EvidenceWriter
+
+        assert self.bus is not None
+        store = await asyncio.to_thread(
+            EvidenceStore,
+            ev.resolved_path(self.settings.events),
+            retention_days=ev.retention_days,
+            max_bytes=ev.max_bytes,
+        )
+        self.evidence = EvidenceWriter(store, publish=self.bus.publish)
+        await self.evidence.start()
 
     def _build_runners(self) -> list[Any]:
         """One inference runner per engine worker (``[model] backend/worker/workers``)."""
@@ -552,7 +587,8 @@ class Daemon:
             self.settings, ignored = apply_reload(self.settings, new)
             configure_logging(self.settings.logging.level, self.settings.logging.format)
             assert self.registry is not None
-            self.registry.reconfigure(policy_from(self.settings))
+            window = self.detector.info.window_seconds if self.detector else 4.0
+            self.registry.reconfigure(policy_from(self.settings, window))
             log.info("reloaded", needs_restart=ignored or None)
         self.notifier.ready(self._status_line())
 
@@ -596,6 +632,8 @@ class Daemon:
             await self.audiosocket.wait_closed()
         if self.engine is not None:
             await self.engine.stop()
+        if self.evidence is not None:  # the last clips closed, their evidence_saved published
+            await self.evidence.close()
         if self.backend is not None:  # every call_ended committed and delivered
             try:
                 await asyncio.wait_for(self.backend.flush(), FLUSH_LOG_SECONDS)

@@ -31,6 +31,8 @@ from streamguard.alerts.bus import AlertBus
 from streamguard.audio.file import read_audio
 from streamguard.calls import CallPolicy, CallSession
 from streamguard.config import Settings
+from streamguard.evidence import EvidenceStore
+from streamguard.evidence.api import handle_delete_evidence
 from streamguard.sources.senders import twilio_frames
 from streamguard.sources.twilio import MediaStreamProtocol
 
@@ -324,10 +326,14 @@ def produced(tiny_detector, fixtures_dir, tmp_path_factory) -> list[dict]:
     bus = AlertBus(info.name, history=10_000)
     slow = bus.subscribe(max_queue=1)
     session = None
+    # [evidence] keep = "alerts": the session's clip operations go to a store, as the daemon's
+    # evidence thread (EvidenceWriter) applies them.
+    store = EvidenceStore(tmp_path_factory.mktemp("evidence"))
+    policy = CallPolicy(evidence_keep="alerts", evidence_lookback_seconds=12.0)
     for _, frame in twilio_frames(np.stack([mono[0], mono[0] * 0.5]), rate, call_sid="CAdocs"):
         for event in core.receive_text(frame):
             if session is None:
-                session = CallSession(event, info=info, policy=CallPolicy())
+                session = CallSession(event, info=info, policy=policy)
             else:
                 session.handle(event)
             for pending in session.windows_to_score():
@@ -335,8 +341,14 @@ def produced(tiny_detector, fixtures_dir, tmp_path_factory) -> list[dict]:
                 session.receive_score(pending, score)
             for out in session.events_to_publish():
                 bus.publish(out)
+            for work in session.clips_to_write():
+                saved = store.apply(work.ops, call_id=work.call_id, track=work.track,
+                                    source=work.source, rate=work.rate)  # fmt: skip
+                for out in saved:
+                    bus.publish(out)
     assert session is not None and session.finished
-    for draft in operator_loop_events(session.call_id, rate, mono[0], bus, info, tmp_path_factory):
+    handle_delete_evidence(store, session.call_id, bus.publish)
+    for draft in operator_loop_events(session.call_id, info):
         bus.publish(draft)
     return [e.to_dict() for e in bus.history()] + [e.to_dict() for e in slow.drain()]
 
@@ -347,36 +359,23 @@ def produced(tiny_detector, fixtures_dir, tmp_path_factory) -> list[dict]:
 #: producer; the value is what the wiring will call (see the test below).
 PENDING_WIRING = {
     "label": "parse_label_request",
-    "evidence_saved": "EvidenceStore",
-    "evidence_deleted": "EvidenceStore",
     "model_changed": "ModelChanged(",
 }
 WIRING = ("streamguard/daemon.py", "streamguard/calls.py", "streamguard/alerts/server.py")
 
 
-def operator_loop_events(call_id, rate, audio, bus, info, tmp_path_factory):
-    """The operator loop's events for the call: its evidence (the alerts' audio, through the
-    recorder and the store, then deleted), an analyst's label, and a model swap."""
-    from streamguard.alerts.events import Alert, ModelChanged, ModelIdentity
-    from streamguard.evidence import EvidenceStore, TrackRecorder
+def operator_loop_events(call_id, info):
+    """The operator loop's events the daemon does not produce yet: an analyst's label and a
+    model swap."""
+    from streamguard.alerts.events import ModelChanged, ModelIdentity
     from streamguard.labels import parse_label_request
 
-    store = EvidenceStore(tmp_path_factory.mktemp("evidence"))
-    recorder = TrackRecorder(rate, keep="alerts", lookback_seconds=12.0)
-    ops = recorder.push(audio)
-    for alert in (e for e in bus.history() if isinstance(e, Alert) and e.track == "inbound"):
-        ops += (
-            recorder.raised(alert.start) if alert.state == "raised" else recorder.cleared(alert.end)
-        )
-    ops += recorder.finish()
-    drafts = list(store.apply(ops, call_id=call_id, track="inbound", source="twilio", rate=rate))
-    drafts.append(store.delete_call(call_id))
-    drafts.append(
+    drafts = [
         parse_label_request(
             json.dumps({"call_id": call_id, "label": "fake", "track": "inbound", "note": "IVR"}),
             who="local",
         )
-    )
+    ]
     same = ModelIdentity(name=info.name, architecture=info.architecture, sha256="0" * 64)
     drafts.append(ModelChanged(call_id=None, track=None, source=None, old=same, new=same))
     return drafts
