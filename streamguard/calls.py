@@ -82,6 +82,8 @@ class CallPolicy:
     evidence_keep: str = "none"
     evidence_lookback_seconds: float = 0.0
     evidence_rate: int | None = None
+    # [tracks] score: the track names whose windows are scored (None: every track)
+    score_tracks: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -124,6 +126,9 @@ class _Track:
             if policy.evidence_keep in ("alerts", "all")
             else None
         )
+        # [tracks] score: a leg left out is counted, never scored (its verdict: inconclusive)
+        self.scored = policy.score_tracks is None or name in policy.score_tracks
+        self.not_scored = 0  # windows of a left-out leg
         self.pending = 0  # windows handed out, outcome not back yet
         self.dropped = 0  # windows the engine dropped (lag/queue)
         self.failed = 0  # windows the model failed on
@@ -131,7 +136,7 @@ class _Track:
 
     def summary(self, info: ModelInfo, policy: CallPolicy) -> CallSummary:
         p = self.pipeline
-        return self.smoother.summary(
+        summary = self.smoother.summary(
             threshold=info.threshold,
             duration=p.duration_seconds,
             speech_seconds=p.speech_seconds,
@@ -140,6 +145,9 @@ class _Track:
             windows_failed=self.failed,
             min_speech_seconds=policy.min_verdict_speech_seconds,
         )
+        if self.not_scored:
+            summary = summary.model_copy(update={"windows_not_scored": self.not_scored})
+        return summary
 
 
 class CallSession:
@@ -293,6 +301,9 @@ class CallSession:
         self._maybe_finish()
 
     def _windows(self, track: _Track, windows: list[Window], *, final: bool = False) -> None:
+        if not track.scored:
+            track.not_scored += len(windows)
+            return
         for window in windows:
             if not final and not track.thinner.take():
                 continue  # adaptive scoring: a calm real track skips this hop

@@ -93,6 +93,7 @@ def policy_from(settings: Settings, window_seconds: float = 4.0) -> CallPolicy:
             coalesce_ms=settings.track.coalesce_ms,
         ),
         evidence_rate=ev.sample_rate,
+        score_tracks=None if settings.tracks.score is None else frozenset(settings.tracks.score),
     )
 
 

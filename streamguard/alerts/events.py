@@ -142,6 +142,9 @@ class CallSummary(_Frozen):
     windows_failed: int = Field(
         ge=0, default=0, description="windows the model failed on (error or non-finite score)"
     )
+    windows_not_scored: int = Field(
+        ge=0, default=0, description="windows of a track [tracks] score leaves out: counted only"
+    )
     max_smoothed: float | None = Field(description="highest smoothed score; null if none scored")
     mean_smoothed: float | None = Field(description="mean smoothed score; null if none scored")
     verdict: Verdict
@@ -187,6 +190,7 @@ def combine_summaries(tracks: dict[str, CallSummary]) -> CallSummary:
         windows_skipped=sum(s.windows_skipped for s in summaries),
         windows_dropped=sum(s.windows_dropped for s in summaries),
         windows_failed=sum(s.windows_failed for s in summaries),
+        windows_not_scored=sum(s.windows_not_scored for s in summaries),
         max_smoothed=max((s.max_smoothed for s in scored), default=None),  # type: ignore[type-var]
         mean_smoothed=(
             sum(s.mean_smoothed * s.windows_scored for s in scored) / n_scored  # type: ignore[operator]
