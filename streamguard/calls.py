@@ -560,6 +560,14 @@ class CallRegistry:
         for session in self.sessions.values():
             session.reconfigure(policy)
 
+    def set_model(self, info: ModelInfo) -> None:
+        """A hot model swap: new sessions and live smoothers take the new model's threshold
+        (same window and rate: :func:`streamguard.model_swap.prepare` checked)."""
+        self.info = info
+        for session in self.sessions.values():
+            session.info = info
+            session.reconfigure(self.policy)
+
     async def drain(self, reason: str = "shutdown") -> None:
         """Stop accepting, end every open call, and wait for their ``call_ended``."""
         self.accepting = False

@@ -131,6 +131,8 @@ class Daemon:
         self.webhooks: list[Any] = []
         self.registry: CallRegistry | None = None
         self.evidence: Any = None  # EvidenceWriter when [evidence] keep is not "none"
+        self.model_identity: Any = None  # ModelIdentity of the serving model
+        self._swap_lock = asyncio.Lock()
         self.server: Server | None = None
         self.access: AccessPolicy | None = None
         self._handshakes: HandshakeGuard | None = None
@@ -189,6 +191,9 @@ class Daemon:
         for runner in self.runners:
             await asyncio.to_thread(probe_detector, runner)
         info = self.detector.info
+        from streamguard.model_swap import identity_of
+
+        self.model_identity = identity_of(self.detector)
         if s.track.min_speech_seconds > info.window_seconds:
             raise StreamguardError(
                 f"[track] min_speech_seconds ({s.track.min_speech_seconds:g}) is longer than "
@@ -291,13 +296,13 @@ class Daemon:
         self.evidence = EvidenceWriter(store, publish=self.bus.publish)
         await self.evidence.start()
 
-    def _build_runners(self) -> list[Any]:
+    def _build_runners(self, detector: Any = None) -> list[Any]:
         """One inference runner per engine worker (``[model] backend/worker/workers``)."""
         from streamguard.scoring.runners import build_runners
 
         m = self.settings.model
         return build_runners(
-            self.detector,
+            detector or self.detector,
             backend=m.backend,
             worker=m.worker,
             workers=m.workers,
@@ -585,13 +590,66 @@ class Daemon:
         except Exception as exc:  # a bad edit must not take the daemon down
             log.error("reload_failed", error=str(exc))
         else:
+            old_spec = self.settings.model.spec
             self.settings, ignored = apply_reload(self.settings, new)
+            if new.model.spec != old_spec and self.engine is not None:
+                # [model] spec is the one model key SIGHUP applies: a hot swap
+                self._tasks.append(
+                    asyncio.create_task(self._swap_on_reload(new.model.spec), name="model swap")
+                )
+                others = new.model.model_copy(update={"spec": old_spec})
+                if others == self.settings.model:
+                    ignored = [name for name in ignored if name != "model"]
             configure_logging(self.settings.logging.level, self.settings.logging.format)
             assert self.registry is not None
             window = self.detector.info.window_seconds if self.detector else 4.0
             self.registry.reconfigure(policy_from(self.settings, window))
             log.info("reloaded", needs_restart=ignored or None)
         self.notifier.ready(self._status_line())
+
+    async def swap_model(self, spec: str | None) -> Any:
+        """Serve the model ``spec`` from the next batch on (see :mod:`streamguard.model_swap`);
+        returns the published ``model_changed`` draft. Raises SwapRefused (the old model keeps
+        serving) or SwapBusy."""
+        from streamguard.model_swap import SwapBusy, SwapRefused, model_changed, prepare
+        from streamguard.scoring.runners import close_runners
+
+        if self._swap_lock.locked():
+            raise SwapBusy("another model swap is under way")
+        async with self._swap_lock:
+            if self.engine is None or self.registry is None or self.bus is None or self.stopping:
+                raise SwapRefused("the daemon is not serving")
+            candidate = await asyncio.to_thread(
+                prepare,
+                spec,
+                current=self.detector,
+                device=self.settings.model.device,
+                build_runners=self._build_runners,
+                close_runners=close_runners,
+            )
+            old_runners, generation = self.engine.swap(candidate.detector, candidate.runners)
+            old_identity, self.model_identity = self.model_identity, candidate.identity
+            self.detector, self.runners = candidate.detector, candidate.runners
+            info = candidate.detector.info
+            self.bus.model_name = info.name  # every later event names the new model
+            self.registry.set_model(info)
+            event = model_changed(old_identity, candidate.identity)
+            self.bus.publish(event)
+            log.info("model_swapped", old=old_identity.name, new=info.name, spec=spec)
+            await self.engine.released(generation)
+            await asyncio.to_thread(close_runners, old_runners)
+            return event
+
+    async def _swap_on_reload(self, spec: str | None) -> None:
+        """SIGHUP with a new ``[model] spec``: swap, or log why not (the old model serves on)."""
+        from streamguard.errors import StreamguardError
+
+        try:
+            await self.swap_model(spec)
+        except StreamguardError as exc:
+            log.error("model_swap_failed", spec=spec, error=str(exc))
+        else:
+            self.settings.model.spec = spec
 
     def request_stop(self) -> None:
         self._stop.set()

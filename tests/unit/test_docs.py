@@ -359,16 +359,16 @@ def produced(tiny_detector, fixtures_dir, tmp_path_factory) -> list[dict]:
 #: producer; the value is what the wiring will call (see the test below).
 PENDING_WIRING = {
     "label": "parse_label_request",
-    "model_changed": "ModelChanged(",
 }
 WIRING = ("streamguard/daemon.py", "streamguard/calls.py", "streamguard/alerts/server.py")
 
 
 def operator_loop_events(call_id, info):
-    """The operator loop's events the daemon does not produce yet: an analyst's label and a
-    model swap."""
-    from streamguard.alerts.events import ModelChanged, ModelIdentity
+    """The operator loop's events no call produces: an analyst's label (its route is not wired
+    yet) and a model swap (through the daemon's own producer, model_swap.model_changed)."""
+    from streamguard.alerts.events import ModelIdentity
     from streamguard.labels import parse_label_request
+    from streamguard.model_swap import model_changed
 
     drafts = [
         parse_label_request(
@@ -377,7 +377,7 @@ def operator_loop_events(call_id, info):
         )
     ]
     same = ModelIdentity(name=info.name, architecture=info.architecture, sha256="0" * 64)
-    drafts.append(ModelChanged(call_id=None, track=None, source=None, old=same, new=same))
+    drafts.append(model_changed(same, same))
     return drafts
 
 
