@@ -42,7 +42,7 @@ from streamguard.evidence.recorder import ClipOp, TrackRecorder
 from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
 from streamguard.scoring.adaptive import ScoreThinner
-from streamguard.scoring.outcome import ScoreOutcome, Unscored
+from streamguard.scoring.outcome import Allowlisted, ScoreOutcome, Unscored
 from streamguard.sources.base import (
     Audio,
     CallEnd,
@@ -129,6 +129,8 @@ class _Track:
         # [tracks] score: a leg left out is counted, never scored (its verdict: inconclusive)
         self.scored = policy.score_tracks is None or name in policy.score_tracks
         self.not_scored = 0  # windows of a left-out leg
+        self.allowlisted = 0  # windows whose speaker is an enrolled voice
+        self.last_smoothed = 0.0
         self.pending = 0  # windows handed out, outcome not back yet
         self.dropped = 0  # windows the engine dropped (lag/queue)
         self.failed = 0  # windows the model failed on
@@ -145,8 +147,13 @@ class _Track:
             windows_failed=self.failed,
             min_speech_seconds=policy.min_verdict_speech_seconds,
         )
-        if self.not_scored:
-            summary = summary.model_copy(update={"windows_not_scored": self.not_scored})
+        if self.not_scored or self.allowlisted:
+            summary = summary.model_copy(
+                update={
+                    "windows_not_scored": self.not_scored,
+                    "windows_allowlisted": self.allowlisted,
+                }
+            )
         return summary
 
 
@@ -249,6 +256,8 @@ class CallSession:
                 track.failed += 1
             else:
                 track.dropped += 1
+        elif isinstance(outcome, Allowlisted):
+            self._on_allowlisted(track, pending.window, outcome)
         else:
             self._on_score(track, pending.window, outcome)
         self._maybe_finish()
@@ -313,6 +322,7 @@ class CallSession:
     def _on_score(self, track: _Track, window: Window, p_fake: float) -> None:
         track.thinner.observe(p_fake)
         smoothed, transition = track.smoother.push(p_fake, window.start, window.end)
+        track.last_smoothed = smoothed
         common = {"call_id": self.call_id, "track": track.name, "source": self.source}
         self._events_out.append(
             Score(**common, start=window.start, end=window.end, p_fake=p_fake, smoothed=smoothed)
@@ -335,6 +345,22 @@ class CallSession:
                     end=transition.end,
                 )
             )
+
+    def _on_allowlisted(self, track: _Track, window: Window, outcome: Allowlisted) -> None:
+        """An enrolled voice: reported with its score, kept out of the alert policy."""
+        track.allowlisted += 1
+        self._events_out.append(
+            Score(
+                call_id=self.call_id,
+                track=track.name,
+                source=self.source,
+                start=window.start,
+                end=window.end,
+                p_fake=outcome.p_fake,
+                smoothed=track.last_smoothed,
+                allowlisted=outcome.voice,
+            )
+        )
 
     def _maybe_finish(self) -> None:
         if self.finished or self.end_reason is None:

@@ -35,6 +35,7 @@ COMMANDS = (
     "label",
     "evidence",
     "calibrate",
+    "allowlist",
 )
 
 

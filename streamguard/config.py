@@ -436,6 +436,21 @@ class TracksSettings(_Section):
         return self
 
 
+class AllowListSettings(_Section):
+    """``[allowlist]``: the operator's own synthetic voices, never alerted on
+    (docs/operations.md, "Allow-list"). Active when the folder holds an enrolled voice."""
+
+    path: str | None = None  # None: the folder "allowlist" beside the event log
+    threshold: float = Field(0.8, gt=0, le=1)
+    min_p_fake: float = Field(0.0, ge=0, le=1)
+
+    def resolved_path(self, events: EventsSettings) -> Path:
+        """``path``, else ``allowlist/`` in the event log's directory (the state directory)."""
+        if self.path:
+            return Path(self.path).expanduser()
+        return events.resolved_path().parent / "allowlist"
+
+
 def should_score(track: str, settings: TracksSettings) -> bool:
     """Whether a track of this name is scored under ``[tracks] score`` (unset: every track).
 
@@ -615,6 +630,7 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=EventsSettings)
     evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     tracks: TracksSettings = Field(default_factory=TracksSettings)
+    allowlist: AllowListSettings = Field(default_factory=AllowListSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
 
     @classmethod

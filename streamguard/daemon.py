@@ -229,6 +229,7 @@ class Daemon:
             hop_seconds=s.track.hop_seconds,
             metrics=self.metrics,
         )
+        await self._start_allowlist()
         self.engine.start()
         await self._start_evidence()
         self.registry = CallRegistry(
@@ -277,6 +278,24 @@ class Daemon:
             tls=s.server.tls,
             auth=sorted(path for path, g in self.access.guards.items() if not g.open) or None,
         )
+
+    async def _start_allowlist(self) -> None:
+        """``[allowlist]``: when voices are enrolled, the engine marks windows they speak."""
+        a = self.settings.allowlist
+        root = a.resolved_path(self.settings.events)
+        if not any(root.glob("*.json")):
+            return
+        from streamguard.allowlist import AllowList
+        from streamguard.allowlist.checker import AllowlistChecker
+        from streamguard.allowlist.encoder import ENCODER_NAME, load_encoder
+
+        assert self.engine is not None
+        allowlist = await asyncio.to_thread(
+            AllowList, root, threshold=a.threshold, encoder=ENCODER_NAME
+        )
+        encoder = await asyncio.to_thread(load_encoder)
+        self.engine.allowlist = AllowlistChecker(allowlist, encoder, min_p_fake=a.min_p_fake)
+        log.info("allowlist_loaded", voices=sorted(allowlist.voices), threshold=a.threshold)
 
     async def _start_evidence(self) -> None:
         """``[evidence]``: the store and its thread (a clip a crash left open is closed now)."""

@@ -145,6 +145,9 @@ class CallSummary(_Frozen):
     windows_not_scored: int = Field(
         ge=0, default=0, description="windows of a track [tracks] score leaves out: counted only"
     )
+    windows_allowlisted: int = Field(
+        ge=0, default=0, description="windows whose speaker is an enrolled allow-list voice"
+    )
     max_smoothed: float | None = Field(description="highest smoothed score; null if none scored")
     mean_smoothed: float | None = Field(description="mean smoothed score; null if none scored")
     verdict: Verdict
@@ -191,6 +194,7 @@ def combine_summaries(tracks: dict[str, CallSummary]) -> CallSummary:
         windows_dropped=sum(s.windows_dropped for s in summaries),
         windows_failed=sum(s.windows_failed for s in summaries),
         windows_not_scored=sum(s.windows_not_scored for s in summaries),
+        windows_allowlisted=sum(s.windows_allowlisted for s in summaries),
         max_smoothed=max((s.max_smoothed for s in scored), default=None),  # type: ignore[type-var]
         mean_smoothed=(
             sum(s.mean_smoothed * s.windows_scored for s in scored) / n_scored  # type: ignore[operator]
@@ -283,6 +287,12 @@ class Score(EventBase):
     end: float = Field(ge=0, description="window end, call seconds")
     p_fake: float = Field(ge=0, le=1, description="model P(fake) for this window")
     smoothed: float = Field(ge=0, le=1, description="smoothed score after this window")
+    allowlisted: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the enrolled allow-list voice this window's speaker matched; such a "
+        "window never counts towards an alert",
+    )
 
     _round_t = field_validator("start", "end")(_round_time)
     _round_p = field_validator("p_fake", "smoothed")(_round_prob)

@@ -59,6 +59,8 @@ def format_event(event: Any) -> str:
     window = f"[{_num(e.get('start'), 1)}-{_num(e.get('end'), 1)}s]"
     if kind == "score":
         detail = f"p_fake={_num(e.get('p_fake'))} smoothed={_num(e.get('smoothed'))} {window}"
+        if e.get("allowlisted"):
+            detail += f" allowlisted={e['allowlisted']}"
         label = "score"
     elif kind == "alert":
         state = str(e.get("state", "?"))

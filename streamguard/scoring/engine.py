@@ -151,6 +151,10 @@ class ScoringEngine:
         # Model swaps: the generation of the runners each worker is scoring with (None: idle)
         self.generation = 0
         self._busy: list[int | None] = [None] * len(self.runners)
+        # [allowlist]: (windows, outcomes) -> outcomes with enrolled voices marked; run on the
+        # worker thread after each batch (streamguard.allowlist.checker)
+        self.allowlist: Callable[[list[Window], list[ScoreOutcome]], list[ScoreOutcome]] | None
+        self.allowlist = None
 
     # -- loop side ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -270,6 +274,12 @@ class ScoringEngine:
             started = time.perf_counter()
             outcomes = self._score(runner, [r.window for r in fresh])
             elapsed = time.perf_counter() - started
+            check = self.allowlist
+            if check is not None:
+                try:
+                    outcomes = check([r.window for r in fresh], outcomes)
+                except Exception as exc:  # the allow-list failing must not cost the scores
+                    log.warning("allowlist_failed", error=_describe(exc))
         self.stats.last_heartbeat = time.monotonic()
         results = list(zip(fresh, outcomes, strict=True))
         results += [(r, Unscored("lag")) for r in stale]
@@ -323,7 +333,7 @@ class ScoringEngine:
 
     def _record(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
         stats = self.stats
-        scored = [r for r, o in results if isinstance(o, float)]
+        scored = [r for r, o in results if not isinstance(o, Unscored)]
         failed = [o.reason for _, o in results if isinstance(o, Unscored) and o.failed]
         n_lag = sum(1 for _, o in results if isinstance(o, Unscored) and o.reason == "lag")
         if len(results) > n_lag:

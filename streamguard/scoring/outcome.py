@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-__all__ = ["DROP_REASONS", "FAIL_REASONS", "ScoreOutcome", "Unscored", "UnscoredReason"]
+__all__ = [
+    "DROP_REASONS",
+    "FAIL_REASONS",
+    "Allowlisted",
+    "ScoreOutcome",
+    "Unscored",
+    "UnscoredReason",
+]
 
 UnscoredReason: TypeAlias = Literal["lag", "queue", "error", "nonfinite", "out_of_range"]
 DROP_REASONS: frozenset[str] = frozenset({"lag", "queue"})
@@ -32,5 +39,15 @@ class Unscored:
         return self.reason in FAIL_REASONS
 
 
-#: A window's result: P(fake) in [0, 1], or :class:`Unscored`.
-ScoreOutcome: TypeAlias = float | Unscored
+@dataclass(frozen=True, slots=True)
+class Allowlisted:
+    """A scored window whose speaker is an enrolled voice of the allow-list (the operator's
+    own IVR or voicemail TTS): reported, never fed to the alert policy."""
+
+    p_fake: float
+    voice: str
+    similarity: float
+
+
+#: A window's result: P(fake) in [0, 1], :class:`Allowlisted`, or :class:`Unscored`.
+ScoreOutcome: TypeAlias = float | Allowlisted | Unscored

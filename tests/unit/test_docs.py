@@ -33,6 +33,7 @@ from streamguard.calls import CallPolicy, CallSession
 from streamguard.config import Settings
 from streamguard.evidence import EvidenceStore
 from streamguard.evidence.api import handle_delete_evidence
+from streamguard.scoring.outcome import Allowlisted
 from streamguard.sources.senders import twilio_frames
 from streamguard.sources.twilio import MediaStreamProtocol
 
@@ -338,6 +339,9 @@ def produced(tiny_detector, fixtures_dir, tmp_path_factory) -> list[dict]:
                 session.handle(event)
             for pending in session.windows_to_score():
                 score = float(tiny_detector(pending.window.samples[None])[0])
+                if pending.track == "outbound" and pending.window.start == 0:
+                    # what the engine's allow-list step hands back for an enrolled voice
+                    score = Allowlisted(score, "ivr-main", 0.93)
                 session.receive_score(pending, score)
             for out in session.events_to_publish():
                 bus.publish(out)
