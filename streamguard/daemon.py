@@ -132,6 +132,9 @@ class Daemon:
         self.registry: CallRegistry | None = None
         self.evidence: Any = None  # EvidenceWriter when [evidence] keep is not "none"
         self.model_identity: Any = None  # ModelIdentity of the serving model
+        # [model] spec as the config FILE said at the last (re)load: SIGHUP swaps when the file
+        # changes it, never because a --model flag differs from the file
+        self._file_model_spec: str | None = None
         self._swap_lock = asyncio.Lock()
         self.server: Server | None = None
         self.access: AccessPolicy | None = None
@@ -194,6 +197,9 @@ class Daemon:
         from streamguard.model_swap import identity_of
 
         self.model_identity = identity_of(self.detector)
+        if self.config_path is not None:
+            with contextlib.suppress(Exception):  # the file was read once already; a race only
+                self._file_model_spec = load_config(self.config_path).model.spec
         if s.track.min_speech_seconds > info.window_seconds:
             raise StreamguardError(
                 f"[track] min_speech_seconds ({s.track.min_speech_seconds:g}) is longer than "
@@ -611,7 +617,8 @@ class Daemon:
         else:
             old_spec = self.settings.model.spec
             self.settings, ignored = apply_reload(self.settings, new)
-            if new.model.spec != old_spec and self.engine is not None:
+            if new.model.spec != self._file_model_spec and self.engine is not None:
+                self._file_model_spec = new.model.spec
                 # [model] spec is the one model key SIGHUP applies: a hot swap
                 self._tasks.append(
                     asyncio.create_task(self._swap_on_reload(new.model.spec), name="model swap")
