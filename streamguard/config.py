@@ -442,7 +442,7 @@ class AllowListSettings(_Section):
 
     path: str | None = None  # None: the folder "allowlist" beside the event log
     threshold: float = Field(0.8, gt=0, le=1)
-    min_p_fake: float = Field(0.0, ge=0, le=1)
+    min_p_fake: float = Field(0.25, ge=0, le=1)
 
     def resolved_path(self, events: EventsSettings) -> Path:
         """``path``, else ``allowlist/`` in the event log's directory (the state directory)."""

@@ -50,7 +50,9 @@ async def test_the_enrolled_leg_is_allowlisted_the_other_alerts(
     assert main(["allowlist", "add", "ivr", *enrolment_clips(tmp_path, "en-us"),
                  "--config", str(config)]) == 0  # fmt: skip
     assert "enrolled ivr: 3 clips" in capsys.readouterr().out
-    daemon = await make_daemon(smoothing=ALWAYS, allowlist={"path": str(tmp_path / "allow")})
+    daemon = await make_daemon(
+        smoothing=ALWAYS, allowlist={"path": str(tmp_path / "allow"), "min_p_fake": 0.0}
+    )
     assert daemon.engine.allowlist is not None
     rate, stereo = read_audio(fixtures_dir / "speech_stereo_16k.wav")
     base = f"ws://127.0.0.1:{daemon.port}"
