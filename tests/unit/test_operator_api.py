@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import EvidenceDeleted, Label
@@ -118,3 +120,35 @@ def test_a_label_is_answered_with_the_event_the_durable_log_stored(tmp_path):
     events = EventStore(tmp_path / "events.db", readonly=True).read(0).events
     assert [(e.type, e.seq) for e in events] == [("label", 1)]
     assert isinstance(events[0], Label) and events[0].note == "IVR greeting"
+
+
+_JSONISH = st.one_of(st.text(max_size=20), st.integers(), st.none())
+MODEL_BODIES = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+    st.dictionaries(st.sampled_from(["model", "x"]), _JSONISH, max_size=2).map(
+        lambda d: json.dumps(d).encode()
+    ),
+)
+
+
+@given(MODEL_BODIES)
+def test_any_model_request_body_is_a_4xx_or_a_swap_never_an_exception(body):
+    """POST /api/model: whatever arrives, a clear status; only {"model": SPEC} reaches swap."""
+    from streamguard.model_swap import handle_post_model
+
+    asked = []
+
+    async def swap(spec):
+        asked.append(spec)
+        from streamguard.model_swap import SwapRefused
+
+        raise SwapRefused(f"cannot load model {spec!r}")
+
+    status, headers, raw = asyncio.run(handle_post_model(body, swap=swap))
+    assert status in (400, 413, 422) and headers["Content-Type"] == "application/json"
+    assert json.loads(raw)["error"]
+    if asked:
+        assert (
+            json.loads(body) == {"model": asked[0]} or json.loads(body)["model"].strip() == asked[0]
+        )
