@@ -40,7 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streamguard.alerts.smoothing import AlertTransition, Smoother, SmoothingSettings
+from streamguard.policy.replay import AlertPolicy, replay
+from streamguard.policy.smoothing import AlertTransition, SmoothingSettings
 
 __all__ = [
     "Calibration",
@@ -112,19 +113,19 @@ Replay = Callable[[TrackScores, SmoothingSettings], tuple[Sequence[AlertTransiti
 
 
 def smoother_replay(track: TrackScores, settings: SmoothingSettings) -> tuple[list, str]:
-    """The daemon's policy today (:class:`~streamguard.alerts.smoothing.Smoother`, as
-    ``training.evaluate.apply_policy`` runs it). ``settings.on_threshold`` must be set."""
+    """The daemon's alert policy over one track: :func:`streamguard.policy.replay`, the one
+    replay ``scan``, ``evaluate`` and the trainer use. ``settings.on_threshold`` must be set;
+    calibration judges alerts, so the verdict's speech minimum is not applied."""
     if settings.on_threshold is None:
         raise ValueError("calibration replays explicit on-thresholds")
-    smoother = Smoother(settings, settings.on_threshold)
-    alerts = []
-    for start, end, p in track.windows():
-        _, transition = smoother.push(float(p), float(start), float(end))
-        if transition is not None:
-            alerts.append(transition)
-    raised = any(a.state == "raised" for a in alerts)
-    verdict = "inconclusive" if not track.scores else "fake" if raised else "real"
-    return alerts, verdict
+    policy = AlertPolicy(settings.on_threshold, settings, min_speech_seconds=0.0)
+    alerts, verdict = replay(
+        track.scores,
+        policy,
+        speech_seconds=track.speech_seconds or 0.0,
+        spans=list(zip(track.starts, track.ends, strict=True)),
+    )
+    return alerts, verdict if track.scores else "inconclusive"
 
 
 # ------------------------------------------------------------------------ statistics

@@ -22,7 +22,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -35,13 +35,15 @@ from streamguard.alerts.events import (
     Score,
     combine_summaries,
 )
-from streamguard.alerts.smoothing import Smoother, SmoothingSettings
 from streamguard.audio.track import TrackPipeline, TrackSettings
 from streamguard.audio.windows import Window
 from streamguard.evidence.recorder import ClipOp, TrackRecorder
 from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
-from streamguard.scoring.adaptive import ScoreThinner
+from streamguard.policy import AlertPolicy
+from streamguard.policy.adaptive import ScoreThinner
+from streamguard.policy.smoothing import SmoothingSettings
+from streamguard.policy.verdict import DEFAULT_MIN_SPEECH_SECONDS
 from streamguard.scoring.outcome import Allowlisted, ScoreOutcome, Unscored
 from streamguard.sources.base import (
     Audio,
@@ -54,15 +56,25 @@ from streamguard.sources.base import (
     TrackEnd,
     TrackStart,
 )
+from streamguard.telemetry import NOOP, Tracer
 
 log = structlog.get_logger(__name__)
 
-#: WebSocket close code 1013 "try again later": the daemon is full or draining.
-CLOSE_TRY_AGAIN_LATER = 1013
-#: WebSocket close code 1008 "policy violation": a call id already live elsewhere.
-CLOSE_POLICY_VIOLATION = 1008
-#: WebSocket close code 1011 "internal error": the call could not be opened (a bug).
-CLOSE_INTERNAL_ERROR = 1011
+#: Why the daemon ends a feed: a core's :data:`~streamguard.sources.base.RefusalKind`
+#: (``protocol``, ``unsupported``, ``metadata``), or its own: ``busy`` (``max_calls`` open, or
+#: draining), ``in_use`` (the call id is live on another connection), ``limit``
+#: (``max_call_seconds``), ``error`` (the call could not be opened: a bug). Each edge acts on it
+#: its own way; the WebSocket edge maps it to a close code.
+FeedEndKind = Literal["protocol", "unsupported", "metadata", "busy", "in_use", "limit", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The daemon ends a feed: ``kind`` (:data:`FeedEndKind`) and one short ``reason``."""
+
+    kind: FeedEndKind
+    reason: str
+
 
 #: ``submit(window, callback)``: the scoring engine's; the callback later gets the outcome.
 Submit = Callable[[Window, Callable[[ScoreOutcome], None]], None]
@@ -76,7 +88,7 @@ class CallPolicy:
 
     track: TrackSettings = field(default_factory=TrackSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-    min_verdict_speech_seconds: float = 2.0
+    min_verdict_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS
     max_call_seconds: float = 14_400.0
     # [evidence]: "none" keeps no audio; the look-back is evidence.lookback_seconds(...)
     evidence_keep: str = "none"
@@ -84,6 +96,11 @@ class CallPolicy:
     evidence_rate: int | None = None
     # [tracks] score: the track names whose windows are scored (None: every track)
     score_tracks: frozenset[str] | None = None
+
+    def alert_policy(self, threshold: float) -> AlertPolicy:
+        """The alert policy of a track scored by a model with this ``threshold``: the same
+        object :func:`streamguard.policy.replay` runs offline, so live and replayed agree."""
+        return AlertPolicy(threshold, self.smoothing, self.min_verdict_speech_seconds)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -112,7 +129,7 @@ class _Track:
         self.name = name
         self.sample_rate = sample_rate
         self.pipeline = TrackPipeline(sample_rate, policy.track, window_seconds=info.window_seconds)
-        self.smoother = Smoother(policy.smoothing, info.threshold)
+        self.smoother = policy.alert_policy(info.threshold).smoother()
         self.thinner = ScoreThinner(
             policy.track.adaptive_stride, policy.track.adaptive_below * info.threshold
         )
@@ -136,16 +153,19 @@ class _Track:
         self.failed = 0  # windows the model failed on
         self.ended = False
 
-    def summary(self, info: ModelInfo, policy: CallPolicy) -> CallSummary:
+    def summary(self, policy: CallPolicy) -> CallSummary:
         p = self.pipeline
-        summary = self.smoother.summary(
-            threshold=info.threshold,
+        stats = self.smoother.stats()
+        summary = CallSummary(
             duration=p.duration_seconds,
             speech_seconds=p.speech_seconds,
+            windows_scored=stats.windows,
             windows_skipped=p.windows_skipped,
             windows_dropped=self.dropped + p.windower.windows_lost,
             windows_failed=self.failed,
-            min_speech_seconds=policy.min_verdict_speech_seconds,
+            max_smoothed=stats.max_smoothed,
+            mean_smoothed=stats.mean_smoothed,
+            verdict=self.smoother.verdict(p.speech_seconds, policy.min_verdict_speech_seconds),
         )
         if self.not_scored or self.allowlisted:
             summary = summary.model_copy(
@@ -171,6 +191,7 @@ class CallSession:
         self.end_reason: str | None = None  # set by CallEnd (or end())
         self.finished = False
         self.over_limit = False  # the edge should hang up: max_call_seconds reached
+        self.call_ended: CallEnded | None = None  # once finished (for the call's trace span)
         self._windows_out: list[PendingWindow] = []
         self._events_out: list[EventBase] = []
         self._clips_out: list[ClipWork] = []
@@ -369,17 +390,16 @@ class CallSession:
             return
         self.finished = True
         self._finish_recorders()  # every score is back: no alert can reach a clip any more
-        per_track = {name: t.summary(self.info, self.policy) for name, t in self.tracks.items()}
-        self._events_out.append(
-            CallEnded(
-                call_id=self.call_id,
-                track=None,
-                source=self.source,
-                summary=combine_summaries(per_track),
-                reason=self.end_reason,
-                tracks=per_track,
-            )
+        per_track = {name: t.summary(self.policy) for name, t in self.tracks.items()}
+        self.call_ended = CallEnded(
+            call_id=self.call_id,
+            track=None,
+            source=self.source,
+            summary=combine_summaries(per_track),
+            reason=self.end_reason,
+            tracks=per_track,
         )
+        self._events_out.append(self.call_ended)
 
     def _clips(self, track: _Track, ops: list[ClipOp]) -> None:
         if ops:
@@ -414,10 +434,10 @@ def _declared_rate(metadata: dict[str, Any]) -> int | None:
 
 
 class CallRefused(Exception):
-    """A call the registry will not open: ``code`` is the WebSocket close code for the feed,
-    ``reason`` the ``source_rejects_total`` label, the message the close reason."""
+    """A call the registry will not open: ``kind`` what the feed is told (:data:`FeedEndKind`),
+    ``reason`` the ``source_rejects_total`` label, the message the refusal's reason."""
 
-    code = CLOSE_TRY_AGAIN_LATER
+    kind: FeedEndKind = "busy"
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
@@ -435,7 +455,7 @@ class CallIdInUse(CallRefused):
     """Another connection carries a live call with this id, and this one may not join it
     (see :meth:`CallRegistry.open`)."""
 
-    code = CLOSE_POLICY_VIOLATION
+    kind: FeedEndKind = "in_use"
 
     def __init__(self) -> None:
         super().__init__("call_id already live on another connection", reason="call_id_in_use")
@@ -454,6 +474,7 @@ class CallRegistry:
         max_calls: int = 200,
         metrics: Any = None,
         record: Callable[[ClipWork], None] | None = None,
+        tracer: Tracer = NOOP,
     ) -> None:
         self.info = info
         self._record = record  # [evidence]: hands clip operations to the evidence writer
@@ -462,6 +483,8 @@ class CallRegistry:
         self._submit = submit
         self._publish = publish
         self._metrics = metrics
+        self._tracer = tracer
+        self._traces: dict[int, Any] = {}  # id(session) -> its call span (telemetry.py)
         self.sessions: dict[int, CallSession] = {}  # keyed per connection: a callSid may repeat
         self._keys: dict[int, int] = {}  # id(session) -> key
         self._by_call_id: dict[str, list[CallSession]] = {}  # the sessions of each call id
@@ -485,6 +508,7 @@ class CallRegistry:
             raise CallLimitReached(f"call limit reached ({self.max_calls} open calls)")
         self._check_call_id(start)
         session = CallSession(start, info=self.info, policy=self.policy)
+        self._traces[id(session)] = self._tracer.start_call(session.call_id, session.source)
         key = next(self._ids)
         self.sessions[key] = session
         self._keys[id(session)] = key
@@ -563,12 +587,17 @@ class CallRegistry:
             session.receive_score(pending, outcome)
             self._flush(session)
 
+        if self._tracer.enabled:  # a score span per window; off, nothing per window
+            trace = self._traces[id(session)]
+            return self._tracer.score(trace, pending.track, pending.window, deliver)
         return deliver
 
     def _closed(self, session: CallSession) -> None:
         key = self._keys.pop(id(session), None)
         if key is None:
             return
+        trace = self._traces.pop(id(session), None)
+        self._tracer.end_call(trace, session.call_ended, list(session.tracks))
         self.sessions.pop(key, None)
         same = self._by_call_id.get(session.call_id, [])
         if session in same:
@@ -608,53 +637,63 @@ class CallRegistry:
 
 
 class CallFeed:
-    """Routes one connection's (or one microphone's) source events into its call session.
+    """Routes one connection's (or one RTP stream's, or one microphone's) source events into its
+    call session: the one place call routing and the daemon's refusals live for every edge.
 
-    ``CallStart`` opens the session in the registry; ``Reject`` and a full daemon turn into a
-    ``(close code, reason)`` for the edge to act on; everything else goes to the session.
+    ``CallStart`` opens the session in the registry; a ``Reject``, a full daemon and a call
+    over ``max_call_seconds`` (ended here with reason ``limit``) come back as a
+    :class:`Refusal` for the edge to act on; everything else goes to the session.
     """
 
-    def __init__(self, kind: str, registry: CallRegistry, *, metrics: Any = None) -> None:
+    def __init__(self, kind: str, registry: CallRegistry, *, tag_logs: bool = True) -> None:
         self.kind = kind
         self.registry = registry
-        self.metrics = metrics  # kept for callers that pass it; counting goes via the registry
+        self.tag_logs = tag_logs  # False where one task carries many calls (RTP)
         self.session: CallSession | None = None
+        self._limited = False
 
-    def route(self, events: list[SourceEvent]) -> tuple[int, str] | None:
-        """Apply ``events``; returns ``(code, reason)`` when the feed must be closed."""
+    def route(self, events: list[SourceEvent]) -> Refusal | None:
+        """Apply ``events``; a :class:`Refusal` when the feed must be ended."""
         for event in events:
             if isinstance(event, CallStart):
                 # Each feed runs in its own task, so this tags every later log line of this
                 # call (and only this call) with its id.
-                structlog.contextvars.bind_contextvars(call_id=event.call_id, source=event.source)
+                if self.tag_logs:
+                    structlog.contextvars.bind_contextvars(
+                        call_id=event.call_id, source=event.source
+                    )
                 try:
                     self.session = self.registry.open(event)
                 except CallRefused as exc:
                     self.registry.count_reject(event.source, exc.reason)
                     if isinstance(exc, CallIdInUse):
                         log.warning("feed_refused", feed=self.kind, reason=exc.reason)
-                    return (exc.code, str(exc))
+                    return Refusal(exc.kind, str(exc))
                 except Exception as exc:  # a bug: the registry has let go of the call already
                     self.registry.count_reject(event.source, "error")
                     log.error(
                         "call_open_failed", feed=self.kind, error=f"{type(exc).__name__}: {exc}"
                     )
-                    return (CLOSE_INTERNAL_ERROR, "internal error: the call could not be opened")
+                    return Refusal("error", "internal error: the call could not be opened")
             elif isinstance(event, Reject):
                 self.registry.count_reject(
-                    self.session.source if self.session else self.kind, event.kind
+                    self.session.source if self.session else self.kind, event.label
                 )
-                log.warning(
-                    "feed_rejected",
-                    feed=self.kind,
-                    code=event.code,
-                    reason=event.reason,
-                    kind=event.kind,
-                )
-                return (event.code, event.reason)
+                log.warning("feed_rejected", feed=self.kind, reason=event.reason, kind=event.kind)
+                return Refusal(event.kind, event.reason)
             elif self.session is not None:
                 self.registry.handle(self.session, event)
+        if self.session is not None and self.session.over_limit and not self._limited:
+            self._limited = True
+            self.end("limit")
+            return Refusal("limit", "call length limit reached")
         return None
+
+    @property
+    def over(self) -> bool:
+        """True once this feed's call has ended (or was never opened)."""
+        s = self.session
+        return s is None or s.finished or s.end_reason is not None
 
     def end(self, reason: str) -> None:
         """End this feed's call (the edge hung up, hit a limit...), if it is still open."""

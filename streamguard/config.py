@@ -28,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.errors import ConfigError
+from streamguard.policy.smoothing import SmoothingSettings
+from streamguard.policy.verdict import VerdictSettings
 from streamguard.sources.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from streamguard.tomlfile import read_toml
 
@@ -69,7 +70,7 @@ class ServerSettings(_Section):
 
     @model_validator(mode="after")
     def _names(self) -> ServerSettings:
-        from streamguard.access import host_key, origin_key
+        from streamguard.server.access import host_key, origin_key
 
         for entry in self.allowed_hosts:
             if entry.strip() != "*" and host_key(entry) is None:
@@ -170,14 +171,16 @@ class ModelSettings(_Section):
     threads: int | None = Field(None, ge=1)
     torchscript: bool = True
     backend: Literal[
-        "auto", "eager", "torchscript", "onnxruntime", "onnxruntime-int8", "cuda-graphs"
+        "auto",
+        "eager",
+        "torchscript",
+        "onnxruntime",
+        "onnxruntime-int8",
+        "torch-bf16",
+        "cuda-graphs",
     ] = "auto"
     worker: Literal["thread", "process"] = "thread"
     workers: int = Field(2, ge=1, le=64)
-
-
-class VerdictSettings(_Section):
-    min_speech_seconds: float = Field(2.0, ge=0)
 
 
 def _check_path(path: str) -> str:
@@ -254,7 +257,7 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
         if self.enabled and self.api_key is None and self.api_key_file is None:
             raise ValueError("enabled without api_key (or api_key_file): Genesys sends one")
         if self.client_secret is not None:
-            from streamguard.sources.audiohook_auth import decode_client_secret
+            from streamguard.server.audiohook_auth import decode_client_secret
 
             decode_client_secret(self.client_secret.get_secret_value())
         return self
@@ -264,7 +267,7 @@ class AudioHookSourceSettings(WebSocketSourceSettings):
 
     def client_secret_bytes(self) -> bytes | None:
         """The HMAC key (the base64-decoded client secret), or None when none is configured."""
-        from streamguard.sources.audiohook_auth import decode_client_secret
+        from streamguard.server.audiohook_auth import decode_client_secret
 
         text = secret_value(
             self.client_secret, self.client_secret_file, "sources.audiohook.client_secret"
@@ -590,6 +593,26 @@ class LimitsSettings(_Section):
     handshake_timeout_seconds: float = Field(10.0, gt=0)
 
 
+class TelemetrySettings(_Section):
+    """Traces (streamguard/telemetry.py): off unless ``otlp_endpoint`` is set."""
+
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector URL; None = no traces, no SDK
+    service_name: str = Field("streamguard", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)  # share of calls traced
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> TelemetrySettings:
+        if self.otlp_endpoint is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.otlp_endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"otlp_endpoint {self.otlp_endpoint!r} is not an http:// or https:// URL"
+                )
+        return self
+
+
 # The TOML dict for the Settings being built; a ContextVar (not a class attribute) so two loads
 # in two threads or tasks never see each other's file.
 _TOML_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("_TOML_DATA")
@@ -632,6 +655,7 @@ class Settings(BaseSettings):
     tracks: TracksSettings = Field(default_factory=TracksSettings)
     allowlist: AllowListSettings = Field(default_factory=AllowListSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def settings_customise_sources(

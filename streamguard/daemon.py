@@ -17,8 +17,9 @@ drain is not a stall: once stopping (``STOPPING=1``, after which systemd's ``Tim
 bounds the stop, not the watchdog) the watchdog task is gone.
 
 The edge (docs/operations.md, "Authentication" and "Limits and close codes"): listening beyond
-loopback with a surface unprotected refuses to start; tokens and the Twilio signature are checked
-at the handshake (:mod:`streamguard.access`); ``[server] tls_cert``/``tls_key`` serve wss/https.
+loopback with a surface unprotected refuses to start; tokens and the Twilio signature are
+checked at the handshake (:mod:`streamguard.server.access`); ``[server] tls_cert``/``tls_key``
+serve wss/https.
 """
 
 from __future__ import annotations
@@ -35,33 +36,29 @@ from typing import Any
 import structlog
 from websockets.asyncio.server import Server, serve
 
-from streamguard.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
+from streamguard import telemetry
 from streamguard.alerts.backends import EventBackend, make_backend
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import CallEnded, combine_summaries
-from streamguard.alerts.server import (
-    HandshakeGuard,
-    Health,
-    WebSocketRouter,
-    alerts_handler,
-    close_subscribers,
-    healthz_route,
-    make_process_request,
-    metrics_route,
-    select_subprotocol,
-)
+from streamguard.alerts.subscriptions import alerts_handler, close_subscribers
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
-from streamguard.dashboard import dashboard_routes, dashboard_url
 from streamguard.errors import StreamguardError
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
-from streamguard.sources.native import IngestProtocol
-from streamguard.sources.twilio import MediaStreamProtocol
-from streamguard.sources.websocket import FeedLimits, feed_handler
+from streamguard.server.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
+from streamguard.server.api import ApiRoute, ApiTable
+from streamguard.server.dashboard import dashboard_routes, dashboard_url, status_route
+from streamguard.server.handshake import HandshakeGuard
+from streamguard.server.health import Health, healthz_route, metrics_route
+from streamguard.server.httputil import select_subprotocol
+from streamguard.server.router import WebSocketRouter, make_process_request
+from streamguard.sources.edges.websocket import FeedLimits
+from streamguard.sources.table import Listener, SourceContext, SourceSpec, enabled_sources
+from streamguard.telemetry import NOOP, Tracer
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +113,7 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         mic_stream_factory: Any = None,
+        span_exporter: Any = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
@@ -123,6 +121,9 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.metrics = Metrics()
         self._mic_stream_factory = mic_stream_factory
+        # Traces: [telemetry] otlp_endpoint, or a test's own exporter (streamguard/telemetry.py)
+        self._span_exporter = span_exporter
+        self.tracer: Tracer = NOOP
         self.started_at = time.monotonic()
         self.ready = False
         self.engine: ScoringEngine | None = None
@@ -139,10 +140,8 @@ class Daemon:
         self.server: Server | None = None
         self.access: AccessPolicy | None = None
         self._handshakes: HandshakeGuard | None = None
-        self.rtp = None
-        self.audiosocket = None
-        self.microphone = None
-        self._mic_task: asyncio.Task | None = None
+        self.sources: list[SourceSpec] = enabled_sources(settings)
+        self.listeners: dict[str, Listener] = {}
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
         self._ssl = None
@@ -156,6 +155,26 @@ class Daemon:
     def port(self) -> int:
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
+
+    @property
+    def rtp(self) -> Any:
+        """The RTP edge (:class:`~streamguard.sources.edges.udp.RtpEndpoint`), if enabled."""
+        return self.listeners.get("rtp")
+
+    @property
+    def audiosocket(self) -> Any:
+        return self.listeners.get("audiosocket")
+
+    @property
+    def microphone(self) -> Any:
+        mic = self.listeners.get("mic")
+        return None if mic is None else mic.microphone  # type: ignore[attr-defined]
+
+    @property
+    def _mic_task(self) -> asyncio.Task | None:
+        """The microphone's capture task (None when it never started), for the tests."""
+        mic = self.listeners.get("mic")
+        return None if mic is None else mic._task  # type: ignore[attr-defined]
 
     @property
     def rtp_port(self) -> int | None:
@@ -178,7 +197,7 @@ class Daemon:
             raise StreamguardError(problem)
         self.access = AccessPolicy.from_settings(s)
         if s.server.tls:
-            from streamguard.tls import server_context
+            from streamguard.server.tls import server_context
 
             assert s.server.tls_cert is not None and s.server.tls_key is not None
             self._ssl = server_context(s.server.tls_cert, s.server.tls_key)
@@ -215,6 +234,9 @@ class Daemon:
             threshold=info.threshold,
             device=str(self.detector.device),
         )
+        self.tracer = telemetry.from_settings(
+            s.telemetry, model=info.name, exporter=self._span_exporter
+        )
         self.bus = AlertBus(
             info.name,
             max_queue=s.alerts.subscriber_queue,
@@ -222,7 +244,7 @@ class Daemon:
             metrics=self.metrics,
         )
         self.notifier.status("opening the event log")
-        self.backend = make_backend(s.events, metrics=self.metrics)
+        self.backend = make_backend(s.events, metrics=self.metrics, tracer=self.tracer)
         await self.backend.start(self.bus)
         await self._recover_open_calls()
         self.engine = ScoringEngine(
@@ -246,29 +268,11 @@ class Daemon:
             max_calls=s.limits.max_calls,
             metrics=self.metrics,
             record=None if self.evidence is None else self.evidence.submit,
+            tracer=self.tracer,
         )
         await self._start_server()
         self._start_webhooks()
-        if s.sources.rtp.enabled:
-            from streamguard.sources.udp import start_rtp
-
-            try:
-                self.rtp = await start_rtp(s.sources.rtp, self.registry, metrics=self.metrics)
-            except OSError as exc:
-                rtp = s.sources.rtp
-                raise bind_error("RTP (UDP)", rtp.host, rtp.port, exc) from None
-        if s.sources.audiosocket.enabled:
-            from streamguard.sources.tcp import start_audiosocket
-
-            try:
-                self.audiosocket = await start_audiosocket(
-                    s.sources.audiosocket, self.registry, metrics=self.metrics
-                )
-            except OSError as exc:
-                tcp = s.sources.audiosocket
-                raise bind_error("AudioSocket (TCP)", tcp.host, tcp.port, exc) from None
-        if s.sources.mic.enabled:
-            self._start_mic()
+        await self._start_listeners()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self.ready = True
         self.notifier.ready(self._status_line())
@@ -361,10 +365,6 @@ class Daemon:
     async def _start_server(self) -> None:
         s = self.settings
         assert self.bus is not None and self.registry is not None and self.access is not None
-        limits = FeedLimits(
-            max_messages_per_second=s.limits.max_messages_per_second,
-            idle_timeout_seconds=s.limits.idle_timeout_seconds,
-        )
         routes = {
             s.alerts.path: alerts_handler(
                 self.bus,
@@ -374,30 +374,13 @@ class Daemon:
                 close_timeout=s.alerts.close_timeout_seconds,
             )
         }
-        if s.sources.twilio.enabled:
-            routes[s.sources.twilio.path] = feed_handler(
-                "twilio",
-                lambda _request: MediaStreamProtocol(),
-                self.registry,
-                metrics=self.metrics,
-                limits=limits,
-            )
-        if s.sources.ingest.enabled:
-            routes[s.sources.ingest.path] = feed_handler(
-                "native",
-                lambda _request: IngestProtocol(),
-                self.registry,
-                metrics=self.metrics,
-                limits=limits,
-            )
         handshake_checks = {}
-        if s.sources.audiohook.enabled:
-            from streamguard.sources.audiohook_ws import audiohook_route
-
-            path = s.sources.audiohook.path
-            routes[path], handshake_checks[path] = audiohook_route(
-                s.sources.audiohook, self.registry, metrics=self.metrics, limits=limits
-            )
+        for spec in self.sources:
+            if spec.route is not None:
+                route = spec.route(spec.settings(s), self._source_context())
+                routes[route.path] = route.handler
+                if route.check is not None:
+                    handshake_checks[route.path] = route.check
         call_paths = set(routes) - {s.alerts.path}
         self.router = WebSocketRouter(routes, call_paths=call_paths)
         process_request = make_process_request(
@@ -405,8 +388,9 @@ class Daemon:
             http_routes={
                 "/healthz": healthz_route(self.health, details=self.access.may_see_details),
                 "/metrics": metrics_route(self.metrics),
-                **dashboard_routes(self.status),
+                **dashboard_routes(),
             },
+            api=ApiTable(self._api_routes()),
             access=self.access,
             hosts=HostPolicy.for_server(s.server.host, s.server.allowed_hosts),
             allowed_origins=s.server.allowed_origins,
@@ -451,36 +435,49 @@ class Daemon:
                 "put a TLS-terminating proxy in front",
             )
 
-    def _start_mic(self) -> None:
-        from streamguard.calls import CallFeed
-        from streamguard.sources.mic import Microphone
+    def _api_routes(self) -> list[ApiRoute]:
+        """The daemon's ``/api/*`` table (:mod:`streamguard.server.api`): add a route here."""
+        from streamguard.alerts.oneshot import publish_and_wait
+        from streamguard.server.operator_api import OperatorApi, operator_routes
 
-        cfg = self.settings.sources.mic
-        self.microphone = Microphone(
-            device=cfg.device,
-            sample_rate=cfg.sample_rate,
-            channels=cfg.channels,
-            block_seconds=cfg.block_ms / 1000,
-            stream_factory=self._mic_stream_factory,
+        async def commit_label(draft: Any) -> Any:
+            assert self.bus is not None
+            return await publish_and_wait(self.bus, draft)
+
+        operator = OperatorApi(
+            evidence=self.evidence,
+            commit_label=commit_label,
+            swap_model=self.swap_model,
+            token_set=not self.access.is_open("/api/"),
         )
-        # Open the device now, before READY: no PortAudio or no input device stops the
-        # daemon with one line (docs/sources.md), rather than a "ready" daemon without its mic.
-        self.microphone.open()
+        return [status_route(self.status), *operator_routes(operator)]
+
+    def _source_context(self) -> SourceContext:
         assert self.registry is not None
-        feed = CallFeed("mic", self.registry, metrics=self.metrics)
+        limits = self.settings.limits
+        return SourceContext(
+            registry=self.registry,
+            metrics=self.metrics,
+            limits=FeedLimits(
+                max_messages_per_second=limits.max_messages_per_second,
+                idle_timeout_seconds=limits.idle_timeout_seconds,
+            ),
+            mic_stream_factory=self._mic_stream_factory,
+        )
 
-        async def capture() -> None:
-            assert self.microphone is not None
+    async def _start_listeners(self) -> None:
+        """Start the table's sources that have a socket or device of their own."""
+        context = self._source_context()
+        for spec in self.sources:
+            if spec.listen is None:
+                continue
+            section = spec.settings(self.settings)
             try:
-                async for event in self.microphone.events():
-                    feed.route([event])
-            except StreamguardError as exc:
-                # Lost after start: one clear line; the other sources keep running.
-                log.error("microphone_unavailable", error=str(exc))
-            finally:
-                self.metrics.mic_overflows_total.inc(self.microphone.stats.input_overflows)
-
-        self._mic_task = asyncio.create_task(capture(), name="microphone")
+                self.listeners[spec.name] = await spec.listen(section, context)
+            except OSError as exc:
+                if spec.transport is None:
+                    raise
+                raise bind_error(spec.transport, section.host, section.port, exc) from None
 
     async def _recover_open_calls(self) -> None:
         """End the calls the log shows open: the previous run died (``kill -9``, power cut)
@@ -507,7 +504,9 @@ class Daemon:
 
         assert self.bus is not None and self.backend is not None
         for endpoint in self.settings.webhooks:
-            deliverer = WebhookDeliverer(endpoint, self.bus, self.backend, metrics=self.metrics)
+            deliverer = WebhookDeliverer(
+                endpoint, self.bus, self.backend, metrics=self.metrics, tracer=self.tracer
+            )
             self.webhooks.append(deliverer)
             self._tasks.append(
                 asyncio.create_task(deliverer.run(), name=f"webhook {endpoint.label}")
@@ -703,18 +702,12 @@ class Daemon:
             self.server.server.close()  # stop listening; open feeds keep going until drained
         if self._handshakes is not None:
             self._handshakes.abort_opening()  # half-open handshakes would hold the close
-        if self.rtp is not None:
-            self.rtp.close()
-        if self.audiosocket is not None:
-            self.audiosocket.close()
-        if self.microphone is not None and self._mic_task is not None:
-            self.microphone.stop("shutdown")
-            await self._mic_task
+        for listener in self.listeners.values():
+            await listener.stop()
         if self.registry is not None:
             await self.registry.drain("shutdown")
-        if self.audiosocket is not None:
-            self.audiosocket.close_connections()
-            await self.audiosocket.wait_closed()
+        for listener in self.listeners.values():
+            await listener.closed()
         if self.engine is not None:
             await self.engine.stop()
         if self.evidence is not None:  # the last clips closed, their evidence_saved published
@@ -743,6 +736,7 @@ class Daemon:
                 await task
         if self.backend is not None:
             await self.backend.close()
+        await asyncio.to_thread(self.tracer.shutdown)  # the last spans exported (off: nothing)
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
         if served:

@@ -133,10 +133,17 @@ def tiny_onnx_build(tiny_detector, _serving_cache) -> None:
     (in this process, or as ``serve`` processes inheriting ``STREAMGUARD_CACHE_DIR``, from
     ``tiny_model_dir`` too: the same weights) serve ONNX int8 from their first window, as a
     production daemon does from its second start.
+    The start-up probe (model/probe.py) is run here too, for the thread counts a default
+    daemon serves with (2 workers; 1 worker): with its decision cached, ``auto`` serves the
+    probe's choice at once instead of probing in the background.
     """
-    from streamguard.model.serving import build_onnx_runner
+    from streamguard.model.serving import build_onnx_runner, probe
+    from streamguard.scoring.runners import threads_per_worker
 
-    build_onnx_runner(tiny_detector.module, tiny_detector.window_samples, int8=True)
+    module, samples = tiny_detector.module, tiny_detector.window_samples
+    build_onnx_runner(module, samples, int8=True)
+    for threads in dict.fromkeys([threads_per_worker(None, 2), threads_per_worker(None, 1)]):
+        probe(module, samples, threads)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ windows a 10 s call would (0-4, 1-5, ... s with a 1 s hop, where there is enough
 * ``clips``: one score per clip, the mean of its window scores (clips without a scored window
   are counted in ``no_windows``).
 * ``calls``: each clip replayed through the daemon's alert policy
-  (:class:`streamguard.alerts.smoothing.Smoother`: smoothing, on/off thresholds, ``raise_after``):
+  (:class:`streamguard.policy.smoothing.Smoother`: smoothing, on/off thresholds, ``raise_after``):
   the share of real clips that raise an alert (the call-level false-alarm rate), the share of
   fakes that do, the detection delay (call seconds until the alert), and the verdict.
 
@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 
 from streamguard.errors import StreamguardError
-from streamguard.scoring.verdict import format_threshold
+from streamguard.policy import AlertPolicy, replay
+from streamguard.policy.smoothing import SmoothingSettings
+from streamguard.policy.verdict import DEFAULT_MIN_SPEECH_SECONDS, format_threshold
 from streamguard.training import metrics
 from streamguard.training.data import ClipStore, Example, Problem, crop
 
@@ -377,24 +379,13 @@ def score_through_chain(
     return results, problems
 
 
-def apply_policy(results: Sequence[ClipResult], smoothing, threshold: float) -> None:
+def apply_policy(results: Sequence[ClipResult], policy: AlertPolicy) -> None:
     """Replay every clip's windows through the daemon's alert policy (in place): alerts and the
-    verdict, exactly as a call of that audio would end (``Smoother.summary``)."""
-    from streamguard.alerts.smoothing import Smoother
-
+    verdict, exactly as a call of that audio would end (:func:`streamguard.policy.replay`)."""
     for r in results:
-        smoother = Smoother(smoothing, threshold)
-        r.alerts = []
-        for start, end, p in zip(r.starts, r.ends, r.scores, strict=True):
-            _, transition = smoother.push(float(p), float(start), float(end))
-            if transition is not None:
-                r.alerts.append((transition.state, transition.end))
-        r.verdict = smoother.summary(
-            threshold=threshold,
-            duration=r.duration,
-            speech_seconds=r.speech_seconds,
-            windows_skipped=r.windows_skipped,
-        ).verdict
+        spans = list(zip(r.starts.tolist(), r.ends.tolist(), strict=True))
+        alerts, r.verdict = replay(r.scores, policy, speech_seconds=r.speech_seconds, spans=spans)
+        r.alerts = [(a.state, a.end) for a in alerts]
 
 
 def policy_summary(results: Sequence[ClipResult]) -> dict[str, Any]:
@@ -469,10 +460,15 @@ def window_examples(results: Sequence[ClipResult]) -> tuple[list[Example], np.nd
     return examples, scores
 
 
-def chain_report(results: Sequence[ClipResult], threshold: float, smoothing=None) -> dict[str, Any]:
-    """The full report: ``windows``, ``clips`` and (with ``smoothing``) ``calls``."""
-    from streamguard.alerts.smoothing import SmoothingSettings
-
+def chain_report(
+    results: Sequence[ClipResult],
+    threshold: float,
+    smoothing: SmoothingSettings | None = None,
+    *,
+    min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
+) -> dict[str, Any]:
+    """The full report: ``windows``, ``clips`` and ``calls`` (the alert policy: ``smoothing``,
+    default the daemon's, and ``[verdict] min_speech_seconds``)."""
     smoothing = smoothing or SmoothingSettings()
     win_examples, win_scores = window_examples(results)
     scored = [r for r in results if r.scores.size]
@@ -484,7 +480,7 @@ def chain_report(results: Sequence[ClipResult], threshold: float, smoothing=None
         ),
         "no_windows": len(results) - len(scored),
     }
-    apply_policy(results, smoothing, threshold)
+    apply_policy(results, AlertPolicy(threshold, smoothing, min_speech_seconds))
     report["calls"] = policy_report(results)
     on, off = smoothing.thresholds(threshold)
     report["policy"] = dict(smoothing.model_dump(), on=on, off=off)
@@ -601,17 +597,18 @@ def evaluate_detector(
     store: ClipStore | None = None,
     track=None,
     smoothing=None,
+    min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
     batch_size: int = 32,
     progress: bool = False,
 ) -> tuple[dict[str, Any], list[Problem]]:
     """Score through the daemon's chain, report (at the model's own threshold unless given) and
-    optionally write files. ``track`` / ``smoothing``: the daemon's ``[track]`` / ``[smoothing]``
-    settings (default: the daemon's defaults)."""
+    optionally write files. ``track`` / ``smoothing`` / ``min_speech_seconds``: the daemon's
+    ``[track]`` / ``[smoothing]`` / ``[verdict]`` settings (default: the daemon's defaults)."""
     results, problems = score_through_chain(
         detector, examples, track=track, store=store, batch_size=batch_size, progress=progress
     )
     thr = detector.info.threshold if threshold is None else float(threshold)
-    report = chain_report(results, thr, smoothing)
+    report = chain_report(results, thr, smoothing, min_speech_seconds=min_speech_seconds)
     report["model"] = detector.info.name
     if out_dir is not None:
         write_chain_report(out_dir, report, results, problems=problems, title=detector.info.name)

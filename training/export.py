@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.errors import StreamguardError
-from streamguard.scoring.verdict import format_threshold
+from streamguard.policy.verdict import format_threshold
 from streamguard.training import metrics
 from streamguard.training.data import ClipStore, Example
 

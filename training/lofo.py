@@ -221,7 +221,7 @@ def run_lofo(
     if calls is not None:
         got = read_data(calls)
         call_rows = [e for e in got.examples if e.subset in (None, "test")]
-    track, smoothing = _daemon_settings(daemon_config)
+    policy = _daemon_tables(daemon_config)
     rows: list[dict[str, Any]] = []
     meta = {"architecture": config.model.architecture, "command": command,
             "target_far": target_far, "families": chosen}  # fmt: skip
@@ -241,16 +241,15 @@ def run_lofo(
         echo(f"== fold {family}: scoring {sum(e.label for e in held)} held-out fake clips + "
              f"{sum(1 for e in held if e.label == 0)} real test clips")  # fmt: skip
         windows, _ = evaluate_detector(
-            detector, held, out_dir=Path(cfg.run.out_dir) / "eval-heldout", track=track,
-            smoothing=smoothing, batch_size=cfg.run.eval_batch_size, progress=cfg.run.progress,
+            detector, held, out_dir=Path(cfg.run.out_dir) / "eval-heldout", **policy,
+            batch_size=cfg.run.eval_batch_size, progress=cfg.run.progress,
         )  # fmt: skip
         call_report = None
         fold_calls = [e for e in call_rows if e.label == 0 or e.family == family]
         if any(e.label == 1 for e in fold_calls):
             call_report, _ = evaluate_detector(
-                detector, fold_calls, out_dir=Path(cfg.run.out_dir) / "eval-calls", track=track,
-                smoothing=smoothing, batch_size=cfg.run.eval_batch_size,
-                progress=cfg.run.progress,
+                detector, fold_calls, out_dir=Path(cfg.run.out_dir) / "eval-calls", **policy,
+                batch_size=cfg.run.eval_batch_size, progress=cfg.run.progress,
             )  # fmt: skip
         row = fold_row(family, windows["windows"], call_report and call_report["calls"])
         row["train_minutes"] = round(minutes, 2)
@@ -260,14 +259,19 @@ def run_lofo(
     return rows
 
 
-def _daemon_settings(path: Path | None):
-    """``[track]`` and ``[smoothing]`` of a daemon config (default: the daemon's defaults)."""
+def _daemon_tables(path: Path | None) -> dict[str, Any]:
+    """``[track]``, ``[smoothing]`` and ``[verdict]`` of a daemon config as
+    :func:`evaluate_detector` keywords (none: the daemon's defaults)."""
     if path is None:
-        return None, None
-    from streamguard.config import load_config as load_daemon_config
+        return {}
+    from streamguard.policy.tables import read_policy_tables
 
-    settings = load_daemon_config(path)
-    return settings.track, settings.smoothing
+    tables = read_policy_tables(path)
+    return {
+        "track": tables.track,
+        "smoothing": tables.smoothing,
+        "min_speech_seconds": tables.verdict.min_speech_seconds,
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -43,13 +43,13 @@ def calibrate(results, threshold: float, target: float) -> tuple[dict, list[dict
     """``(best settings, every candidate's row)``; best = fewest missed synthetic calls among
     those with real-call alert rate <= target, then the shortest median delay, then the least
     strict rule (no threshold offset, fewest windows)."""
-    from streamguard.alerts.smoothing import SmoothingSettings
+    from streamguard.policy import AlertPolicy
+    from streamguard.policy.smoothing import SmoothingSettings
     from streamguard.training.evaluate import apply_policy, policy_summary
 
     rows = []
     for cand in candidates(threshold):
-        settings = SmoothingSettings(**cand)
-        apply_policy(results, settings, threshold)
+        apply_policy(results, AlertPolicy(threshold, SmoothingSettings(**cand)))
         summary = policy_summary(results)
         rows.append({"settings": cand, **summary})
     ok = [r for r in rows if (r["real_alerted"] or 0.0) <= target]
@@ -112,7 +112,7 @@ def results_from_report(folder: Path):
 
 def main(argv: list[str] | None = None) -> int:
     from streamguard.model import load_detector
-    from streamguard.scoring.verdict import format_threshold
+    from streamguard.policy.verdict import format_threshold
     from streamguard.training.data import read_data
     from streamguard.training.evaluate import apply_policy, score_through_chain
 
@@ -148,11 +148,15 @@ def main(argv: list[str] | None = None) -> int:
             detector, read_data(args.data, None).examples, progress=True
         )
     if args.check is not None:
-        from streamguard.config import load_config
+        from streamguard.policy import AlertPolicy
+        from streamguard.policy.tables import read_policy_tables
         from streamguard.training.evaluate import format_policy_table, policy_report
 
-        settings = load_config(args.check).smoothing
-        apply_policy(results, settings, threshold)
+        tables = read_policy_tables(args.check)
+        apply_policy(
+            results,
+            AlertPolicy(threshold, tables.smoothing, tables.verdict.min_speech_seconds),
+        )
         print(f"[smoothing] of {args.check} at threshold {format_threshold(threshold)}:")
         print(format_policy_table(policy_report(results)))
         return 0

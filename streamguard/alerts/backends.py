@@ -223,11 +223,15 @@ class SqliteBackend:
         return out
 
 
-def make_backend(settings: EventsSettings, *, metrics: Metrics | None = None) -> EventBackend:
+def make_backend(
+    settings: EventsSettings, *, metrics: Metrics | None = None, tracer: Any = None
+) -> EventBackend:
+    """The ``[events] backend``; ``tracer`` (streamguard/telemetry.py) traces Redis appends."""
     if settings.backend == "sqlite":
         return SqliteBackend(settings, metrics=metrics)
     if settings.backend == "redis":
         from streamguard.alerts.redis_backend import RedisBackend
+        from streamguard.telemetry import NOOP
 
-        return RedisBackend(settings, metrics=metrics)
+        return RedisBackend(settings, metrics=metrics, tracer=tracer or NOOP)
     return MemoryBackend()

@@ -19,7 +19,7 @@ slow subscriber costs O(1) per publish and never slows the publisher or the othe
 
 Thread model: ``publish``/``subscribe``/``drain`` run on the event-loop thread only (the scoring
 engine hands results back to the loop before publishing). The ``on_ready`` hook is where the
-async edge (alerts/server.py) sets an ``asyncio.Event``.
+async edge (alerts/subscriptions.py) sets an ``asyncio.Event``.
 
 Durability: in the daemon a backend (alerts/backends.py: the SQLite log, or a fleet's Redis
 Stream) is attached with :meth:`AlertBus.attach_log`. ``publish`` then only hands the event

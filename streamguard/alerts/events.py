@@ -30,6 +30,9 @@ from pydantic import (
     field_validator,
 )
 
+from streamguard.policy.smoothing import AlertState
+from streamguard.policy.verdict import Verdict
+
 Source: TypeAlias = Literal[
     "twilio",
     "telnyx",
@@ -62,8 +65,6 @@ LabelValue: TypeAlias = Literal["fake", "real", "unsure"]
 EvidenceDeletedReason: TypeAlias = Literal["request", "retention", "size"]
 """Why evidence audio was deleted: an operator asked (API/CLI), ``[evidence] retention_days``,
 or ``[evidence] max_bytes`` (oldest first)."""
-Verdict: TypeAlias = Literal["fake", "real", "inconclusive"]
-AlertState: TypeAlias = Literal["raised", "cleared"]
 EndReason: TypeAlias = Literal[
     "stop", "hangup", "closed", "idle", "bye", "limit", "shutdown", "error", "crash"
 ]
@@ -126,10 +127,10 @@ class _Frozen(BaseModel):
 class CallSummary(_Frozen):
     """What one track (or, combined, one call) looked like when it ended.
 
-    ``verdict`` comes from :func:`streamguard.scoring.verdict.policy_verdict`: the track's alert
+    ``verdict`` comes from :func:`streamguard.policy.verdict.policy_verdict`: the track's alert
     history under the alert policy, the rule the offline ``scan`` command replays
-    (:func:`~streamguard.scoring.verdict.replay_verdict`), so a recorded call and the live call
-    get the same answer.
+    (:func:`streamguard.policy.replay`), so a recorded call and the live call get the same
+    answer.
     """
 
     duration: float = Field(ge=0, description="seconds of audio seen (call time)")

@@ -46,6 +46,7 @@ from streamguard.alerts.events import (
 )
 from streamguard.alerts.store import EventStore, Page, WriterLock
 from streamguard.alerts.writer import STALL_SECONDS, set_aside
+from streamguard.telemetry import NOOP, Tracer
 
 if TYPE_CHECKING:
     from streamguard.config import EventsSettings
@@ -106,8 +107,11 @@ class RedisBackend:
 
     name = "redis"
 
-    def __init__(self, settings: EventsSettings, *, metrics: Metrics | None = None):
+    def __init__(
+        self, settings: EventsSettings, *, metrics: Metrics | None = None, tracer: Tracer = NOOP
+    ):
         self.settings = settings
+        self._tracer = tracer
         self.stream = settings.redis_stream
         self.counter_key = f"{self.stream}:seq"
         self.cursor_key = f"{self.stream}:cursors"
@@ -260,7 +264,9 @@ class RedisBackend:
             if not batch:
                 continue
             try:
-                await self._append([e for e, _ in batch])
+                drafts = [e for e, _ in batch]
+                with self._tracer.redis_append(drafts):
+                    await self._append(drafts)
             except Exception as exc:
                 self._degraded(exc)
                 await self._spool(batch + self._take_outbox())

@@ -62,7 +62,7 @@ class TrackSettings(BaseModel):
         le=4,
         description="While a track is confidently real, score only every Nth window; back to "
         "every window as soon as a score rises. 1 = score every window (see "
-        "streamguard/scoring/adaptive.py).",
+        "streamguard/policy/adaptive.py).",
     )
     adaptive_below: float = Field(
         0.5,

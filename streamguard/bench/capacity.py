@@ -10,7 +10,9 @@ The figures reported next to it (each a ratio within one run, see benchmarks/REA
 - **capacity ratio** = passing continuous-speech calls / windows per second of the plain fp32
   eager detector at batch 16 (``reference``), measured in the same run;
 - **daemon efficiency** = passing tracks x hop / the serving runners' best windows/s;
-- **first score** = lag of a call's first score on an idle daemon (one call);
+- **first score** = lag of a call's first score on an idle daemon (one call), and the **first
+  verdict**: its first score after the caller started speaking (call time; issue #20: <= 5 s);
+  the first verdict at the largest passing level is in that level's figures;
 - **memory** = base RSS of the daemon (workers included) and RSS per additional track at the
   largest passing level.
 """
@@ -107,11 +109,13 @@ def search(
 
 
 def first_score(detector: Any, workload: Workload, base: DaemonBenchOptions) -> dict[str, Any]:
-    """One call on an idle daemon: how long after its first full window the first score comes."""
+    """One call on an idle daemon: how long after its first full window the first score comes,
+    and how long after the caller started speaking (the first verdict, in call time)."""
     options = workload.options(base, call_seconds=min(base.call_seconds, 8.0))
     level = asyncio.run(run_level(detector, 1, options))
     return {
         "first_score_lag_seconds": level["client"]["first_score_lag_seconds"]["p50"],
+        "first_verdict_seconds": level["client"]["first_verdict_seconds"]["max"],
         "lag_p50_seconds": level["client"]["lag_seconds"]["p50"],
         "level": level,
     }

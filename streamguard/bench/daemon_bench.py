@@ -211,6 +211,8 @@ async def _run_level(
         "speed": options.speed,
         "stagger_seconds": options.stagger_seconds,
         "deadline_seconds": options.deadline_seconds,
+        "chunk_ms": options.chunk_ms,
+        "mix": options.mix,
     }
     loadgen = asyncio.create_task(_run_loadgen(job, options.deadline_seconds + 30))
     try:

@@ -202,3 +202,88 @@ def _saturate(
     for t in threads:
         t.join()
     return per_call, counts, time.perf_counter() - started
+
+
+#: The paths the backend matrix compares: (label, serving backend, front end in the graph).
+PATHS = (
+    ("eager fp32", "eager", None),
+    ("onnx fp32, front end in torch", "onnxruntime", False),
+    ("onnx fp32, front end in graph", "onnxruntime", True),
+    ("onnx int8, front end in torch", "onnxruntime-int8", False),
+    ("onnx int8, front end in graph", "onnxruntime-int8", True),
+)
+
+
+def run_backend_matrix(
+    module: Any,
+    window_samples: int,
+    *,
+    batch: int = 16,
+    threads: int = 1,
+    rounds: int = 10,
+    paths: Sequence[tuple[str, str, bool | None]] = PATHS,
+) -> list[dict[str, Any]]:
+    """Eager vs ONNX Runtime fp32 vs int8, each with the log-mel in torch or in the graph.
+
+    Every path is built (ONNX builds come from the cache after the first run), checked for
+    score parity against eager fp32 on the serving check windows (real speech from the demo
+    call, noise, silence), then all are timed on the same ``batch`` of those real windows in
+    interleaved rounds (one call of each per round: a burst of load on a shared host hits
+    every path, not one) with ``threads`` CPU threads each. Paths that cannot be built here are
+    reported with their reason.
+    """
+    import torch
+
+    from streamguard.model.probe import time_candidates
+    from streamguard.model.serving import (
+        BackendUnavailable,
+        build_onnx_runner,
+        check_windows,
+        parity,
+        reference_probabilities,
+    )
+
+    waves = torch.from_numpy(check_windows(window_samples))
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        expected = reference_probabilities(module, waves)
+        runners: dict[str, Any] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        for label, backend, in_graph in paths:
+            row: dict[str, Any] = {"path": label, "backend": backend, "front_in_graph": in_graph}
+            rows[label] = row
+            if backend == "eager":
+                runners[label] = module
+                row["parity_max_abs_diff"] = 0.0
+                continue
+            try:
+                runner = build_onnx_runner(
+                    module,
+                    window_samples,
+                    int8=backend.endswith("int8"),
+                    threads=threads,
+                    in_graph_front=bool(in_graph),
+                )
+            except BackendUnavailable as exc:
+                row["error"] = str(exc)
+                continue
+            row["parity_max_abs_diff"] = parity(expected, runner, waves).max_abs_diff
+            runners[label] = runner
+        rows_idx = np.arange(batch) % waves.shape[0]
+        x = waves[rows_idx].contiguous()
+        with torch.inference_mode():
+            seconds = time_candidates(runners, x, rounds=rounds)
+    finally:
+        torch.set_num_threads(saved)
+    eager = percentile(seconds.get("eager fp32", ()), 50)
+    out = []
+    for label, row in rows.items():
+        if label in seconds:
+            per_window = percentile(seconds[label], 50)
+            row["median_ms"] = per_window * batch * 1000.0
+            row["windows_per_second"] = 1.0 / per_window
+            row["vs_eager"] = eager / per_window
+        row["batch"], row["threads"] = batch, threads
+        out.append(row)
+    return out

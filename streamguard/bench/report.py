@@ -86,7 +86,28 @@ def format_model(result: dict[str, Any]) -> str:
             else ""
         )
     )
+    paths = result.get("paths")
+    if paths:
+        rows = [
+            [
+                p["path"] + (f" ({p['error']})" if p.get("error") else ""),
+                "-" if p.get("parity_max_abs_diff") is None else f"{p['parity_max_abs_diff']:.4f}",
+                p.get("median_ms", "-"),
+                p.get("windows_per_second", "-"),
+                "-" if "vs_eager" not in p else f"{p['vs_eager']:.2f}x",
+            ]
+            for p in paths
+        ]
+        text += (
+            f"\n\nprecision paths, batch {paths[0]['batch']}, {paths[0]['threads']} thread each, "
+            "interleaved rounds on real windows:\n"
+            + table(["path", "max |dP|", "median ms", "windows/s", "vs eager"], rows)
+        )
     serving = result.get("serving")
+    probe = (serving or {}).get("probe")
+    if probe:
+        text += f"\n\nstart-up probe (cpu {_cpu_text(probe.get('cpu', {}))}): "
+        text += f"chose {probe['choice']}: {probe['reason']}"
     if serving:
         rows = [
             [t["batch"], t["runs"], t["median_ms"], t["p95_ms"], t["windows_per_second"]]
@@ -107,6 +128,12 @@ def format_model(result: dict[str, Any]) -> str:
             f"{gain:.2f}x the reference"
         )
     return text
+
+
+def _cpu_text(cpu: dict[str, Any]) -> str:
+    flags = [*cpu.get("vnni", ()), *cpu.get("bf16", ())]
+    simd = "AVX-512" if cpu.get("avx512f") else "AVX2" if cpu.get("avx2") else "no AVX2"
+    return f"{cpu.get('model', '?')}, {simd}" + (f", {' '.join(flags)}" if flags else "")
 
 
 def format_ingest(results: list[dict[str, Any]]) -> str:
@@ -158,12 +185,43 @@ def format_capacity(out: dict[str, Any], hop_seconds: float) -> str:
             )
         else:
             lines.append(f"-> {name}: no level kept up")
+        if best and "first_verdict_seconds" in best["client"]:
+            verdict = best["client"]["first_verdict_seconds"]
+            lines.append(
+                f"   first verdict at {res['max_calls']} calls: p50 {verdict['p50']:.2f} s, "
+                f"max {verdict['max']:.2f} s after each caller started speaking (target <= 5 s)"
+            )
     first = out["first_score"]
     lines.append(
         f"\nidle daemon, one call: first score {1000 * first['first_score_lag_seconds']:.0f} ms "
-        f"after its first full window (lag p50 {1000 * first['lag_p50_seconds']:.0f} ms)"
+        f"after its first full window (lag p50 {1000 * first['lag_p50_seconds']:.0f} ms); "
+        f"first verdict {first.get('first_verdict_seconds', float('nan')):.2f} s after the "
+        "caller started speaking (target <= 5 s)"
     )
+    ref = out.get("reference_batch16_windows_per_second")
+    if ref:
+        lines.append(_capacity_ratio_line(out, ref, hop_seconds))
     return "\n".join(lines)
+
+
+def _capacity_ratio_line(out: dict[str, Any], ref: float, hop_seconds: float) -> str:
+    """The issue's capacity figures (same run): calls per reference w/s, and the daemon's share
+    of its serving runners' windows/s."""
+    cont = out["workloads"].get("continuous")
+    if not cont:
+        return f"reference: plain fp32 eager {ref:.1f} w/s at batch 16"
+    ratio = cont["max_calls"] / ref
+    text = (
+        f"capacity ratio: {cont['max_calls']} continuous calls / plain fp32 eager {ref:.1f} w/s "
+        f"(batch 16, same run) = {ratio:.2f}x (target >= 2.0)"
+    )
+    serving = out.get("serving_windows_per_second")
+    if serving:
+        text += (
+            f"; daemon efficiency {cont['max_tracks'] * hop_seconds / serving:.2f} of the "
+            f"serving runners' {serving:.1f} w/s (target >= 0.8)"
+        )
+    return text
 
 
 def format_adaptive(result: dict[str, Any]) -> str:
@@ -213,6 +271,7 @@ def format_targets(t: dict[str, Any]) -> str:
             line("daemon efficiency (tracks / serving w/s)", "daemon_efficiency", ".2f"),
             line("ingest, % of a core per 8 kHz track", "ingest_core_percent_per_track", ".3f"),
             line("first score after first full window, s", "first_score_seconds", ".3f"),
+            line("first verdict after speech starts, s", "first_verdict_seconds", ".2f"),
             line("RSS per additional track, MiB", "rss_mib_per_track", ".3f"),
             line("base RSS, MiB", "base_rss_mib", ".0f"),
             f"continuous: {t['continuous_calls']} calls; demo: {t['demo_calls']} calls "

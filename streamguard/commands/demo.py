@@ -101,8 +101,8 @@ async def _demo(settings, args: argparse.Namespace, path: Path, audio: tuple) ->
     from streamguard.commands.feed import DEFAULT_PATHS
     from streamguard.commands.watch import format_event
     from streamguard.daemon import Daemon
-    from streamguard.dashboard import dashboard_url
-    from streamguard.scoring.verdict import format_threshold
+    from streamguard.policy.verdict import format_threshold
+    from streamguard.server.dashboard import dashboard_url
     from streamguard.sources.senders import frames_for
 
     out = sys.stdout

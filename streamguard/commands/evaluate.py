@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help="daemon config whose [track] and [smoothing] tables to use (default: the defaults)",
+        help="daemon config whose [track], [smoothing] and [verdict] tables to use (default: "
+        "the defaults)",
     )
     parser.add_argument(
         "--hop", type=float, metavar="S", help="seconds between windows (default: [track])"
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             "no usable clips in --data"
             + (f" ({len(data.problems)} rows skipped: {data.problems[0]})" if data.problems else "")
         )
-    track, smoothing = _policy(args)
+    track, smoothing, verdict = _policy(args)
     detector = load_detector(args.model, device=args.device)
     report, failed = evaluate_detector(
         detector,
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         track=track,
         smoothing=smoothing,
+        min_speech_seconds=verdict.min_speech_seconds,
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace):
-    """The daemon's ``[track]`` and ``[smoothing]`` (``--config`` or defaults) with the flags."""
+    """The daemon's ``[track]``, ``[smoothing]`` and ``[verdict]`` (``--config`` or defaults),
+    with the flags."""
     from pydantic import ValidationError
 
     from streamguard.config import load_config
@@ -136,4 +139,4 @@ def _policy(args: argparse.Namespace):
         track = type(settings.track).model_validate({**settings.track.model_dump(), **changes})
     except ValidationError as exc:
         raise ConfigError(f"--hop/--min-speech: {exc.errors()[0]['msg']}") from None
-    return track, settings.smoothing
+    return track, settings.smoothing, settings.verdict

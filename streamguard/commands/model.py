@@ -61,7 +61,7 @@ def describe(loaded: Any) -> dict[str, Any]:
 
 
 def _print_text(facts: dict[str, Any]) -> None:
-    from streamguard.scoring.verdict import format_threshold
+    from streamguard.policy.verdict import format_threshold
 
     published = "yes" if facts["published_checkpoint"] else "no"
     rows = [

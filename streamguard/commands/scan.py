@@ -147,10 +147,11 @@ def scan_file(
 
     from streamguard.audio.file import open_audio
     from streamguard.audio.track import TrackPipeline
+    from streamguard.policy import AlertPolicy, replay
     from streamguard.report.scan_report import FileReport, TrackReport, WindowScore
     from streamguard.scoring.batching import score_windows
-    from streamguard.scoring.verdict import DEFAULT_MIN_SPEECH_SECONDS, replay_verdict
 
+    policy = AlertPolicy(threshold)
     with open_audio(path) as reader:
         names = ["mix"] if mix else [str(c) for c in range(reader.channels)]
         pipes = [
@@ -188,8 +189,8 @@ def scan_file(
             track.duration = pipe.duration_seconds
             # The daemon's alert policy replayed over the windows: scan's verdict is the one a
             # live call of this audio would end with (fake = the alert would have been raised).
-            track.verdict = replay_verdict(
-                [w.p_fake for w in track.windows], threshold, track.speech_seconds
+            _, track.verdict = replay(
+                [w.p_fake for w in track.windows], policy, speech_seconds=track.speech_seconds
             )
         report = FileReport(
             file=str(path),
@@ -198,7 +199,7 @@ def scan_file(
             duration=pipes[0].duration_seconds,
             model=detector.info.name,
             threshold=threshold,
-            min_speech_seconds=DEFAULT_MIN_SPEECH_SECONDS,
+            min_speech_seconds=policy.min_speech_seconds,
             tracks=tracks,
         )
         audio = np.concatenate(kept) if kept else np.zeros(0, np.float32)

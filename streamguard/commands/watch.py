@@ -47,7 +47,7 @@ def format_event(event: Any) -> str:
 
     ``HH:MM:SS.mmm  call/track  type  details``; unknown types fall back to their JSON.
     """
-    from streamguard.scoring.verdict import format_threshold
+    from streamguard.policy.verdict import format_threshold
 
     e = event.to_dict() if hasattr(event, "to_dict") else dict(event)
     ts = str(e.get("ts", ""))

@@ -76,6 +76,7 @@ class Detector:
         self.torchscript = False
         self.backend = "eager"  # see streamguard.model.serving
         self.backend_parity: float | None = None  # max |dP| vs eager on the check windows
+        self.backend_probe: dict[str, Any] | None = None  # model/probe.py: what was measured
 
     @property
     def window_samples(self) -> int:

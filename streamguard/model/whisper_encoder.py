@@ -157,6 +157,29 @@ class WhisperLogMel(nn.Module):
         log_spec = torch.maximum(log_spec, peak - 8.0)
         return (log_spec + 4.0) / 4.0
 
+    def matmul_form(self) -> nn.Module:
+        """This front end as exportable matmuls (model/frontend.py, :class:`DFTPower`)."""
+        return _MatmulWhisperLogMel(self)
+
+
+class _MatmulWhisperLogMel(nn.Module):
+    """:class:`WhisperLogMel` with the STFT as fixed-basis matmuls: one ONNX graph with the
+    encoder (reflect padding and the dropped last frame included)."""
+
+    def __init__(self, front: WhisperLogMel):
+        super().__init__()
+        from streamguard.model.frontend import DFTPower
+
+        self.dft = DFTPower(N_FFT, HOP, front.window.float(), pad_mode="reflect", drop_last=True)
+        self.register_buffer("filters", self.dft.rows(front.filters.float().T), persistent=False)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        mel = torch.matmul(self.dft.scrambled(waveforms.float()), self.filters)  # [B, T, M]
+        log_spec = mel.clamp(min=1e-10).log10()
+        peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+        log_spec = torch.maximum(log_spec, peak - 8.0)
+        return ((log_spec + 4.0) / 4.0).transpose(1, 2)
+
 
 class Attention(nn.Module):
     """Multi-head self-attention with one fused q/k/v projection (CTranslate2's layout)."""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamguard.policy.verdict import format_threshold
 from streamguard.report.scan_report import FileReport
-from streamguard.scoring.verdict import format_threshold
 
 __all__ = ["plot_path_for", "plot_report", "spectrogram"]
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamguard.scoring.verdict import Verdict, format_threshold
+from streamguard.policy.verdict import Verdict, format_threshold
 
 __all__ = ["FileReport", "TrackReport", "WindowScore", "file_verdict"]
 

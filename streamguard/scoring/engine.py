@@ -50,7 +50,7 @@ from streamguard.audio.windows import Window
 from streamguard.errors import StreamguardError
 from streamguard.model.base import Detector
 from streamguard.scoring.batching import score_windows
-from streamguard.scoring.outcome import ScoreOutcome, Unscored
+from streamguard.scoring.outcome import ScoreOutcome, Unscored, stamp_timing
 
 log = structlog.get_logger(__name__)
 
@@ -274,6 +274,7 @@ class ScoringEngine:
             started = time.perf_counter()
             outcomes = self._score(runner, [r.window for r in fresh])
             elapsed = time.perf_counter() - started
+            stamp_timing(fresh, now, elapsed)  # for callbacks that trace (telemetry.py)
             check = self.allowlist
             if check is not None:
                 try:

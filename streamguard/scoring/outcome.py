@@ -10,16 +10,20 @@ way to the ``call_ended`` summary and the metrics:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 __all__ = [
     "DROP_REASONS",
     "FAIL_REASONS",
     "Allowlisted",
+    "BatchTiming",
     "ScoreOutcome",
+    "TimedCallback",
     "Unscored",
     "UnscoredReason",
+    "stamp_timing",
 ]
 
 UnscoredReason: TypeAlias = Literal["lag", "queue", "error", "nonfinite", "out_of_range"]
@@ -51,3 +55,34 @@ class Allowlisted:
 
 #: A window's result: P(fake) in [0, 1], :class:`Allowlisted`, or :class:`Unscored`.
 ScoreOutcome: TypeAlias = float | Allowlisted | Unscored
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTiming:
+    """How a scored window went through the engine (for traces, streamguard/telemetry.py)."""
+
+    queue_wait: float  # seconds from submit until its batch was taken
+    batch_size: int  # windows scored in that batch
+    inference_seconds: float  # the batch's inference time
+
+
+class TimedCallback:
+    """A score callback that also wants its window's :class:`BatchTiming`: the engine sets
+    ``timing`` before it calls it (still None for a window dropped before inference). Plain
+    callbacks, the default, cost the engine one ``isinstance`` per window."""
+
+    __slots__ = ("timing",)
+
+    def __init__(self) -> None:
+        self.timing: BatchTiming | None = None
+
+    def __call__(self, outcome: ScoreOutcome) -> None:
+        raise NotImplementedError
+
+
+def stamp_timing(requests: Sequence[Any], taken: float, inference_seconds: float) -> None:
+    """Give each request's :class:`TimedCallback` its timing: ``requests`` have ``callback``
+    and ``enqueued`` (monotonic submit time); ``taken`` is when their batch was taken."""
+    for r in requests:
+        if isinstance(r.callback, TimedCallback):
+            r.callback.timing = BatchTiming(taken - r.enqueued, len(requests), inference_seconds)

@@ -77,7 +77,7 @@ def build_runners(
         # is shared (tests, the bench's reference) and must keep scoring as it did.
         detector = copy.copy(detector)
 
-        if build_in_background and backend == "auto" and needs_build(detector, backend):
+        if build_in_background and backend == "auto" and needs_build(detector, backend, per_worker):
             with contextlib.suppress(BackendUnavailable):  # else eager until the build is done
                 serve(detector, "torchscript", threads=per_worker)
             _UPGRADES[detector] = BackendUpgrade(detector, backend, per_worker)
@@ -109,7 +109,9 @@ class BackendUpgrade:
         log.info("backend_building", serving=self.detector.backend, target=self.backend)
         try:
             # the heavy part, off this process's GIL
-            build_in_subprocess(self.detector, self.backend, cancelled=self.cancelled)
+            build_in_subprocess(
+                self.detector, self.backend, cancelled=self.cancelled, threads=self.threads
+            )
             if self.cancelled.is_set():
                 return
             name = serve(self.detector, self.backend, threads=self.threads)

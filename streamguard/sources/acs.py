@@ -33,8 +33,8 @@ Microsoft's audio-streaming quickstart and the Call Automation SDKs' streaming m
   up, or media streaming was stopped): :meth:`close` gives ``CallEnd("closed")``.
 
 Bad input never raises: invalid JSON, audio before its metadata, bad base64, a frame that is
-not whole samples -> ``Reject(CLOSE_POLICY)``; another encoding, channel count or rate, or more
-than ``max_tracks`` participants -> ``Reject(CLOSE_UNSUPPORTED)`` (after ``CallEnd("error")``
+not whole samples -> ``Reject("protocol")``; another encoding, channel count or rate, or more
+than ``max_tracks`` participants -> ``Reject("unsupported")`` (after ``CallEnd("error")``
 if the call had started).
 """
 
@@ -51,8 +51,6 @@ import numpy as np
 
 from streamguard.audio.codecs import CodecError, decode
 from streamguard.sources.base import (
-    CLOSE_POLICY,
-    CLOSE_UNSUPPORTED,
     Audio,
     CallLifecycle,
     Dtmf,
@@ -90,13 +88,13 @@ class _Track:
 def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
     value = msg.get(key)
     if not isinstance(value, dict):
-        raise ProtocolViolation(CLOSE_POLICY, f"{msg.get('kind')} message without {key!r}")
+        raise ProtocolViolation("protocol", f"{msg.get('kind')} message without {key!r}")
     return value
 
 
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolViolation(CLOSE_POLICY, f"{what} must be an integer")
+        raise ProtocolViolation("protocol", f"{what} must be an integer")
     return value
 
 
@@ -138,7 +136,7 @@ class AcsMediaCore(OneCallCore):
         try:
             return self._message(text)
         except ProtocolViolation as exc:
-            return self._call.reject(exc.code, exc.reason)
+            return self._call.reject(exc.kind, exc.reason)
 
     def receive_bytes(self, data: bytes | bytearray | memoryview) -> list[SourceEvent]:
         """The same JSON as UTF-8 in a binary frame (the SDK parsers accept both)."""
@@ -147,7 +145,7 @@ class AcsMediaCore(OneCallCore):
         except UnicodeDecodeError:
             if self._call.finished:
                 return []
-            return self._call.reject(CLOSE_POLICY, "binary frame that is not UTF-8 JSON")
+            return self._call.reject("protocol", "binary frame that is not UTF-8 JSON")
         return self.receive_text(text)
 
     def close(self) -> list[SourceEvent]:
@@ -159,9 +157,9 @@ class AcsMediaCore(OneCallCore):
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
-            raise ProtocolViolation(CLOSE_POLICY, "message is not JSON") from None
+            raise ProtocolViolation("protocol", "message is not JSON") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("kind"), str):
-            raise ProtocolViolation(CLOSE_POLICY, "message without a string 'kind'")
+            raise ProtocolViolation("protocol", "message without a string 'kind'")
         kind = msg["kind"]
         if kind == "AudioMetadata":
             return self._audio_metadata(_obj(msg, "audioMetadata"))
@@ -174,19 +172,19 @@ class AcsMediaCore(OneCallCore):
 
     def _audio_metadata(self, meta: dict[str, Any]) -> list[SourceEvent]:
         if self._call.started:
-            raise ProtocolViolation(CLOSE_POLICY, "a second AudioMetadata on one connection")
+            raise ProtocolViolation("protocol", "a second AudioMetadata on one connection")
         encoding = meta.get("encoding")
         if not isinstance(encoding, str) or encoding.upper() != "PCM":
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"unsupported encoding {str(encoding)[:20]!r} (accepted: PCM)"
+                "unsupported", f"unsupported encoding {str(encoding)[:20]!r} (accepted: PCM)"
             )
         rate = _int(meta.get("sampleRate"), "audioMetadata.sampleRate")
         if problem := rate_problem(rate):
-            raise ProtocolViolation(CLOSE_UNSUPPORTED, problem)
+            raise ProtocolViolation("unsupported", problem)
         channels = _int(meta.get("channels", 1), "audioMetadata.channels")
         if channels != 1:
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"{channels} channels (ACS streams mono; 1 accepted)"
+                "unsupported", f"{channels} channels (ACS streams mono; 1 accepted)"
             )
         length = meta.get("length")
         self._frame_bytes = length if isinstance(length, int) and 0 < length <= 1 << 16 else 0
@@ -196,7 +194,7 @@ class AcsMediaCore(OneCallCore):
             subscription = None
         call_id = self._call_id or subscription
         if not call_id:
-            raise ProtocolViolation(CLOSE_POLICY, "AudioMetadata without a subscriptionId")
+            raise ProtocolViolation("protocol", "AudioMetadata without a subscriptionId")
         metadata = {
             **self._metadata,
             "subscriptionId": subscription,
@@ -210,34 +208,32 @@ class AcsMediaCore(OneCallCore):
         if raw_id is None or raw_id == "":
             return MIXED_TRACK
         if not isinstance(raw_id, str) or len(raw_id) > _MAX_ID:
-            raise ProtocolViolation(CLOSE_POLICY, "participantRawID must be a short string")
+            raise ProtocolViolation("protocol", "participantRawID must be a short string")
         track = self.participants.get(raw_id)
         if track is None:
             if len(self.participants) >= self.max_tracks:
-                raise ProtocolViolation(
-                    CLOSE_UNSUPPORTED, f"more than {self.max_tracks} participants"
-                )
+                raise ProtocolViolation("unsupported", f"more than {self.max_tracks} participants")
             track = raw_id if self.raw_id_tracks else f"p{len(self.participants) + 1}"
             self.participants[raw_id] = track
         return track
 
     def _audio_data(self, frame: dict[str, Any]) -> list[SourceEvent]:
         if not self._call.started:
-            raise ProtocolViolation(CLOSE_POLICY, "AudioData before AudioMetadata")
+            raise ProtocolViolation("protocol", "AudioData before AudioMetadata")
         track = self._track_of(frame.get("participantRawID"))
         data = frame.get("data", "")
         if not isinstance(data, str):
-            raise ProtocolViolation(CLOSE_POLICY, "audioData.data must be a base64 string")
+            raise ProtocolViolation("protocol", "audioData.data must be a base64 string")
         try:
             payload = base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            raise ProtocolViolation(CLOSE_POLICY, "audioData.data is not valid base64") from None
+            raise ProtocolViolation("protocol", "audioData.data is not valid base64") from None
         silent = frame.get("silent") is True
         try:
             samples = decode("pcm_s16le", payload)
         except CodecError:
             raise ProtocolViolation(
-                CLOSE_POLICY, f"audio frame of {len(payload)} bytes is not whole 16-bit samples"
+                "protocol", f"audio frame of {len(payload)} bytes is not whole 16-bit samples"
             ) from None
         self.stats.frames += 1
         if silent:
@@ -260,7 +256,7 @@ class AcsMediaCore(OneCallCore):
         try:
             when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         except ValueError:
-            raise ProtocolViolation(CLOSE_POLICY, "audioData.timestamp is not ISO 8601") from None
+            raise ProtocolViolation("protocol", "audioData.timestamp is not ISO 8601") from None
         return when if when.tzinfo is not None else None
 
     def _clock(self, track: str, when: datetime | None) -> list[SourceEvent]:
@@ -286,8 +282,8 @@ class AcsMediaCore(OneCallCore):
 
     def _dtmf(self, dtmf: dict[str, Any]) -> list[SourceEvent]:
         if not self._call.started:
-            raise ProtocolViolation(CLOSE_POLICY, "DtmfData before AudioMetadata")
+            raise ProtocolViolation("protocol", "DtmfData before AudioMetadata")
         digit = dtmf.get("data")
         if not isinstance(digit, str) or not digit:
-            raise ProtocolViolation(CLOSE_POLICY, "dtmfData.data must be a string")
+            raise ProtocolViolation("protocol", "dtmfData.data must be a string")
         return [Dtmf(self._track_of(dtmf.get("participantRawID")), digit[:8])]

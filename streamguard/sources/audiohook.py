@@ -4,7 +4,7 @@ One ``AudioHookProtocol`` per WebSocket connection (= one AudioHook session = on
 :meth:`receive_text` (JSON messages), :meth:`receive_bytes` (audio), :meth:`close` (connection
 gone); output: source events (returned) and the server's JSON messages (:meth:`data_to_send`),
 which the edge writes to the socket in order. The handshake (API key, HTTP message signature) is
-checked before the connection reaches this core (:mod:`~streamguard.sources.audiohook_auth`); its
+checked before the connection reaches this core (:mod:`~streamguard.server.audiohook_auth`); its
 ``Audiohook-Session-Id`` and ``Audiohook-Organization-Id`` are passed in and checked against
 every message.
 
@@ -24,8 +24,8 @@ Every client message carries ``version`` "2", ``id`` (the session id), ``type``,
 ``position`` (``PT<seconds>S``: audio sent plus audio discarded so far) and ``parameters``; server
 messages carry ``clientseq`` (the last client ``seq`` received) instead. All of it is checked:
 a violation makes the server send ``disconnect`` (reason ``error``, or ``unauthorized`` when the
-``open`` names another organisation than the handshake) and emit ``Reject`` (1008; 1003 for
-unsupported media), after ending the call if it had started.
+``open`` names another organisation than the handshake) and emit ``Reject`` (kind
+``protocol``; ``unsupported`` for unsupported media), after ending the call if it had started.
 
 Media: the ``open`` offers formats; the server picks, in order of preference, PCMU 8 kHz stereo
 (``external`` + ``internal``), L16 stereo, then PCMU mono, L16 mono (any rate 8-64 kHz). Stereo
@@ -56,13 +56,12 @@ import structlog
 
 from streamguard.audio.codecs import CodecError, decode
 from streamguard.sources.base import (
-    CLOSE_POLICY,
-    CLOSE_UNSUPPORTED,
     Audio,
     CallLifecycle,
     Gap,
     OneCallCore,
     ProtocolViolation,
+    RefusalKind,
     Reject,
     SourceEvent,
     call_start_problem,
@@ -129,7 +128,7 @@ def parse_duration(value: object) -> float:
     """``PT<seconds>S`` (the protocol's ISO 8601 subset) as seconds; ProtocolViolation if not."""
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise ProtocolViolation(CLOSE_POLICY, f"not a PT<seconds>S duration: {str(value)[:24]!r}")
+        raise ProtocolViolation("protocol", f"not a PT<seconds>S duration: {str(value)[:24]!r}")
     return float(match.group(1))
 
 
@@ -166,11 +165,9 @@ def select_media(offered: object) -> dict[str, Any] | None:
 class _Disconnect(Exception):
     """A violation that ends the session with a server ``disconnect``."""
 
-    def __init__(
-        self, reason: str, info: str, code: int = CLOSE_POLICY, kind: str = "protocol"
-    ) -> None:
+    def __init__(self, reason: str, info: str, kind: RefusalKind = "protocol") -> None:
         super().__init__(info)
-        self.reason, self.info, self.code, self.kind = reason, info, code, kind
+        self.reason, self.info, self.kind = reason, info, kind
 
 
 class AudioHookProtocol(OneCallCore):
@@ -234,7 +231,7 @@ class AudioHookProtocol(OneCallCore):
         except _Disconnect as exc:
             return self._fail(exc)
         except ProtocolViolation as exc:
-            return self._fail(_Disconnect("error", exc.reason, exc.code, exc.kind))
+            return self._fail(_Disconnect("error", exc.reason, exc.kind))
 
     def receive_bytes(self, data: bytes | bytearray | memoryview) -> list[SourceEvent]:
         if self.finished or self._call.finished:
@@ -379,7 +376,7 @@ class AudioHookProtocol(OneCallCore):
             raise _Disconnect(
                 "error",
                 "no supported media offered (accepted: PCMU or L16, external/internal, 8-64 kHz)",
-                CLOSE_UNSUPPORTED,
+                "unsupported",
             )
         metadata: dict[str, Any] | None = None
         if not self.probe:
@@ -401,7 +398,7 @@ class AudioHookProtocol(OneCallCore):
                 metadata["customConfig"] = custom
             # customConfig is the integration's own data: bound it before answering "opened".
             if problem := call_start_problem(conversation, metadata):
-                raise _Disconnect("error", f"open: {problem}", CLOSE_POLICY, "metadata")
+                raise _Disconnect("error", f"open: {problem}", "metadata")
         self.language = language
         self._origin = position
         opened: dict[str, Any] = {"startPaused": False, "media": [media] if media else []}
@@ -540,9 +537,7 @@ class AudioHookProtocol(OneCallCore):
         self._send("disconnect", {"reason": exc.reason, "info": exc.info[:200]})
         self.state = "failed"
         # After disconnect() the call is already over and the lifecycle has no Reject to give.
-        return self._call.reject(exc.code, exc.info, exc.kind) or [
-            Reject(exc.code, exc.info, exc.kind)
-        ]
+        return self._call.reject(exc.kind, exc.info) or [Reject(exc.kind, exc.info)]
 
 
 def _is_seq(value: object) -> bool:

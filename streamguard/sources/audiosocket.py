@@ -34,8 +34,6 @@ from typing import Final, NamedTuple
 
 from streamguard.audio.codecs import StreamDecoder
 from streamguard.sources.base import (
-    CLOSE_POLICY,
-    CLOSE_UNSUPPORTED,
     Audio,
     CallLifecycle,
     Dtmf,
@@ -193,7 +191,7 @@ class AudioSocketProtocol(OneCallCore):
             if self._call.finished:
                 return events
         if error is not None:
-            events += self._call.reject(CLOSE_POLICY, str(error))
+            events += self._call.reject("protocol", str(error))
         return events
 
     def close(self) -> list[SourceEvent]:
@@ -206,14 +204,14 @@ class AudioSocketProtocol(OneCallCore):
         kind, payload = frame
         if kind == KIND_UUID:
             if self._call.started:
-                return self._call.reject(CLOSE_POLICY, "second UUID message on one connection")
+                return self._call.reject("protocol", "second UUID message on one connection")
             call_id = str(uuid.UUID(bytes=payload))
             metadata = {"uuid": call_id, "encoding": "pcm_s16le"}
             if self.remote:
                 metadata["remote"] = self.remote
             return self._call.start_call(call_id, "audiosocket", metadata)
         if not self._call.started:
-            return self._call.reject(CLOSE_POLICY, f"message kind 0x{kind:02x} before the UUID")
+            return self._call.reject("protocol", f"message kind 0x{kind:02x} before the UUID")
         if kind == KIND_HANGUP:
             return self._call.end("hangup")
         if kind == KIND_ERROR:
@@ -222,7 +220,7 @@ class AudioSocketProtocol(OneCallCore):
             if code == 0x01:
                 return self._call.end("hangup")
             what = ERROR_CODES.get(code, "error") if code is not None else "error"
-            return self._call.reject(CLOSE_POLICY, f"Asterisk reported an error: {what}")
+            return self._call.reject("protocol", f"Asterisk reported an error: {what}")
         if kind == KIND_DTMF:
             self.stats.dtmf += 1
             return [Dtmf(TRACK, payload.decode("ascii", "replace"))]
@@ -232,12 +230,12 @@ class AudioSocketProtocol(OneCallCore):
         events: list[SourceEvent] = []
         if self._rate is None:
             if problem := rate_problem(rate):
-                return self._call.reject(CLOSE_UNSUPPORTED, problem)
+                return self._call.reject("unsupported", problem)
             self._rate = rate
             events += self._call.start_track(TRACK, rate)
         elif rate != self._rate:
             return self._call.reject(
-                CLOSE_UNSUPPORTED, f"sample rate changed from {self._rate} to {rate} Hz mid-call"
+                "unsupported", f"sample rate changed from {self._rate} to {rate} Hz mid-call"
             )
         self.stats.audio_bytes += len(payload)
         samples = self._decoder.push(payload)[:, 0]

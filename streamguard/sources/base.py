@@ -15,9 +15,12 @@ these events. The asyncio edge that owns the socket routes them:
 * :class:`CallEnd` — the call is over (``reason``: ``stop`` = the feed said so, ``hangup`` = the
   PBX said so (AudioSocket), ``closed`` = the connection went away, ``idle`` = RTP went quiet,
   ``bye`` = an RTCP BYE, ``error`` = ended by a :class:`Reject`).
-* :class:`Reject` — the input is unacceptable: close the connection with WebSocket close
-  ``code`` and ``reason`` (``kind`` is the metrics label: ``protocol``, or ``metadata`` for
-  call metadata over the bounds below). A core that rejects mid-call has already emitted
+* :class:`Reject` — the input is unacceptable: the edge ends the connection. A core says what
+  KIND of refusal it is (:data:`RefusalKind`: ``protocol``, a violation; ``unsupported``,
+  understood but not supported; ``metadata``, call metadata over the bounds below) and one
+  short ``reason``, never a transport's close code: the WebSocket edge maps the kind to its
+  close code (:mod:`streamguard.sources.edges.websocket`), a TCP or UDP edge just drops the
+  connection or the stream. A core that rejects mid-call has already emitted
   ``TrackEnd``/``CallEnd("error")`` just before it, so the edge never needs to clean up on its
   own.
 
@@ -37,13 +40,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import numpy as np
 
 __all__ = [
-    "CLOSE_POLICY",
-    "CLOSE_UNSUPPORTED",
     "MAX_CALL_ID_CHARS",
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
@@ -60,6 +61,7 @@ __all__ = [
     "Gap",
     "OneCallCore",
     "ProtocolViolation",
+    "RefusalKind",
     "Reject",
     "SourceEvent",
     "TrackEnd",
@@ -71,17 +73,17 @@ __all__ = [
     "sequence_problems",
 ]
 
-#: WebSocket close code for data we understand but do not support (encoding, rate, binary frames
-#: where only text is expected).
-CLOSE_UNSUPPORTED: Final = 1003
-#: WebSocket close code for a protocol violation (bad JSON, missing fields, messages out of order).
-CLOSE_POLICY: Final = 1008
+#: Why a core refuses its input: ``protocol`` (bad JSON, missing fields, messages out of
+#: order), ``unsupported`` (understood, not supported: an encoding, a rate, binary frames where
+#: only text is expected), ``metadata`` (call metadata or id over the bounds below).
+RefusalKind: TypeAlias = Literal["protocol", "unsupported", "metadata"]
 
 #: Input sample rates the cores accept (any integer in between; soxr resamples them to 16 kHz).
 #: 64 kHz is included because jambonz can send it.
 MIN_SAMPLE_RATE: Final = 8000
 MAX_SAMPLE_RATE: Final = 64000
-#: Longest close reason a WebSocket close frame can carry (125-byte payload minus the code).
+#: Longest reason a refusal carries: what a WebSocket close frame can hold (125-byte payload
+#: minus the code), the tightest of the transports.
 MAX_CLOSE_REASON_BYTES: Final = 123
 
 #: Bounds on a call's metadata (see the module docstring). Depth counts the metadata object
@@ -158,12 +160,11 @@ class CallEnd:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """Close the connection: ``code`` is a WebSocket close code, ``reason`` one short line,
-    ``kind`` what the daemon counts it as (``source_rejects_total{reason}``)."""
+    """End the connection: ``kind`` what was wrong (:data:`RefusalKind`), ``reason`` one
+    short line (at most :data:`MAX_CLOSE_REASON_BYTES`)."""
 
-    code: int
+    kind: RefusalKind
     reason: str
-    kind: str = "protocol"
 
     def __post_init__(self) -> None:
         # A WebSocket close frame carries at most 123 bytes of UTF-8 reason; longer ones fail.
@@ -171,6 +172,12 @@ class Reject:
         if len(raw) > MAX_CLOSE_REASON_BYTES:
             short = raw[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
             object.__setattr__(self, "reason", short)
+
+    @property
+    def label(self) -> str:
+        """What the daemon counts it as (``source_rejects_total{reason}``): ``metadata``, else
+        ``protocol``."""
+        return "metadata" if self.kind == "metadata" else "protocol"
 
 
 SourceEvent = CallStart | TrackStart | Audio | Gap | Dtmf | TrackEnd | CallEnd | Reject
@@ -251,11 +258,10 @@ class ProtocolViolation(Exception):
     """Raised inside a core's parsing and turned into a :class:`Reject` at its public method,
     so parsing code can bail out from any depth while the core itself never raises."""
 
-    def __init__(self, code: int, reason: str, kind: str = "protocol") -> None:
+    def __init__(self, kind: RefusalKind, reason: str) -> None:
         super().__init__(reason)
-        self.code = code
-        self.reason = reason
         self.kind = kind
+        self.reason = reason
 
 
 class CallLifecycle:
@@ -280,10 +286,10 @@ class CallLifecycle:
         metadata: dict[str, Any],
         share: CallShare | None = None,
     ) -> list[SourceEvent]:
-        """The call's :class:`CallStart`; raises :class:`ProtocolViolation` (1008, kind
-        ``metadata``) for an id or metadata over the bounds, before anything starts."""
+        """The call's :class:`CallStart`; raises :class:`ProtocolViolation` (kind ``metadata``)
+        for an id or metadata over the bounds, before anything starts."""
         if problem := call_start_problem(call_id, metadata):
-            raise ProtocolViolation(CLOSE_POLICY, problem, "metadata")
+            raise ProtocolViolation("metadata", problem)
         self.call_id, self.source = call_id, source
         return [CallStart(call_id, source, metadata, share)]
 
@@ -293,7 +299,7 @@ class CallLifecycle:
         if track in self.tracks:
             return []
         if not track or len(track) > MAX_TRACK_NAME_CHARS or not is_text(track):
-            raise ProtocolViolation(CLOSE_POLICY, "a track name must be short UTF-8 text")
+            raise ProtocolViolation("protocol", "a track name must be short UTF-8 text")
         self.tracks[track] = sample_rate
         return [TrackStart(track, sample_rate)]
 
@@ -308,11 +314,11 @@ class CallLifecycle:
         events.append(CallEnd(reason))
         return events
 
-    def reject(self, code: int, reason: str, kind: str = "protocol") -> list[SourceEvent]:
+    def reject(self, kind: RefusalKind, reason: str) -> list[SourceEvent]:
         """End whatever started (reason ``error``), then Reject; [] if already over."""
         if self.finished:
             return []
-        return [*self.end("error"), Reject(code, reason, kind)]
+        return [*self.end("error"), Reject(kind, reason)]
 
 
 def sequence_problems(events: list[SourceEvent]) -> list[str]:

@@ -36,8 +36,8 @@ ContactId tag is released when it completes. This costs at most one fragment (~1
 
 Ends: :meth:`close` (the edge's reason: ``idle`` when no fragment came for a while, ``stop``
 when told to stop, ``closed``...). Bad input, never raised: ``CallEnd("error")`` +
-:class:`Reject` with one reason (``CLOSE_POLICY`` for malformed Matroska or audio,
-``CLOSE_UNSUPPORTED`` for a codec, rate or channel count it cannot read: the two kinds every
+:class:`Reject` with one reason (kind ``protocol`` for malformed Matroska or audio,
+``unsupported`` for a codec, rate or channel count it cannot read: the two kinds every
 core reports today).
 """
 
@@ -51,8 +51,6 @@ import numpy as np
 
 from streamguard.audio.codecs import CodecError, decode
 from streamguard.sources.base import (
-    CLOSE_POLICY,
-    CLOSE_UNSUPPORTED,
     Audio,
     CallLifecycle,
     Gap,
@@ -239,12 +237,12 @@ class KvsCallCore(OneCallCore):
                     break
         except ProtocolViolation as exc:
             self._discard_fragment()
-            events += self._call.reject(exc.code, exc.reason)
+            events += self._call.reject(exc.kind, exc.reason)
         return events
 
     def _handle(self, ev: MkvEvent) -> list[SourceEvent]:
         if isinstance(ev, ParseError):
-            raise ProtocolViolation(CLOSE_POLICY, f"bad Matroska from KVS: {ev.reason}")
+            raise ProtocolViolation("protocol", f"bad Matroska from KVS: {ev.reason}")
         if isinstance(ev, Block):
             return self._block(ev)
         if isinstance(ev, Leaf):
@@ -284,7 +282,7 @@ class KvsCallCore(OneCallCore):
             self._tag[1] = value
         elif fragment is not None and leaf.id == _TIMESTAMP_SCALE and isinstance(value, int):
             if not 1 <= value <= 10**9:
-                raise ProtocolViolation(CLOSE_POLICY, f"TimestampScale {value} out of range")
+                raise ProtocolViolation("protocol", f"TimestampScale {value} out of range")
             fragment.scale_ns = value
         elif fragment is not None and leaf.id == _TIMESTAMP and isinstance(value, int):
             fragment.cluster_ticks = value
@@ -314,32 +312,30 @@ class KvsCallCore(OneCallCore):
         encoding = CODECS.get(spec.codec)
         if encoding is None:
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED,
+                "unsupported",
                 f"track {spec.name} has codec {spec.codec!r} "
                 f"(accepted: {', '.join(CODECS)}, read as 16-bit PCM)",
             )
         if spec.channels != 1:
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"track {spec.name} has {spec.channels} channels (mono only)"
+                "unsupported", f"track {spec.name} has {spec.channels} channels (mono only)"
             )
         if spec.bit_depth not in (None, 16):
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"track {spec.name} has {spec.bit_depth}-bit samples (16 only)"
+                "unsupported", f"track {spec.name} has {spec.bit_depth}-bit samples (16 only)"
             )
         rate = spec.rate
         if not math.isfinite(rate) or not rate.is_integer():
-            raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"track {spec.name} has sample rate {rate!r}"
-            )
+            raise ProtocolViolation("unsupported", f"track {spec.name} has sample rate {rate!r}")
         if problem := rate_problem(int(rate)):
-            raise ProtocolViolation(CLOSE_UNSUPPORTED, f"track {spec.name}: {problem}")
+            raise ProtocolViolation("unsupported", f"track {spec.name}: {problem}")
         clock = self._clocks.get(track)
         if clock is not None and (clock.rate, clock.encoding) != (int(rate), encoding):
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"track {spec.name} changed format between fragments"
+                "unsupported", f"track {spec.name} changed format between fragments"
             )
         if track in fragment.tracks.values():
-            raise ProtocolViolation(CLOSE_POLICY, f"two {spec.name} tracks in one fragment")
+            raise ProtocolViolation("protocol", f"two {spec.name} tracks in one fragment")
         fragment.tracks[spec.number] = track
         if clock is None:
             self._clocks[track] = _TrackClock(track, spec.codec, int(rate), encoding)
@@ -351,7 +347,7 @@ class KvsCallCore(OneCallCore):
         if not fragment.tracks:
             seen = ", ".join(sorted(self.stats.unknown_tracks)) or "none"
             raise ProtocolViolation(
-                CLOSE_POLICY,
+                "protocol",
                 f"no AUDIO_FROM_CUSTOMER or AUDIO_TO_CUSTOMER track in the fragment "
                 f"(tracks: {seen})",
             )
@@ -398,20 +394,20 @@ class KvsCallCore(OneCallCore):
     def _block(self, block: Block) -> list[SourceEvent]:
         fragment = self._fragment
         if fragment is None or not self._call.started:
-            raise ProtocolViolation(CLOSE_POLICY, "audio block before the fragment's Tracks")
+            raise ProtocolViolation("protocol", "audio block before the fragment's Tracks")
         track = fragment.tracks.get(block.track)
         if track is None:
             self.stats.unknown_track_blocks += 1
             return []
         if fragment.cluster_ticks is None:
-            raise ProtocolViolation(CLOSE_POLICY, "audio block before its Cluster timestamp")
+            raise ProtocolViolation("protocol", "audio block before its Cluster timestamp")
         clock = self._clocks[track]
         payload = b"".join(block.frames)
         try:
             samples = decode(clock.encoding, payload)
         except CodecError:
             raise ProtocolViolation(
-                CLOSE_POLICY, f"{track} block of {len(payload)} bytes is not whole 16-bit samples"
+                "protocol", f"{track} block of {len(payload)} bytes is not whole 16-bit samples"
             ) from None
         if not len(samples):
             return []
@@ -421,7 +417,7 @@ class KvsCallCore(OneCallCore):
             fragment.held_samples += len(samples)
             if fragment.held_samples > _MAX_HELD_SECONDS * clock.rate * len(self._clocks):
                 raise ProtocolViolation(
-                    CLOSE_POLICY,
+                    "protocol",
                     f"a fragment over {_MAX_HELD_SECONDS:g} s without its ContactId tag",
                 )
             return []

@@ -25,7 +25,8 @@ Later text frames: ``{"event": "stop"}`` ends the call (``CallEnd("stop")``); a 
 ``stats.ignored_text`` and ignored, because forks send advisory text we have no use for.
 
 Rejects: a first frame that is not a JSON object or names no known protocol, missing/invalid
-fields, or binary audio before it -> 1008; an unsupported encoding, rate or channel count -> 1003.
+fields, or binary audio before it -> kind ``protocol``; an unsupported encoding, rate or channel
+count -> ``unsupported`` (closed 1008 / 1003 by the WebSocket edge).
 Connection closed without stop: the edge calls :meth:`close`, which returns ``TrackEnd`` for each
 track + ``CallEnd("closed")``.
 """
@@ -41,8 +42,6 @@ from typing import Any, Final
 
 from streamguard.audio.codecs import ENCODINGS, StreamDecoder
 from streamguard.sources.base import (
-    CLOSE_POLICY,
-    CLOSE_UNSUPPORTED,
     Audio,
     CallLifecycle,
     Dtmf,
@@ -82,14 +81,14 @@ class IngestStats:
 
 def _number(value: Any, what: str) -> int:
     if isinstance(value, bool):
-        raise ProtocolViolation(CLOSE_POLICY, f"{what} must be an integer")
+        raise ProtocolViolation("protocol", f"{what} must be an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         return int(value)
-    raise ProtocolViolation(CLOSE_POLICY, f"{what} must be an integer, got {str(value)[:20]!r}")
+    raise ProtocolViolation("protocol", f"{what} must be an integer, got {str(value)[:20]!r}")
 
 
 class IngestProtocol(OneCallCore):
@@ -118,7 +117,7 @@ class IngestProtocol(OneCallCore):
             try:
                 return self._metadata(text)
             except ProtocolViolation as exc:
-                return self._call.reject(exc.code, exc.reason, exc.kind)
+                return self._call.reject(exc.kind, exc.reason)
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
@@ -141,7 +140,7 @@ class IngestProtocol(OneCallCore):
             return []
         if self._decoder is None:
             return self._call.reject(
-                CLOSE_POLICY, "binary audio before the metadata text frame (send metadata first)"
+                "protocol", "binary audio before the metadata text frame (send metadata first)"
             )
         self.stats.frames += 1
         self.stats.bytes += len(data)
@@ -169,7 +168,7 @@ class IngestProtocol(OneCallCore):
             msg = None
         if not isinstance(msg, dict):
             raise ProtocolViolation(
-                CLOSE_POLICY, "first frame must be a JSON object describing the audio"
+                "protocol", "first frame must be a JSON object describing the audio"
             )
         if msg.get("event") == "websocket:connected":
             source, encoding, channels, rate = "l16", "pcm_s16le", 1, self._vonage_rate(msg)
@@ -187,12 +186,12 @@ class IngestProtocol(OneCallCore):
             used = {"sampleRate"}
         else:
             raise ProtocolViolation(
-                CLOSE_POLICY,
+                "protocol",
                 "first frame names no known protocol: send native {sample_rate, encoding} "
                 "or fork metadata with sampleRate",
             )
         if problem := rate_problem(rate):
-            raise ProtocolViolation(CLOSE_UNSUPPORTED, problem)
+            raise ProtocolViolation("unsupported", problem)
         call_id = (
             next(
                 (
@@ -218,12 +217,12 @@ class IngestProtocol(OneCallCore):
         ctype = msg.get("content-type")
         if not isinstance(ctype, str) or not _L16_TYPE.match(ctype):
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED,
+                "unsupported",
                 f"unsupported content-type {str(ctype)[:40]!r} (expected audio/l16;rate=N)",
             )
         rate = _RATE_PARAM.search(ctype)
         if rate is None:
-            raise ProtocolViolation(CLOSE_POLICY, "content-type audio/l16 without ;rate=N")
+            raise ProtocolViolation("protocol", "content-type audio/l16 without ;rate=N")
         return int(rate.group(1))
 
     @staticmethod
@@ -231,18 +230,18 @@ class IngestProtocol(OneCallCore):
         encoding = msg.get("encoding")
         if "sample_rate" not in msg or encoding is None:
             raise ProtocolViolation(
-                CLOSE_POLICY, "native metadata needs both sample_rate and encoding"
+                "protocol", "native metadata needs both sample_rate and encoding"
             )
         if encoding not in ENCODINGS:
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED,
+                "unsupported",
                 f"unsupported encoding {str(encoding)[:32]!r} (accepted: {', '.join(ENCODINGS)})",
             )
         rate = _number(msg["sample_rate"], "sample_rate")
         channels = _number(msg.get("channels", 1), "channels")
         if not 1 <= channels <= MAX_CHANNELS:
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"channels must be 1..{MAX_CHANNELS}, got {channels}"
+                "unsupported", f"channels must be 1..{MAX_CHANNELS}, got {channels}"
             )
         tracks = msg.get("tracks")
         if tracks is None:
@@ -254,7 +253,7 @@ class IngestProtocol(OneCallCore):
             or len(set(tracks)) != len(tracks)
         ):
             raise ProtocolViolation(
-                CLOSE_POLICY, "tracks must list one unique short name per channel"
+                "protocol", "tracks must list one unique short name per channel"
             )
         return encoding, rate, channels, list(tracks)
 
@@ -266,12 +265,12 @@ class IngestProtocol(OneCallCore):
             mix = msg.get("mixType", "mono")
             if not isinstance(mix, str) or mix.lower() not in _MIX_CHANNELS:
                 raise ProtocolViolation(
-                    CLOSE_UNSUPPORTED,
+                    "unsupported",
                     f"unsupported mixType {str(mix)[:20]!r} (accepted: mono, mixed, stereo)",
                 )
             channels = _MIX_CHANNELS[mix.lower()]
         if channels not in (1, 2):
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"L16 forks send 1 or 2 channels, got {channels}"
+                "unsupported", f"L16 forks send 1 or 2 channels, got {channels}"
             )
         return channels

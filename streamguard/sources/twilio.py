@@ -6,7 +6,7 @@ Usage by the WebSocket edge (one ``MediaStreamProtocol`` per connection = one ca
     async for message in websocket:
         events = core.receive_text(message) if isinstance(message, str) else \\
                  core.receive_bytes(message)
-        route(events)                      # Reject -> websocket.close(ev.code, ev.reason)
+        route(events)                      # Reject -> the edge closes (kind -> close code)
         if core.finished: break
     route(core.close())                    # connection gone: ends what is still open
 
@@ -29,7 +29,8 @@ time stays call time. Chunks whose ``chunk`` number is not above the last one on
 duplicates or late and are dropped.
 
 Errors never raise: invalid JSON, a missing field, bad base64, media before ``start`` or an
-unsupported format give ``Reject(1008 | 1003, reason)`` (after ``TrackEnd``/``CallEnd("error")`` for
+unsupported format give ``Reject(kind, reason)`` (``protocol`` | ``unsupported``; after
+``TrackEnd``/``CallEnd("error")`` for
 a call already started). Unknown events, ``mark``, ``error`` and ``connected`` are counted and
 ignored.
 """
@@ -44,8 +45,6 @@ from typing import Any, Final
 
 from streamguard.audio.codecs import CodecError, decode
 from streamguard.sources.base import (
-    CLOSE_POLICY,
-    CLOSE_UNSUPPORTED,
     Audio,
     CallLifecycle,
     CallShare,
@@ -107,12 +106,12 @@ class _Track:
 def _int(value: Any, what: str) -> int:
     """Numbers arrive as strings ("42") or ints; anything else is a protocol violation."""
     if isinstance(value, bool):
-        raise ProtocolViolation(CLOSE_POLICY, f"{what} is not an integer")
+        raise ProtocolViolation("protocol", f"{what} is not an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and _is_int_text(value):
         return int(value)
-    raise ProtocolViolation(CLOSE_POLICY, f"{what} is not an integer: {str(value)[:20]!r}")
+    raise ProtocolViolation("protocol", f"{what} is not an integer: {str(value)[:20]!r}")
 
 
 def _is_int_text(text: str) -> bool:
@@ -124,7 +123,7 @@ def _is_int_text(text: str) -> bool:
 def _obj(msg: dict[str, Any], key: str, what: str) -> dict[str, Any]:
     value = msg.get(key)
     if not isinstance(value, dict):
-        raise ProtocolViolation(CLOSE_POLICY, f"{what} message without a {key!r} object")
+        raise ProtocolViolation("protocol", f"{what} message without a {key!r} object")
     return value
 
 
@@ -132,7 +131,7 @@ def _track_name(value: Any) -> str:
     if value is None:
         return "inbound"
     if not isinstance(value, str) or not value or len(value) > _MAX_TRACK_NAME:
-        raise ProtocolViolation(CLOSE_POLICY, "media.track must be a short non-empty string")
+        raise ProtocolViolation("protocol", "media.track must be a short non-empty string")
     return _TRACK_ALIASES.get(value, value)
 
 
@@ -186,14 +185,14 @@ class MediaStreamProtocol(OneCallCore):
                     break
             return events
         except ProtocolViolation as exc:
-            return events + self._call.reject(exc.code, exc.reason, exc.kind)
+            return events + self._call.reject(exc.kind, exc.reason)
 
     def receive_bytes(self, data: bytes) -> list[SourceEvent]:
         """Media streams are JSON text only; a binary frame is rejected."""
         if self._call.finished:
             return []
         return self._call.reject(
-            CLOSE_UNSUPPORTED, "binary frames are not part of the media-stream protocol"
+            "unsupported", "binary frames are not part of the media-stream protocol"
         )
 
     def close(self) -> list[SourceEvent]:
@@ -207,7 +206,7 @@ class MediaStreamProtocol(OneCallCore):
                 if self._call.finished:
                     return events
         except ProtocolViolation as exc:
-            return events + self._call.reject(exc.code, exc.reason, exc.kind)
+            return events + self._call.reject(exc.kind, exc.reason)
         return events + self._call.end("closed")
 
     # ------------------------------------------------------------------ internals
@@ -215,11 +214,11 @@ class MediaStreamProtocol(OneCallCore):
         try:
             msg = json.loads(text)
         except (ValueError, RecursionError):
-            raise ProtocolViolation(CLOSE_POLICY, "message is not valid JSON") from None
+            raise ProtocolViolation("protocol", "message is not valid JSON") from None
         if not isinstance(msg, dict):
-            raise ProtocolViolation(CLOSE_POLICY, "message is not a JSON object")
+            raise ProtocolViolation("protocol", "message is not a JSON object")
         if not isinstance(msg.get("event"), str):
-            raise ProtocolViolation(CLOSE_POLICY, "message without an 'event' string")
+            raise ProtocolViolation("protocol", "message without an 'event' string")
         return msg
 
     def _handle(self, msg: dict[str, Any]) -> list[SourceEvent]:
@@ -230,7 +229,7 @@ class MediaStreamProtocol(OneCallCore):
             return self._media(msg)
         if event == "stop":
             if not self._call.started:
-                raise ProtocolViolation(CLOSE_POLICY, "stop before start")
+                raise ProtocolViolation("protocol", "stop before start")
             return self._call.end("stop")
         if event == "dtmf" and self._call.started:
             dtmf = msg.get("dtmf")
@@ -243,7 +242,7 @@ class MediaStreamProtocol(OneCallCore):
 
     def _start(self, msg: dict[str, Any]) -> list[SourceEvent]:
         if self._call.started:
-            raise ProtocolViolation(CLOSE_POLICY, "second start message on one stream")
+            raise ProtocolViolation("protocol", "second start message on one stream")
         start = _obj(msg, "start", "start")
         if "callSid" in start:
             source, call_id, fmt_key, keys = "twilio", start["callSid"], "mediaFormat", _TWILIO_FMT
@@ -260,30 +259,30 @@ class MediaStreamProtocol(OneCallCore):
             meta.setdefault("stream_id", msg.get("stream_id"))
         else:
             raise ProtocolViolation(
-                CLOSE_POLICY,
+                "protocol",
                 "start without start.callSid (Twilio) or start.call_control_id (Telnyx)",
             )
         if not isinstance(call_id, str) or not call_id:
-            raise ProtocolViolation(CLOSE_POLICY, "call id in start must be a non-empty string")
+            raise ProtocolViolation("protocol", "call id in start must be a non-empty string")
         fmt = start.get(fmt_key)
         fmt = {} if fmt is None else fmt
         if not isinstance(fmt, dict):
-            raise ProtocolViolation(CLOSE_POLICY, f"start.{fmt_key} is not an object")
+            raise ProtocolViolation("protocol", f"start.{fmt_key} is not an object")
         enc_name, rate_v, chan_v = (fmt.get(k) for k in keys)
         # Absent fields mean the platforms' default: 8 kHz mono mu-law.
         encoding = _ENCODINGS.get(enc_name.lower()) if isinstance(enc_name, str) else None
         if enc_name is not None and encoding is None:
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED,
+                "unsupported",
                 f"unsupported media encoding {str(enc_name)[:32]!r} (accepted: PCMU, PCMA, L16)",
             )
         rate = 8000 if rate_v is None else _int(rate_v, "sample rate")
         channels = 1 if chan_v is None else _int(chan_v, "channels")
         if problem := rate_problem(rate):
-            raise ProtocolViolation(CLOSE_UNSUPPORTED, problem)
+            raise ProtocolViolation("unsupported", problem)
         if channels != 1:
             raise ProtocolViolation(
-                CLOSE_UNSUPPORTED, f"only mono media streams are supported, got {channels}"
+                "unsupported", f"only mono media streams are supported, got {channels}"
             )
         tracks = start.get("tracks")
         names = (
@@ -292,7 +291,7 @@ class MediaStreamProtocol(OneCallCore):
             else []
         )
         if len(names) > _MAX_TRACKS:
-            raise ProtocolViolation(CLOSE_POLICY, f"more than {_MAX_TRACKS} tracks on one stream")
+            raise ProtocolViolation("protocol", f"more than {_MAX_TRACKS} tracks on one stream")
         self._encoding = encoding or "mulaw"
         self._rate = rate
         self._declared = frozenset(names)
@@ -308,33 +307,31 @@ class MediaStreamProtocol(OneCallCore):
 
     def _track(self, name: str) -> list[SourceEvent]:
         if self._declared and name not in self._declared:
-            raise ProtocolViolation(CLOSE_POLICY, "media on a track the start message did not name")
+            raise ProtocolViolation("protocol", "media on a track the start message did not name")
         if name not in self._tracks:
             if len(self._tracks) >= _MAX_TRACKS:
-                raise ProtocolViolation(
-                    CLOSE_POLICY, f"more than {_MAX_TRACKS} tracks on one stream"
-                )
+                raise ProtocolViolation("protocol", f"more than {_MAX_TRACKS} tracks on one stream")
             self._tracks[name] = _Track(self._rate)
         return self._call.start_track(name, self._rate)
 
     def _media(self, msg: dict[str, Any]) -> list[SourceEvent]:
         if not self._call.started:
-            raise ProtocolViolation(CLOSE_POLICY, "media before start")
+            raise ProtocolViolation("protocol", "media before start")
         media = _obj(msg, "media", "media")
         payload = media.get("payload")
         if not isinstance(payload, str):
-            raise ProtocolViolation(CLOSE_POLICY, "media without a base64 'payload' string")
+            raise ProtocolViolation("protocol", "media without a base64 'payload' string")
         name = _track_name(media.get("track"))
         chunk = None if media.get("chunk") is None else _int(media["chunk"], "media.chunk")
         stamp = None if media.get("timestamp") is None else _int(media["timestamp"], "timestamp")
         try:
             raw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise ProtocolViolation(CLOSE_POLICY, "media payload is not valid base64") from None
+            raise ProtocolViolation("protocol", "media payload is not valid base64") from None
         try:
             samples = decode(self._encoding, raw)
         except CodecError as exc:
-            raise ProtocolViolation(CLOSE_POLICY, str(exc)) from None
+            raise ProtocolViolation("protocol", str(exc)) from None
         events = self._track(name)
         track = self._tracks[name]
         if chunk is not None:

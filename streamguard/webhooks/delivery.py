@@ -42,6 +42,7 @@ from streamguard.alerts.bus import AlertBus, SubscriptionFilter
 from streamguard.alerts.events import EventBase
 from streamguard.alerts.follow import follow
 from streamguard.errors import ConfigError
+from streamguard.telemetry import NOOP, Tracer
 from streamguard.webhooks import standard
 from streamguard.webhooks.signing import (
     EVENT_HEADER,
@@ -131,12 +132,14 @@ class WebhookDeliverer:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        tracer: Tracer = NOOP,
     ):
         self.endpoint = endpoint
         self.label = endpoint.label
         self.bus = bus
         self.backend = backend
         self._metrics = metrics
+        self._tracer = tracer
         self._clock = clock
         self._rng = rng
         self._signer = Signer.for_endpoint(endpoint)  # read once: a bad secret fails at start
@@ -245,12 +248,15 @@ class WebhookDeliverer:
                 **self._signer.headers(event.seq, body, int(self._clock())),
                 EVENT_HEADER: event.type,
             }
-            try:
-                response = await client.post(ep.url, content=body, headers=headers)
-                ok = 200 <= response.status_code < 300
-                error = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                ok, error = False, f"{type(exc).__name__}: {str(exc)[:160]}"
+            with self._tracer.webhook_attempt(event, self.label, attempt) as span:
+                try:
+                    response = await client.post(ep.url, content=body, headers=headers)
+                    ok = 200 <= response.status_code < 300
+                    error = f"HTTP {response.status_code}"
+                    span.set(status=response.status_code)
+                except httpx.HTTPError as exc:
+                    ok, error = False, f"{type(exc).__name__}: {str(exc)[:160]}"
+                span.set(outcome="ok" if ok else "retry" if attempt < ep.max_attempts else "dead")
             if ok:
                 self._count("ok")
                 self.delivered += 1

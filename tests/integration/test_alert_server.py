@@ -26,18 +26,12 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.events import Alert, CallEnded, CallStarted, Score, parse_event
-from streamguard.alerts.server import (
-    BEARER_PREFIX,
-    Health,
-    WebSocketRouter,
-    alerts_handler,
-    healthz_route,
-    make_process_request,
-    metrics_route,
-    select_subprotocol,
-)
+from streamguard.alerts.subscriptions import alerts_handler
 from streamguard.commands.watch import format_event, subscription_url, watch
 from streamguard.metrics import Metrics
+from streamguard.server.health import Health, healthz_route, metrics_route
+from streamguard.server.httputil import BEARER_PREFIX, select_subprotocol
+from streamguard.server.router import WebSocketRouter, make_process_request
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 10

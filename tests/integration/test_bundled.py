@@ -12,7 +12,7 @@ import pytest
 from streamguard.cli import main
 from streamguard.commands.demo import demo_call_path
 from streamguard.model import load_detector
-from streamguard.scoring.verdict import format_threshold
+from streamguard.policy.verdict import format_threshold
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from streamguard.dashboard import CONTENT_SECURITY_POLICY, load_static
+from streamguard.server.dashboard import CONTENT_SECURITY_POLICY, load_static
 
 pytestmark = pytest.mark.integration
 

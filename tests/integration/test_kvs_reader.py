@@ -12,7 +12,7 @@ import soundfile as sf
 import structlog
 
 from streamguard.sources.base import Audio, CallEnd, CallStart, sequence_problems
-from streamguard.sources.kvs_reader import KvsReader, region_of
+from streamguard.sources.edges.kvs_reader import KvsReader, region_of
 from tests.kvs_server import KvsTestServer
 
 pytest.importorskip("boto3")

@@ -8,7 +8,9 @@ import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from streamguard.access import (
+from streamguard.config import load_config
+from streamguard.errors import ConfigError, StreamguardError
+from streamguard.server.access import (
     AccessPolicy,
     Guard,
     HostPolicy,
@@ -17,9 +19,7 @@ from streamguard.access import (
     is_loopback,
     origin_key,
 )
-from streamguard.config import load_config
-from streamguard.errors import ConfigError, StreamguardError
-from streamguard.sources.twilio_signature import TwilioSignature, signature_for
+from streamguard.server.twilio_signature import TwilioSignature, signature_for
 
 PUBLIC = "wss://screen.example/twilio"
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from streamguard.audio.track import TrackSettings
 from streamguard.calls import CallPolicy, CallSession
 from streamguard.model.base import ModelInfo
-from streamguard.scoring.adaptive import RISE, ScoreThinner
+from streamguard.policy.adaptive import RISE, ScoreThinner
 from streamguard.sources.base import Audio, CallEnd, CallStart, TrackStart
 
 

@@ -29,6 +29,7 @@ from streamguard.sources.base import (
     TrackStart,
     sequence_problems,
 )
+from streamguard.sources.edges.websocket import CLOSE_CODES
 from tests.audiohook_client import EXTERNAL, INTERNAL, SAMPLE_ORG_ID, SAMPLE_PARTICIPANT, STEREO
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -207,7 +208,7 @@ def test_pause_resume_discarded_become_gaps_and_audio_while_paused_is_refused():
     client.audio(frame)
     client.text("paused")
     events = client.audio(frame)
-    assert events[-1] == Reject(1008, "audio while the stream is paused")
+    assert events[-1] == Reject("protocol", "audio while the stream is paused")
     assert client.replies[-1]["type"] == "disconnect"
     assert client.replies[-1]["parameters"]["reason"] == "error"
     assert sequence_problems(client.events) == []
@@ -275,7 +276,7 @@ def test_open_from_another_organisation_is_unauthorized():
     client = Client(AudioHookProtocol(organization_id="11111111-2222-3333-4444-555555555555"))
     events = client.open()
     assert events == [
-        Reject(1008, "organizationId does not match the Audiohook-Organization-Id header")
+        Reject("protocol", "organizationId does not match the Audiohook-Organization-Id header")
     ]
     assert client.replies[-1]["parameters"]["reason"] == "unauthorized"
 
@@ -283,7 +284,7 @@ def test_open_from_another_organisation_is_unauthorized():
 def test_nothing_we_can_decode_is_unsupported_media():
     client = Client(AudioHookProtocol())
     events = client.open(media=[{**STEREO, "format": "opus"}])
-    assert isinstance(events[-1], Reject) and events[-1].code == 1003
+    assert isinstance(events[-1], Reject) and CLOSE_CODES[events[-1].kind] == 1003
 
 
 def test_connection_probe_is_answered_without_a_call():

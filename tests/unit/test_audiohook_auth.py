@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.datastructures import Headers
 
-from streamguard.sources.audiohook_auth import (
+from streamguard.server.audiohook_auth import (
     Handshake,
     HandshakeVerifier,
     Refusal,

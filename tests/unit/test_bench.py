@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamguard.bench.stats import percentile
@@ -51,6 +52,17 @@ def test_model_suite_reports_each_batch_size(capsys):
         t["windows_per_second"] for t in serving["timings"]
     )
     assert out["machine"]["nproc"] >= 1 and out["machine"]["torch_threads"] >= 1
+    # issue #20: eager vs ONNX fp32 vs int8, the log-mel in torch or inside the graph
+    paths = {p["path"]: p for p in model["paths"]}
+    assert paths["eager fp32"]["vs_eager"] == 1.0
+    assert {p["front_in_graph"] for p in paths.values()} == {None, False, True}
+    for p in paths.values():
+        assert p["parity_max_abs_diff"] <= 0.01 and p["windows_per_second"] > 0
+        assert p["median_ms"] == pytest.approx(16_000 / p["windows_per_second"])
+    # auto on the CPU: the probe's choice serves, with its evidence
+    probe = serving["probe"]
+    assert probe["choice"] == serving["backend"]
+    assert serving["backend"] in {t["name"] for t in probe["trials"]}
 
 
 def test_ingest_suite_reports_cpu_per_track(capsys, fixtures_dir):
@@ -93,6 +105,9 @@ def test_daemon_suite_scores_every_window_it_reports(capsys, fixtures_dir):
     assert 0 < lag["p50"] <= lag["p95"] <= lag["max"] < 10
     assert level["cpu_seconds"] > 0 and level["peak_rss_mib"] >= level["base_rss_mib"] > 0
     assert client["first_score_lag_seconds"]["n"] == 2  # one first score per call (mono)
+    # first verdict: from the caller's first speech, so at least one 4 s window of call time
+    verdict = client["first_verdict_seconds"]
+    assert verdict["n"] == 2 and 3.0 < verdict["p50"] <= verdict["max"] < 10
     # Its own durable log, read back after the stop; the operator's log is never touched.
     assert level["calls_ended_in_log"] == 2
     assert not (Path(os.environ["STATE_DIRECTORY"]) / "events.db").exists()
@@ -111,6 +126,35 @@ def test_capacity_suite_reports_the_largest_passing_level(capsys):
     assert cont["max_calls"] == max(passing, default=0)
     for level in cont["levels"]:
         assert level["tracks"] == level["calls"]  # continuous speech: one mono track per call
+        # ... and the load generator streams it so: the stereo demo call mixed to one track,
+        # 100 ms frames (6 s = 60 audio frames and a few control frames per call)
+        client = level["client"]
+        assert client["first_score_lag_seconds"]["n"] <= level["calls"]
+        assert client["frames_sent"] <= level["calls"] * 63
         assert level["windows_scored"] + level["windows_dropped"] <= level["windows_submitted"]
     first = out["capacity"]["first_score"]
     assert 0 < first["first_score_lag_seconds"] < 10
+    assert first["first_score_lag_seconds"] < first["first_verdict_seconds"] < 10
+    # the plain fp32 reference is measured in the same run (the capacity ratio's denominator)
+    assert out["capacity"]["reference_batch16_windows_per_second"] > 0
+    assert out["capacity"]["serving_windows_per_second"] > 0
+
+
+def test_speech_onsets_are_per_track_as_the_daemon_names_them():
+    """The first verdict counts from each track's first speech: on the demo call one side
+    speaks at once, the other only after that first turn."""
+    from streamguard.bench.loadgen import _track_onset, call_audio, speech_onsets
+    from streamguard.commands.bench import default_call_file
+
+    rate, stereo = call_audio(str(default_call_file()), 12.0)
+    onsets = speech_onsets(stereo, rate)
+    assert len(onsets) == 2 and onsets[0] < 0.5 and 3.0 < onsets[1] < 8.0
+    assert _track_onset("inbound", onsets) == onsets[0]  # Twilio's names
+    assert _track_onset("outbound", onsets) == onsets[1]
+    assert _track_onset("1", onsets) == onsets[1]  # native/L16: the channel index
+    assert _track_onset("caller", onsets) is None
+    rate, mono = call_audio(str(default_call_file()), 12.0, mix=True)
+    (onset,) = speech_onsets(mono, rate)
+    assert _track_onset("0", [onset]) == onset == min(onsets)
+    silence = np.zeros((1, rate), dtype=np.float32)
+    assert speech_onsets(silence, rate) == [None]

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.calibration import (
     CalibrationError,
     LabelledCall,
@@ -21,6 +20,7 @@ from streamguard.calibration import (
     upper_bound,
 )
 from streamguard.config import load_config
+from streamguard.policy.smoothing import SmoothingSettings
 
 BASE = SmoothingSettings()  # ema 0.7, raise_after 3, the model's threshold
 

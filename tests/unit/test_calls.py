@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from streamguard.alerts.bus import AlertBus
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.file import read_audio
 from streamguard.calls import (
     CallFeed,
@@ -21,7 +20,9 @@ from streamguard.calls import (
     CallPolicy,
     CallRegistry,
     CallSession,
+    Refusal,
 )
+from streamguard.policy.smoothing import SmoothingSettings
 from streamguard.scoring.outcome import Unscored
 from streamguard.sources.base import (
     Audio,
@@ -32,6 +33,7 @@ from streamguard.sources.base import (
     TrackEnd,
     TrackStart,
 )
+from streamguard.sources.edges.websocket import CLOSE_CODES
 
 
 class Scorer:
@@ -265,10 +267,9 @@ def test_a_call_whose_call_started_cannot_be_published_is_not_left_open(tiny_det
         registry.open(CallStart("bad", "native", {}))
     assert not registry.sessions
     feed = CallFeed("native", registry)
-    assert feed.route([CallStart("bad", "native", {})]) == (
-        1011,
-        "internal error: the call could not be opened",
-    )
+    refusal = feed.route([CallStart("bad", "native", {})])
+    assert refusal == Refusal("error", "internal error: the call could not be opened")
+    assert CLOSE_CODES[refusal.kind] == 1011
     assert feed.session is None and not registry.sessions
     good = registry.open(CallStart("good", "native", {}))  # the one slot is free
     registry.end(good, "stop")
@@ -316,10 +317,9 @@ def test_a_live_call_id_is_refused_unless_it_is_another_track_of_the_same_call(t
         with pytest.raises(CallIdInUse):
             registry.open(start)
     feed = CallFeed("native", registry)
-    assert feed.route([CallStart("CA1", "native", {})]) == (
-        1008,
-        "call_id already live on another connection",
-    )
+    refusal = feed.route([CallStart("CA1", "native", {})])
+    assert refusal == Refusal("in_use", "call_id already live on another connection")
+    assert CLOSE_CODES[refusal.kind] == 1008
     # Once the call's connections have ended (even before their last scores), the id is free.
     registry.end(inbound, "stop")
     registry.end(outbound, "stop")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.file import read_audio
 from streamguard.calls import CallPolicy, CallSession
 from streamguard.evidence import CloseClip, OpenClip, WriteClip
+from streamguard.policy.smoothing import SmoothingSettings
 from streamguard.scoring.outcome import Allowlisted
 from streamguard.sources.base import Audio, CallEnd, CallStart, TrackStart
 

@@ -357,19 +357,10 @@ def produced(tiny_detector, fixtures_dir, tmp_path_factory) -> list[dict]:
     return [e.to_dict() for e in bus.history()] + [e.to_dict() for e in slow.drain()]
 
 
-#: Event types whose producers are pure cores the daemon does not call yet (#18: the wiring
-#: of labels, evidence and the model swap comes in a later change). The fixture calls those
-#: cores itself, on the same call, so every documented field is still checked against a real
-#: producer; the value is what the wiring will call (see the test below).
-PENDING_WIRING = {
-    "label": "parse_label_request",
-}
-WIRING = ("streamguard/daemon.py", "streamguard/calls.py", "streamguard/alerts/server.py")
-
-
 def operator_loop_events(call_id, info):
-    """The operator loop's events no call produces: an analyst's label (its route is not wired
-    yet) and a model swap (through the daemon's own producer, model_swap.model_changed)."""
+    """The operator loop's events no call produces: an analyst's label (through the parser
+    POST /api/labels runs, labels.parse_label_request) and a model swap (through the daemon's
+    own producer, model_swap.model_changed)."""
     from streamguard.alerts.events import ModelIdentity
     from streamguard.labels import parse_label_request
     from streamguard.model_swap import model_changed
@@ -383,18 +374,6 @@ def operator_loop_events(call_id, info):
     same = ModelIdentity(name=info.name, architecture=info.architecture, sha256="0" * 64)
     drafts.append(model_changed(same, same))
     return drafts
-
-
-def test_pending_producers_are_not_wired_yet():
-    """When the daemon starts producing one of PENDING_WIRING's types, take it out of the
-    list and out of operator_loop_events, so the fixture checks the daemon's own producer."""
-    for path in WIRING:
-        text = (ROOT / path).read_text()
-        for kind, producer in PENDING_WIRING.items():
-            assert producer not in text, (
-                f"{path} now calls {producer}: `{kind}` is wired; remove it from PENDING_WIRING "
-                "and produce it through the daemon's path in tests/unit/test_docs.py"
-            )
 
 
 def _set(value) -> bool:

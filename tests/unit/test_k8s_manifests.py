@@ -28,10 +28,10 @@ import pytest
 import yaml
 
 from streamguard import daemon
-from streamguard.access import METRICS_PATH, exposure_problem
 from streamguard.config import ServerSettings, Settings, load_config
 from streamguard.errors import ConfigError
 from streamguard.metrics import Metrics
+from streamguard.server.access import METRICS_PATH, exposure_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"

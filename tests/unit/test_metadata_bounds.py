@@ -25,6 +25,7 @@ from streamguard.sources.base import (
     metadata_problem,
     sequence_problems,
 )
+from streamguard.sources.edges.websocket import CLOSE_CODES
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
 from tests.audiohook_client import EXTERNAL, INTERNAL, SAMPLE_ORG_ID, SAMPLE_PARTICIPANT, STEREO
@@ -128,7 +129,7 @@ def refused_for_metadata(events: list) -> Reject:
     assert sequence_problems(events) == []
     assert not any(isinstance(e, CallStart) for e in events)
     (reject,) = [e for e in events if isinstance(e, Reject)]
-    assert (reject.code, reject.kind) == (1008, "metadata")
+    assert (CLOSE_CODES[reject.kind], reject.kind) == (1008, "metadata")
     return reject
 
 

@@ -26,7 +26,8 @@ from streamguard.sources.base import (
     TrackStart,
     sequence_problems,
 )
-from streamguard.sources.mic import MicCore, Microphone, load_sounddevice
+from streamguard.sources.edges.mic import Microphone, load_sounddevice
+from streamguard.sources.mic import MicCore
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

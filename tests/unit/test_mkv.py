@@ -171,7 +171,7 @@ def mutated_fixture(draw):
     return bytes(data[:cut])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     st.one_of(st.binary(max_size=400), mutated_fixture()),
     st.integers(1, 64),

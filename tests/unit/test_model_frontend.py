@@ -83,3 +83,67 @@ def test_normalize_matches_wav2vec2_feature_extractor():
     expected = fe(list(waves), sampling_rate=16_000, return_tensors="np").input_values
     ours = normalize_waveforms(torch.from_numpy(waves)).numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+# -- the matmul form (front end inside the exported ONNX graph, issue #20) -----------------------
+
+
+def _speech_batch(fixtures_dir, tmp_path) -> torch.Tensor:
+    """Real speech, the same speech 40 dB down, and a speech-shaped noise: [3, WINDOW]."""
+    speech = _speech(fixtures_dir, tmp_path)
+    noise = 0.05 * np.random.default_rng(3).standard_normal(WINDOW).astype(np.float32)
+    return torch.from_numpy(np.stack([speech, 0.01 * speech, noise]))
+
+
+@pytest.mark.parametrize(
+    ("n_fft", "hop", "pad_mode", "drop_last"),
+    [(1024, 512, "constant", False), (400, 160, "reflect", True), (509, 128, "constant", False)],
+)
+def test_dft_power_matches_torch_stft_on_speech(
+    fixtures_dir, tmp_path, n_fft, hop, pad_mode, drop_last
+):
+    """Power spectrum from two real matmul stages == ``|torch.stft|^2`` (a prime n_fft too:
+    one stage of size 1, the full DFT)."""
+    from streamguard.model.frontend import DFTPower
+
+    waves = _speech_batch(fixtures_dir, tmp_path)
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(waves, n_fft, hop, window=window, center=True, pad_mode=pad_mode,
+                      return_complex=True)  # fmt: skip
+    expected = spec.abs() ** 2
+    if drop_last:
+        expected = expected[..., :-1]
+    got = DFTPower(n_fft, hop, window, pad_mode=pad_mode, drop_last=drop_last)(waves)
+    assert got.shape == expected.shape
+    peak = expected.amax(dim=(-2, -1), keepdim=True)
+    # float32 rounding relative to each signal's loudest bin (what a dB scale with top_db keeps)
+    assert ((got - expected).abs() / peak).max() < 1e-5
+
+
+def test_dft_power_refuses_a_window_of_the_wrong_length():
+    from streamguard.model.frontend import DFTPower
+
+    with pytest.raises(ValueError, match="n_fft=512"):
+        DFTPower(512, 128, torch.hann_window(400))
+
+
+def test_log_mel_matmul_form_matches_the_stft_form_on_speech(fixtures_dir, tmp_path):
+    waves = _speech_batch(fixtures_dir, tmp_path)
+    for front in (LogMel(), LogMel(db_ref=1.0)):
+        expected = front(waves)
+        got = front.matmul_form()(waves)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() < 2e-3  # dB
+
+
+def test_log_mel_matmul_form_exports_to_onnx_and_runs_there(fixtures_dir, tmp_path):
+    """The point of the matmul form: ONNX Runtime computes the same log-mel from waveforms."""
+    ort = pytest.importorskip("onnxruntime")
+    from streamguard.model.serving import _export
+
+    waves = _speech_batch(fixtures_dir, tmp_path)
+    front = LogMel()
+    model = _export(front.matmul_form().eval(), waves[:2])
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": waves.numpy()})  # a batch size other than the export's
+    assert np.abs(got - front(waves).numpy()).max() < 2e-3

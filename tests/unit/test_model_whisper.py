@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamguard.errors import ModelError
@@ -85,7 +85,7 @@ def test_bad_layouts_are_refused():
         parse_ct2(header() + struct.pack("<I", 1) + var + struct.pack("<BI", 9, 16) + bytes(16))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(cut=st.integers(min_value=0, max_value=400), flips=st.lists(
     st.tuples(st.integers(0, 399), st.integers(0, 255)), max_size=4))  # fmt: skip
 def test_damaged_files_fail_with_model_error_only(cut, flips):
@@ -249,3 +249,13 @@ def test_the_graph_head_and_a_cosine_output_serve_at_parity(tiny_file, tmp_path)
     assert np.abs(detector(waves) - eager).max() < 1e-4
     with pytest.raises(ModelError, match="head must be"):
         build_module("whisper-asp", _params(paths, digests, head="gnn"))
+
+
+def test_whisper_log_mel_matmul_form_matches_the_stft_form():
+    """Reflect padding and the dropped last frame included (the ONNX graph's front end)."""
+    waves = speech()
+    front = WhisperLogMel()
+    expected = front(waves)
+    got = front.matmul_form()(waves)
+    assert got.shape == expected.shape == (2, 80, 400)
+    assert (got - expected).abs().max() < 1e-4

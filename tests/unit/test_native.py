@@ -22,6 +22,7 @@ from streamguard.sources.base import (
     TrackStart,
     sequence_problems,
 )
+from streamguard.sources.edges.websocket import CLOSE_CODES
 from streamguard.sources.native import IngestProtocol
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -168,13 +169,13 @@ def test_jambonz_metadata_with_string_rate_and_generated_call_id():
 def test_first_frame_rejects(first, code, text):
     events = IngestProtocol().receive_text(first)
     assert len(events) == 1 and isinstance(events[0], Reject)
-    assert events[0].code == code and text in events[0].reason
+    assert CLOSE_CODES[events[0].kind] == code and text in events[0].reason
 
 
 def test_binary_before_metadata_is_rejected_and_core_stays_finished():
     core = IngestProtocol()
     events = core.receive_bytes(b"\x00\x00")
-    assert events == [Reject(1008, events[0].reason)] and "metadata" in events[0].reason
+    assert events == [Reject("protocol", events[0].reason)] and "metadata" in events[0].reason
     assert core.finished
     assert core.receive_text('{"sampleRate": 8000}') == [] and core.close() == []
 

@@ -21,10 +21,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 
 from streamguard.alerts.events import EVENT_TYPES, CallStarted, EventParseError, parse_event
-from streamguard.alerts.server import request_token
 from streamguard.audio.codecs import ENCODINGS, CodecError, StreamDecoder, decode
 from streamguard.config import load_config
 from streamguard.errors import ConfigError
+from streamguard.server.httputil import request_token
 from streamguard.sources.audiohook import AudioHookProtocol
 from streamguard.sources.base import (
     MAX_METADATA_BYTES,

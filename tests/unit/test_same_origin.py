@@ -9,7 +9,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeaderValue
 from websockets.http11 import Request
 
-from streamguard.alerts.server import is_same_origin
+from streamguard.server.router import is_same_origin
 
 
 def request(host: str | None, origin: str | None) -> Request:

@@ -8,7 +8,7 @@ import matplotlib.image
 import pytest
 
 from streamguard.cli import main
-from streamguard.scoring.verdict import replay_verdict
+from streamguard.policy import AlertPolicy, replay
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BAD = ["empty.wav", "truncated.wav", "not_audio.wav", "one_sample.wav"]
@@ -51,7 +51,9 @@ def test_ten_second_file_windows_at_0_to_6_json(scan, fixtures_dir):
     assert track["max_p_fake"] == max(scores)
     assert track["mean_p_fake"] == pytest.approx(sum(scores) / 7, abs=1e-6)
     # The verdict is the daemon's alert policy replayed over the windows (one story with alerts).
-    expected = replay_verdict(scores, report["threshold"], track["speech_seconds"])
+    _, expected = replay(
+        scores, AlertPolicy(report["threshold"]), speech_seconds=track["speech_seconds"]
+    )
     assert track["verdict"] == report["verdict"] == expected
 
 
@@ -170,7 +172,7 @@ def test_bad_option_and_missing_model_exit_2(tiny_model_dir, fixtures_dir, capsy
 
 def test_threshold_help_says_a_verdict_needs_raise_after_windows_in_a_row(capsys):
     """Two starred windows and a REAL verdict surprised a user: --help must say why."""
-    from streamguard.alerts.smoothing import SmoothingSettings
+    from streamguard.policy.smoothing import SmoothingSettings
 
     with pytest.raises(SystemExit):
         main(["scan", "--help"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from streamguard.alerts.smoothing import Smoother, SmoothingSettings
+from streamguard.policy.smoothing import Smoother, SmoothingSettings
 
 # mode="mean" with one window = no smoothing: smoothed == p_fake, so the tests below are about
 # the hysteresis rule alone.
@@ -142,35 +142,28 @@ def test_verdict_follows_the_alerts():
     for i, p in enumerate([0.9, 0.1, 0.9, 0.1, 0.9]):  # mean 0.58 >= 0.5, never 2 in a row
         spiky.push(p, i, i + 4)
     assert spiky.stats().alerts_raised == 0
-    ended = spiky.summary(threshold=0.5, duration=9, speech_seconds=9, windows_skipped=0)
-    assert ended.verdict == "real"
+    assert spiky.verdict(speech_seconds=9) == "real"
     burst = Smoother(SmoothingSettings(mode="ema", ema_alpha=1.0, raise_after=2), threshold=0.5)
     for i, p in enumerate([0.9, 0.9, 0.1, 0.1, 0.1, 0.1]):  # mean 0.37 < 0.5, but it alerted
         burst.push(p, i, i + 4)
     assert burst.stats().alerts_raised == 1
-    ended = burst.summary(threshold=0.5, duration=9, speech_seconds=9, windows_skipped=0)
-    assert ended.verdict == "fake"
+    assert burst.verdict(speech_seconds=9) == "fake"
 
 
-def test_stats_and_summary_use_raw_scores_for_the_verdict():
+def test_stats_and_verdict():
     s = Smoother(SmoothingSettings(mode="ema", ema_alpha=0.5, raise_after=2), threshold=0.5)
     assert s.stats().mean_smoothed is None and s.stats().max_smoothed is None
     for i, p in enumerate([0.9, 0.9, 0.9, 0.9]):
         s.push(p, i, i + 4)
     st = s.stats()
     assert st.max_smoothed == pytest.approx(0.9) and st.mean_smoothed == pytest.approx(0.9)
-    summ = s.summary(
-        threshold=0.5, duration=8.0, speech_seconds=6.0, windows_skipped=1, windows_dropped=2
-    )
-    assert summ.verdict == "fake"
-    assert (summ.windows_scored, summ.windows_skipped, summ.windows_dropped) == (4, 1, 2)
-    short = s.summary(threshold=0.5, duration=8.0, speech_seconds=1.0, windows_skipped=0)
-    assert short.verdict == "inconclusive"  # below [verdict] min_speech_seconds
+    assert st.windows == 4
+    assert s.verdict(speech_seconds=6.0) == "fake"
+    assert s.verdict(speech_seconds=1.0) == "inconclusive"  # below [verdict] min_speech_seconds
+    assert s.verdict(speech_seconds=6.0, min_speech_seconds=8.0) == "inconclusive"
     real = Smoother(SmoothingSettings(), threshold=0.5)
     real.push(0.1, 0, 4)
-    assert real.summary(threshold=0.5, duration=4, speech_seconds=4, windows_skipped=0).verdict == (
-        "real"
-    )
+    assert real.verdict(speech_seconds=4) == "real"
 
 
 def test_unknown_setting_is_refused():

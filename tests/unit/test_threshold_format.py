@@ -12,7 +12,7 @@ import pytest
 
 from streamguard.cli import main
 from streamguard.commands.watch import format_event
-from streamguard.scoring.verdict import THRESHOLD_DIGITS, format_threshold
+from streamguard.policy.verdict import THRESHOLD_DIGITS, format_threshold
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEECH = ROOT / "tests" / "fixtures" / "speech_10s_8k.wav"

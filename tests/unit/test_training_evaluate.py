@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamguard.alerts.smoothing import SmoothingSettings
 from streamguard.audio.track import TrackSettings
 from streamguard.cli import main
 from streamguard.commands.scan import scan_file
-from streamguard.scoring.verdict import replay_verdict
+from streamguard.policy import AlertPolicy, replay
+from streamguard.policy.smoothing import SmoothingSettings
 from streamguard.training.data import Example, read_manifest
 from streamguard.training.evaluate import (
     chain_report,
@@ -84,7 +84,10 @@ def test_call_level_policy_and_one_story(tiny_detector, fixtures_dir):
     assert nothing["calls"]["pooled"]["real_alerted"] == 0.0
     assert {r.verdict for r in results} == {"real"}
     for r in results:  # scan replays the same policy and must agree
-        assert r.verdict == replay_verdict(list(r.scores), 1.0, r.speech_seconds, policy)
+        _, verdict = replay(
+            list(r.scores), AlertPolicy(1.0, policy), speech_seconds=r.speech_seconds
+        )
+        assert r.verdict == verdict
 
 
 def test_family_groups_follow_the_asvspoof_convention(tiny_detector, tmp_path):

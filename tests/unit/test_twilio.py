@@ -25,6 +25,7 @@ from streamguard.sources.base import (
     TrackStart,
     sequence_problems,
 )
+from streamguard.sources.edges.websocket import CLOSE_CODES
 from streamguard.sources.twilio import MediaStreamProtocol
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -217,7 +218,7 @@ def test_rejects_with_clear_reasons():
     for messages, code, text in cases:
         events = run(MediaStreamProtocol(), messages)
         assert isinstance(events[-1], Reject), messages
-        assert events[-1].code == code and text in events[-1].reason, events[-1]
+        assert CLOSE_CODES[events[-1].kind] == code and text in events[-1].reason, events[-1]
         assert sequence_problems(events) == []
 
 
@@ -228,7 +229,7 @@ def test_bad_base64_mid_call_ends_tracks_then_rejects():
     assert events[-3:] == [
         TrackEnd("inbound"),
         CallEnd("error"),
-        Reject(1008, "media payload is not valid base64"),
+        Reject("protocol", "media payload is not valid base64"),
     ]
     assert sequence_problems(events) == []
     assert core.finished and core.close() == []
@@ -238,7 +239,7 @@ def test_binary_frame_is_rejected():
     core = MediaStreamProtocol()
     run(core, [twilio_start()])
     events = core.receive_bytes(b"\x00\x01")
-    assert events[-1].code == 1003
+    assert CLOSE_CODES[events[-1].kind] == 1003
     assert events[:-1] == [TrackEnd("inbound"), CallEnd("error")]
 
 
@@ -250,7 +251,7 @@ def test_close_without_stop_ends_the_call():
 
 
 def test_long_close_reason_fits_a_close_frame():
-    reject = Reject(1008, "x" * 500)
+    reject = Reject("protocol", "x" * 500)
     assert len(reject.reason.encode()) <= 123
 
 
@@ -338,11 +339,11 @@ def test_telnyx_l16_is_big_endian_rtp_payload():
 
 def test_telnyx_unsupported_codec_and_odd_l16_payload():
     events = run(MediaStreamProtocol(), [telnyx_start("OPUS", 16000)])
-    assert events[-1].code == 1003 and "OPUS" in events[-1].reason
+    assert CLOSE_CODES[events[-1].kind] == 1003 and "OPUS" in events[-1].reason
     events = run(
         MediaStreamProtocol(), [telnyx_start("L16", 16000), telnyx_media(b"\x00" * 3, 2, 1)]
     )
-    assert events[-1].code == 1008 and "whole number" in events[-1].reason
+    assert CLOSE_CODES[events[-1].kind] == 1008 and "whole number" in events[-1].reason
 
 
 def test_telnyx_close_releases_held_media_first():

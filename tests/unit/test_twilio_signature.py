@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamguard.sources.twilio_signature import TwilioSignature, signature_for, url_variants
+from streamguard.server.twilio_signature import TwilioSignature, signature_for, url_variants
 
 twilio = pytest.importorskip("twilio.request_validator", reason="twilio is a test dependency")
 RequestValidator = twilio.RequestValidator

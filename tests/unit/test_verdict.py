@@ -1,4 +1,5 @@
-"""The verdict rule ``scan``, ``evaluate`` and ``call_ended`` share: the alert policy replayed."""
+"""The verdict rule ``scan``, ``evaluate`` and ``call_ended`` share: the alert policy replayed
+(:func:`streamguard.policy.replay`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamguard.alerts.smoothing import SmoothingSettings
-from streamguard.scoring.verdict import replay_verdict
+from streamguard.policy import AlertPolicy, replay
+from streamguard.policy.smoothing import SmoothingSettings
 
 NAN = float("nan")
+
+
+def replay_verdict(scores, threshold, speech, smoothing=None):
+    policy = AlertPolicy(threshold, smoothing or SmoothingSettings())
+    return replay(scores, policy, speech_seconds=speech)[1]
 
 
 @pytest.mark.parametrize(
@@ -43,3 +49,21 @@ def test_raw_scores_are_fake_iff_a_run_of_raise_after_reaches_the_threshold(
         longest = max(longest, run)
     expected = "fake" if longest >= raise_after else "real"
     assert replay_verdict(scores, threshold, 10.0, policy) == expected
+
+
+def test_replay_reports_the_alerts_at_their_window_spans():
+    policy = AlertPolicy(0.5, SmoothingSettings(mode="ema", ema_alpha=1.0, raise_after=2))
+    spans = [(0.0, 4.0), (1.0, 5.0), (2.0, 6.0), (3.0, 7.0)]
+    alerts, verdict = replay([0.9, 0.9, 0.1, 0.1], policy, speech_seconds=6.0, spans=spans)
+    assert [(a.state, a.start, a.end) for a in alerts] == [
+        ("raised", 0.0, 5.0),
+        ("cleared", 2.0, 7.0),
+    ]
+    assert verdict == "fake"
+
+
+def test_replay_honours_min_speech_seconds():
+    scores = [0.9, 0.9, 0.9]
+    strict = AlertPolicy(0.5, min_speech_seconds=5.0)
+    assert replay(scores, strict, speech_seconds=4.0)[1] == "inconclusive"
+    assert replay(scores, AlertPolicy(0.5), speech_seconds=4.0)[1] == "fake"

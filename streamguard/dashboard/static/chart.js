@@ -10,7 +10,7 @@ const M = { left: 30, right: 10, top: 8, bottom: 20 };
 const MAX_POINTS = 900; // beyond this, one point per bucket (the highest: peaks must stay visible)
 const STEPS = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
 /** Decimals a threshold is shown with, here as in the CLI (THRESHOLD_DIGITS in
- * streamguard/scoring/verdict.py): 0.8949 is 0.895 everywhere. */
+ * streamguard/policy/verdict.py): 0.8949 is 0.895 everywhere. */
 export const THRESHOLD_DIGITS = 3;
 
 function el(name, attrs = {}, parent = null) {

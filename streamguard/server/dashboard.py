@@ -1,5 +1,8 @@
 """The live dashboard at ``/``: a static page shipped in the package, and the JSON it reads.
 
+Owns the page's routes: its files (``streamguard/dashboard/static/``, package data) and
+``GET /api/status`` (an entry of the ``/api`` table, :mod:`streamguard.server.api`).
+
 The page (``static/``: HTML, one ES module per concern, CSS; no build step, nothing fetched
 from elsewhere) holds no data, so it is served without a token like ``/healthz``. Everything it
 shows comes from two authenticated endpoints of the same daemon:
@@ -29,9 +32,11 @@ from typing import Any
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from streamguard.alerts.server import HttpRoute, json_response
+from streamguard.server.api import ApiRequest, ApiRoute
+from streamguard.server.httputil import HttpRoute, json_response
 
-#: The JSON endpoint the page reads besides ``/alerts`` (protected like ``/alerts``).
+#: The JSON endpoint the page reads besides ``/alerts`` (protected like ``/alerts``, as every
+#: ``/api`` route is).
 STATUS_PATH = "/api/status"
 #: Where the page's assets live; ``/`` itself serves ``index.html``.
 ASSET_PREFIX = "/dashboard/"
@@ -76,7 +81,7 @@ def load_static() -> dict[str, StaticFile]:
     not in :data:`CONTENT_TYPES` is a packaging mistake and raises here, at start-up.
     """
     table: dict[str, StaticFile] = {}
-    root = resources.files(__package__).joinpath("static")
+    root = resources.files("streamguard").joinpath("dashboard", "static")
     for item in sorted(root.iterdir(), key=lambda t: t.name):
         if not item.is_file() or item.name.startswith("."):
             continue
@@ -116,13 +121,13 @@ def static_route(static: StaticFile) -> HttpRoute:
     return route
 
 
-def status_route(status: Callable[[], Mapping[str, Any]]) -> HttpRoute:
+def status_route(status: Callable[[], Mapping[str, Any]]) -> ApiRoute:
     """``GET /api/status``: what the page shows beside the events (model, thresholds, health)."""
 
-    def route(request: Request) -> Response:
+    def handler(request: ApiRequest) -> Response:
         return json_response(200, status())
 
-    return route
+    return ApiRoute("GET", STATUS_PATH, handler)
 
 
 def dashboard_url(host: str, port: int) -> str:
@@ -132,8 +137,7 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def dashboard_routes(status: Callable[[], Mapping[str, Any]]) -> dict[str, HttpRoute]:
-    """Every HTTP route of the dashboard: ``/``, ``/dashboard/*`` and :data:`STATUS_PATH`."""
-    routes = {path: static_route(static) for path, static in load_static().items()}
-    routes[STATUS_PATH] = status_route(status)
-    return routes
+def dashboard_routes() -> dict[str, HttpRoute]:
+    """The dashboard's static routes: ``/`` and ``/dashboard/*`` (its data is
+    :func:`status_route`, an ``/api`` table entry)."""
+    return {path: static_route(static) for path, static in load_static().items()}

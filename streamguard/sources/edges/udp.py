@@ -15,7 +15,7 @@ import contextlib
 
 import structlog
 
-from streamguard.calls import CallRefused, CallRegistry, CallSession
+from streamguard.calls import CallFeed, CallRegistry
 from streamguard.sources.admission import Admission, RtpAdmission, rtp_ssrc
 from streamguard.sources.base import CallStart
 from streamguard.sources.rtp import CallEvent, RtpDemux
@@ -40,7 +40,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.admission = admission
         self.registry = registry
         self.metrics = metrics
-        self.sessions: dict[str, CallSession] = {}
+        self.feeds: dict[str, CallFeed] = {}  # one per live RTP call
         self.refused: set[str] = set()
         self.transport: asyncio.DatagramTransport | None = None
         self.rtcp: RtcpEndpoint | None = None
@@ -89,27 +89,24 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self._export_stats()
 
     def _route(self, events: list[CallEvent]) -> None:
+        """Each call's events through its own :class:`CallFeed` (opening, refusals and the call
+        length limit are the feed's; a refused or ended stream's later events are ignored)."""
         for call_id, event in events:
             if isinstance(event, CallStart):
-                try:
-                    self.sessions[call_id] = self.registry.open(event)
-                except CallRefused as exc:
+                feed = CallFeed("rtp", self.registry, tag_logs=False)
+                refusal = feed.route([event])
+                if refusal is not None:
                     self.refused.add(call_id)
-                    log.warning("rtp_call_refused", call_id=call_id, reason=str(exc))
-                    self.registry.count_reject("rtp", exc.reason)
-                except Exception as exc:  # a bug: the registry has let go of the call already
-                    self.refused.add(call_id)
-                    log.error("call_open_failed", call_id=call_id, error=str(exc)[:200])
-                    self.registry.count_reject("rtp", "error")
+                    log.warning("rtp_call_refused", call_id=call_id, reason=refusal.reason)
+                elif feed.session is not None:
+                    self.feeds[call_id] = feed
                 continue
-            session = self.sessions.get(call_id)
-            if session is None:
+            feed = self.feeds.get(call_id)
+            if feed is None:
                 continue
-            self.registry.handle(session, event)
-            if session.over_limit and not session.finished:
-                self.registry.end(session, "limit")
-            if session.finished or session.end_reason is not None:
-                self.sessions.pop(call_id, None)
+            feed.route([event])
+            if feed.over:
+                self.feeds.pop(call_id, None)
 
     def _export_stats(self) -> None:
         """Add each live stream's new losses/duplicates/late packets to the counters."""
@@ -135,6 +132,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._route(self.demux.close())
         if self.transport is not None:
             self.transport.close()
+
+    async def stop(self) -> None:
+        """The source table's stop step: :meth:`close` (before the registry's drain)."""
+        self.close()
+
+    async def closed(self) -> None:
+        """The source table's last step, after the drain."""
+        await self.wait_closed()
 
     @property
     def rtcp_port(self) -> int | None:

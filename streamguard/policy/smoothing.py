@@ -1,7 +1,9 @@
 """Per-track smoothing and alert hysteresis: a pure core (no clocks, no I/O).
 
-One :class:`Smoother` per track. The daemon calls :meth:`Smoother.push` with each scored window,
-in order, and publishes a ``score`` event (and an ``alert`` event when a transition comes back).
+Owns the alert rule and its settings (``[smoothing]``). One :class:`Smoother` per track: the
+daemon's call session pushes each scored window into it, in order, and publishes a ``score``
+event (and an ``alert`` event when a transition comes back); :func:`streamguard.policy.replay`
+pushes recorded scores through the same object for ``scan``, ``evaluate`` and the trainer.
 
 The rule (documented in the README, "Smoothing and alerts"):
 
@@ -28,7 +30,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamguard.alerts.events import AlertState, CallSummary
+from streamguard.policy.verdict import DEFAULT_MIN_SPEECH_SECONDS, Verdict, policy_verdict
+
+AlertState = Literal["raised", "cleared"]
 
 
 class SmoothingSettings(BaseModel):
@@ -166,39 +170,16 @@ class Smoother:
             alerts_raised=self._alerts_raised,
         )
 
-    def summary(
-        self,
-        *,
-        threshold: float,
-        duration: float,
-        speech_seconds: float,
-        windows_skipped: int,
-        windows_dropped: int = 0,
-        windows_failed: int = 0,
-        min_speech_seconds: float = 2.0,
-    ) -> CallSummary:
-        """The track's ``call_ended`` summary. The verdict comes from the alert history
-        (:func:`~streamguard.scoring.verdict.policy_verdict`): ``fake`` exactly when this track
-        raised an alert, so the summary and the alerts tell one story.
-
-        ``threshold`` is kept for callers; the policy's own ``on`` threshold decides.
-        """
-        from streamguard.scoring.verdict import policy_verdict
-
+    def verdict(
+        self, speech_seconds: float, min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS
+    ) -> Verdict:
+        """The track's verdict from its alert history
+        (:func:`~streamguard.policy.verdict.policy_verdict`): ``fake`` exactly when this track
+        raised an alert, so the ``call_ended`` summary and the alerts tell one story."""
         stats = self.stats()
-        return CallSummary(
-            duration=duration,
-            speech_seconds=speech_seconds,
-            windows_scored=stats.windows,
-            windows_skipped=windows_skipped,
-            windows_dropped=windows_dropped,
-            windows_failed=windows_failed,
-            max_smoothed=stats.max_smoothed,
-            mean_smoothed=stats.mean_smoothed,
-            verdict=policy_verdict(
-                stats.alerts_raised,
-                stats.windows,
-                speech_seconds,
-                min_speech_seconds=min_speech_seconds,
-            ),
+        return policy_verdict(
+            stats.alerts_raised,
+            stats.windows,
+            speech_seconds,
+            min_speech_seconds=min_speech_seconds,
         )

@@ -1,11 +1,12 @@
-"""One verdict per track, shared by ``streamguard scan``, ``streamguard evaluate`` and the
-daemon's ``call_ended`` event, and derived from the **same policy as the alerts**.
+"""The verdict rule: one verdict per track, shared by ``streamguard scan``, ``streamguard
+evaluate``, the trainer and the daemon's ``call_ended`` event, and derived from the **same
+policy as the alerts**. Also owns how a threshold is shown (:func:`format_threshold`).
 
 The rule (also in the README, "Verdicts"):
 
 1. **inconclusive** when no window was scored, or when the track held less than
    ``min_speech_seconds`` (default 2 s) of VAD speech: too little voice to judge.
-2. otherwise **fake** when the alert policy (:class:`streamguard.alerts.smoothing.Smoother`:
+2. otherwise **fake** when the alert policy (:class:`streamguard.policy.smoothing.Smoother`:
    smoothing, on-threshold, ``raise_after`` consecutive windows) raised an alert at least once
    on the track,
 3. else **real**.
@@ -18,17 +19,17 @@ the threshold while alerts used smoothed runs: a real call could raise two alert
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "DEFAULT_MIN_SPEECH_SECONDS",
     "THRESHOLD_DIGITS",
     "Verdict",
+    "VerdictSettings",
     "format_threshold",
     "policy_verdict",
-    "replay_verdict",
 ]
 
 Verdict = Literal["fake", "real", "inconclusive"]
@@ -60,26 +61,9 @@ def policy_verdict(
     return "fake" if alerts_raised > 0 else "real"
 
 
-def replay_verdict(
-    scores: Sequence[float],
-    threshold: float,
-    speech_seconds: float,
-    smoothing=None,
-    *,
-    min_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS,
-) -> Verdict:
-    """Replay raw window scores through the alert policy (``smoothing``: a
-    :class:`~streamguard.alerts.smoothing.SmoothingSettings`, default the daemon's defaults) and
-    return the verdict the daemon would give that track: what ``scan`` reports."""
-    from streamguard.alerts.smoothing import Smoother, SmoothingSettings
+class VerdictSettings(BaseModel):
+    """``[verdict]`` in the config (reloadable on SIGHUP)."""
 
-    smoother = Smoother(smoothing or SmoothingSettings(), threshold)
-    values = [float(s) for s in scores if not math.isnan(float(s))]
-    for i, p in enumerate(values):
-        smoother.push(p, float(i), float(i + 1))
-    return policy_verdict(
-        smoother.stats().alerts_raised,
-        len(values),
-        speech_seconds,
-        min_speech_seconds=min_speech_seconds,
-    )
+    model_config = ConfigDict(extra="forbid")
+
+    min_speech_seconds: float = Field(DEFAULT_MIN_SPEECH_SECONDS, ge=0)

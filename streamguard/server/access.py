@@ -7,7 +7,7 @@ The daemon's port has three surfaces, each guarded on its own (docs/operations.m
 * **twilio** (``/twilio``): a valid ``X-Twilio-Signature`` when ``[sources.twilio] auth_token``
   is set, or the ingest token (Telnyx, which does not sign, sends it as ``?token=`` in its
   ``stream_url``, or as a bearer ``stream_auth_token``);
-* **alerts** (``/alerts``, ``/metrics`` and the dashboard's data, ``/api/status``): the alerts
+* **alerts** (``/alerts``, ``/metrics`` and every ``/api/*`` path, the dashboard's data): the alerts
   token (``[auth] alerts_token``, else ``token``). ``/healthz`` stays open, but tells only its
   status to a request without it.
 
@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from streamguard.alerts.server import request_token, token_matches
-from streamguard.dashboard import STATUS_PATH
-from streamguard.sources.twilio_signature import SIGNATURE_HEADER, TwilioSignature
+from streamguard.server.httputil import request_token, token_matches
+from streamguard.server.twilio_signature import SIGNATURE_HEADER, TwilioSignature
 
 if TYPE_CHECKING:
     from websockets.http11 import Request
@@ -133,6 +132,8 @@ class HostPolicy:
 
 
 METRICS_PATH = "/metrics"
+#: Every path under it is one ``/api`` table's (:mod:`streamguard.server.api`), guarded as one.
+API_PREFIX = "/api/"
 
 
 class Refusal(NamedTuple):
@@ -196,20 +197,33 @@ class AccessPolicy:
             {
                 settings.alerts.path: Guard("alerts", token=alerts),
                 METRICS_PATH: Guard("metrics", token=alerts),
-                STATUS_PATH: Guard("alerts", token=alerts),
+                API_PREFIX: Guard("alerts", token=alerts),
                 settings.sources.ingest.path: Guard("ingest", token=ingest),
                 twilio.path: Guard("twilio", token=ingest, signature=signature),
             }
         )
 
+    def guard(self, path: str) -> Guard | None:
+        """The guard of ``path`` (without its query): its own, else (under :data:`API_PREFIX`)
+        the ``/api`` table's; None when the path is public."""
+        guard = self.guards.get(path)
+        if guard is None and path.startswith(API_PREFIX):
+            guard = self.guards.get(API_PREFIX)
+        return guard
+
     def check(self, path: str, request: Request) -> Refusal | None:
         """None to let ``request`` (for ``path``, without its query) through, else why not."""
-        guard = self.guards.get(path)
+        guard = self.guard(path)
         return None if guard is None else guard.check(request)
 
     def surface(self, path: str) -> str | None:
-        guard = self.guards.get(path)
+        guard = self.guard(path)
         return guard.surface if guard is not None else None
+
+    def is_open(self, path: str) -> bool:
+        """Whether ``path`` needs no credential (no guard, or one with nothing configured)."""
+        guard = self.guard(path)
+        return guard is None or guard.open
 
     def may_see_details(self, request: Request) -> bool:
         """Whether ``request`` may read more than ``/healthz``'s status: when the alerts

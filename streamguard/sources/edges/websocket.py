@@ -7,6 +7,10 @@ core's replies (``data_to_send``, AudioHook only) back to the socket, and closes
 the core rejects the feed, the call hits its length limit, or the daemon is full. One connection
 is one call; a failure here never touches another connection.
 
+Owns the mapping of a refusal to a WebSocket close code (:data:`CLOSE_CODES`): the cores and
+:class:`~streamguard.calls.CallFeed` say what kind of refusal it is, only this edge speaks in
+close codes.
+
 It also enforces the per-connection limits (:class:`FeedLimits`, ``[limits]``; the close codes
 are tabled in docs/operations.md): a feed sending more than ``max_messages_per_second`` is read
 no faster than that (TCP backpressure slows the sender; nothing is closed), and a feed that
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,7 +29,7 @@ import structlog
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from streamguard.calls import CallFeed, CallRegistry
+from streamguard.calls import CallFeed, CallRegistry, FeedEndKind, Refusal
 from streamguard.ratelimit import TokenBucket
 from streamguard.sources.base import Audio, Gap, SourceEvent
 
@@ -34,6 +38,25 @@ if TYPE_CHECKING:
     from websockets.http11 import Request
 
 log = structlog.get_logger(__name__)
+
+#: A handler of the port's router: one WebSocket connection in, served until it ends.
+WsHandler = Callable[["ServerConnection"], Awaitable[None]]
+
+#: The close code for each kind of refusal (docs/operations.md, "Limits and close codes").
+CLOSE_CODES: dict[FeedEndKind, int] = {
+    "protocol": CloseCode.POLICY_VIOLATION,  # 1008: bad JSON, missing fields, out of order
+    "unsupported": CloseCode.UNSUPPORTED_DATA,  # 1003: an encoding, a rate... not supported
+    "metadata": CloseCode.POLICY_VIOLATION,  # 1008: call metadata over the bounds
+    "busy": CloseCode.TRY_AGAIN_LATER,  # 1013: max_calls open, or draining
+    "in_use": CloseCode.POLICY_VIOLATION,  # 1008: the call id is live on another connection
+    "limit": CloseCode.POLICY_VIOLATION,  # 1008: max_call_seconds reached
+    "error": CloseCode.INTERNAL_ERROR,  # 1011: the call could not be opened (a bug)
+}
+
+
+def close_args(refusal: Refusal) -> tuple[int, str]:
+    """``connection.close`` arguments for a refusal."""
+    return CLOSE_CODES[refusal.kind], refusal.reason
 
 
 class FeedCore(Protocol):
@@ -69,14 +92,14 @@ def feed_handler(
     *,
     metrics=None,
     limits: FeedLimits | None = None,
-):
+) -> WsHandler:
     """A ``WebSocketRouter`` handler that runs one call per connection through a core made by
     ``core_factory(request)`` (the upgrade request: AudioHook takes its session from it)."""
     limits = limits or FeedLimits()
 
     async def handler(connection: ServerConnection) -> None:
         core = core_factory(connection.request)
-        feed = CallFeed(kind, registry, metrics=metrics)
+        feed = CallFeed(kind, registry)
         loop = asyncio.get_running_loop()
         rate = limits.max_messages_per_second
         bucket = TokenBucket(rate, max(1.0, rate), loop.time()) if rate else None
@@ -104,19 +127,15 @@ def feed_handler(
                     events = core.receive_bytes(message)
                 if any(type(e) is Audio or type(e) is Gap for e in events):
                     last_media[0] = loop.time()
-                close = feed.route(events)
-                if close is None and feed.session is not None and feed.session.over_limit:
-                    close = (CloseCode.POLICY_VIOLATION, "call length limit reached")
-                    feed.end("limit")
-                    feed.route(core.close())
+                refusal = feed.route(events)
                 # The core's replies go out before the socket closes (an AudioHook 'closed' or
                 # 'disconnect'), unless the daemon itself refused the call.
                 replies = core.data_to_send()
-                if close is None or core.finished:
+                if refusal is None or core.finished:
                     for reply in replies:
                         await connection.send(reply)
-                if close is not None:
-                    await connection.close(*close)
+                if refusal is not None:
+                    await connection.close(*close_args(refusal))
                     break
                 if core.finished:
                     await connection.close(CloseCode.NORMAL_CLOSURE, "call ended")

@@ -63,17 +63,14 @@ class AudioSocketServer:
             writer.close()
             return
         core = AudioSocketProtocol(remote=remote)
-        feed = CallFeed("audiosocket", self.registry, metrics=self.metrics)
+        feed = CallFeed("audiosocket", self.registry)
         self._connections.add(writer)
         try:
             while data := await reader.read(READ_BYTES):
-                close = feed.route(core.receive_data(data))
-                if close is None and feed.session is not None and feed.session.over_limit:
-                    feed.end("limit")
-                    close = (0, "call length limit reached")
-                if close is not None or core.finished:
-                    if close is not None:
-                        log.info("audiosocket_closed", remote=remote, reason=close[1])
+                refusal = feed.route(core.receive_data(data))
+                if refusal is not None or core.finished:
+                    if refusal is not None:  # TCP has no close code: the connection just ends
+                        log.info("audiosocket_closed", remote=remote, reason=refusal.reason)
                     break
         except (ConnectionError, OSError):
             pass
@@ -98,6 +95,15 @@ class AudioSocketServer:
     async def wait_closed(self) -> None:
         if self.server is not None:
             await self.server.wait_closed()
+
+    async def stop(self) -> None:
+        """The source table's stop step: stop listening (calls go on until the drain)."""
+        self.close()
+
+    async def closed(self) -> None:
+        """The source table's last step, after the drain: drop what is left and wait."""
+        self.close_connections()
+        await self.wait_closed()
 
 
 async def start_audiosocket(settings, registry: CallRegistry, *, metrics=None) -> AudioSocketServer:

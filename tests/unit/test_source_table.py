@@ -1,0 +1,37 @@
+"""The source table: one entry per ``[sources.*]`` table, enabled by the config alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamguard.config import SourcesSettings, load_config
+from streamguard.sources.table import SOURCES, SourceSpec, enabled_sources
+
+
+def test_every_sources_table_of_the_config_has_one_entry():
+    assert sorted(spec.name for spec in SOURCES) == sorted(SourcesSettings.model_fields)
+
+
+def test_the_config_alone_decides_which_sources_start():
+    defaults = load_config(None)
+    assert [s.name for s in enabled_sources(defaults)] == ["twilio", "ingest", "rtp"]
+    settings = load_config(
+        None,
+        {
+            "sources": {
+                "twilio": {"enabled": False},
+                "rtp": {"enabled": False},
+                "audiosocket": {"enabled": True},
+                "mic": {"enabled": True},
+            }
+        },
+    )
+    assert [s.name for s in enabled_sources(settings)] == ["ingest", "audiosocket", "mic"]
+
+
+def test_an_entry_is_a_websocket_route_or_a_listener_never_both():
+    with pytest.raises(ValueError, match="exactly one"):
+        SourceSpec("x")
+    with pytest.raises(ValueError, match="exactly one"):
+        SourceSpec("x", route=lambda s, c: None, listen=lambda s, c: None)  # type: ignore[arg-type]
+    assert all(spec.transport for spec in SOURCES if spec.listen and spec.name != "mic")
