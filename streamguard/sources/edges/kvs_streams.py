@@ -192,10 +192,8 @@ class KvsStreams:
             async with contextlib.aclosing(reader.events()) as events:
                 async for event in events:
                     refusal = feed.route([event])
-                    if refusal is not None:
+                    if refusal is not None:  # the core's Reject (after its CallEnd), a limit
                         reason = refusal.reason
-                        break
-                    if feed.session is not None and feed.over:
                         break
         except Exception as exc:  # a bug in the reader: this call ends, the daemon goes on
             reason = f"reader failed: {type(exc).__name__}"
