@@ -155,3 +155,19 @@ async def test_stop_ends_the_call(server_factory):
 
     await asyncio.wait_for(consume(), 20)
     assert sequence_problems(events) == [] and events[-1] == CallEnd("stop")
+
+
+async def test_a_fragment_is_read_when_it_has_arrived_not_when_the_next_one_comes(server_factory):
+    """A live stream sends a fragment every second: its tail (its last blocks, the ContactId
+    tag) must not wait for a read to fill up with the next fragment's bytes."""
+    server = server_factory(inclusive=True, pace=2.0)
+    server.fragments = server.fragments[:2]
+    reader = reader_for(server, start_fragment=server.fragments[0][0], idle_timeout_seconds=5.0)
+    samples, sent_when_whole = 0, None
+    async for event in reader.events():
+        if isinstance(event, Audio):
+            samples += len(event.samples)
+            if samples >= 2 * 8000:  # the first fragment: 1 s of both tracks at 8 kHz
+                sent_when_whole = server.fragments_started
+                reader.stop()
+    assert sent_when_whole == 1

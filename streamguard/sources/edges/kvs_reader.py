@@ -249,13 +249,14 @@ class KvsReader:
     async def _read(self, body: Any) -> AsyncIterator[tuple[list[SourceEvent], bool]]:
         """Feed one response's payload to the core, chunk by chunk, off the event loop."""
         from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
 
         clean = False
         try:
             while not self.core.finished and not self._stop.is_set():
                 try:
-                    chunk = await asyncio.to_thread(body.read, self.chunk_bytes)
-                except (BotoCoreError, OSError, ValueError) as exc:
+                    chunk = await asyncio.to_thread(read_available, body, self.chunk_bytes)
+                except (BotoCoreError, OSError, ValueError, HTTPError) as exc:
                     self.stats.read_errors += 1
                     log.info("kvs_read_broke_off", stream_arn=self.stream_arn,
                              error=type(exc).__name__)  # fmt: skip
@@ -269,6 +270,20 @@ class KvsReader:
                 yield self._progress(lambda _: self.core.end_of_response(clean=clean), None)
         finally:
             await asyncio.to_thread(_close_quietly, body)
+
+
+def read_available(body: Any, amount: int) -> bytes:
+    """Up to ``amount`` bytes of ``body`` as soon as some have arrived (``b""`` at its end).
+
+    botocore's ``StreamingBody.read(n)`` waits until ``n`` bytes have come: on a live stream the
+    tail of each fragment (its ContactId tag, which releases the fragment's audio) would wait for
+    the next fragment, a second later. urllib3's ``read1`` returns what one read of the socket
+    gives (its errors are urllib3's own, which the caller catches); without it (another HTTP
+    client under botocore) this falls back to ``read``."""
+    read1 = getattr(getattr(body, "_raw_stream", None), "read1", None)
+    if read1 is None:
+        return body.read(amount)
+    return read1(amount)
 
 
 def _close_quietly(body: Any) -> None:
