@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -245,3 +247,44 @@ async def test_a_bad_stream_ends_its_call_with_one_reason_and_the_daemon_goes_on
             ended = (await sub.wait_call_ended(2))[-1]
     assert ended["reason"] == "idle"
     assert {e["track"] for e in sub.of_type("score")} == {"inbound", "outbound"}
+
+
+@pytest.mark.slow
+async def test_sigterm_on_a_serving_process_ends_the_call_being_read(
+    tmp_path, tiny_model_dir, kvs_server
+):
+    """``streamguard serve`` as a process: SIGTERM while a stream is read mid-response (the
+    stand-in holds the response open after its last fragment) -> call_ended, exit 0."""
+    from .test_serve_process import ServeProcess
+
+    server = kvs_server(pace=0.5, hold_open=60.0)
+    config = tmp_path / "streamguard.toml"
+    config.write_text(
+        f'[auth]\ntoken = "{TOKEN}"\n[sources.kvs]\nenabled = true\nendpoint_url = "{server.url}"\n'
+    )
+    serve = ServeProcess(tmp_path, tiny_model_dir, config)
+    try:
+        port = await asyncio.to_thread(serve.wait_port)
+
+        class Running:
+            pass
+
+        daemon = Running()
+        daemon.port = port
+        body = {"stream_arn": ARN, "call_id": CONTACT, "start_fragment": server.fragments[0][0]}
+        async with Subscriber(f"ws://127.0.0.1:{port}/alerts?token={TOKEN}") as sub:
+            assert (await post(daemon, body))[0] == 202
+            # the last fragment read (windows ending at 4 and 5 s of both tracks scored; the
+            # last window waits for the call's end); the response is open, the reader in a read
+            await sub.wait_for(lambda ev: sum(e["type"] == "score" for e in ev) >= 4)
+            await until(lambda: server.fragments_started == len(server.fragments))
+            serve.proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            (ended,) = await sub.wait_call_ended()
+        assert ended["call_id"] == CONTACT and ended["reason"] == "shutdown"
+        assert ended["summary"]["duration"] == pytest.approx(6.0, abs=0.05)
+        assert await asyncio.to_thread(serve.proc.wait, 30) == 0
+        print(f"\nexit {time.monotonic() - signalled:.2f} s after SIGTERM")
+        assert not [line for line in serve.lines if "Traceback" in line]
+    finally:
+        serve.close()

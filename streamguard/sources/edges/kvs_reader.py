@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -119,14 +120,19 @@ class KvsReader:
         self._media: Any = None
         self._last_call = float("-inf")
         self._failures = 0
+        self._body: Any = None  # the payload being read, while a read may be in flight
 
     @property
     def call_id(self) -> str:
         return self.core._call_id
 
     def stop(self) -> None:
-        """End the call (``stop``) at the next chunk boundary or wait."""
+        """End the call (``stop``) at the next chunk boundary or wait; a read blocked on a
+        quiet stream is cut short (its socket shut down), so a drain never waits for the read
+        timeout (``idle_timeout_seconds``)."""
         self._stop.set()
+        if self._body is not None:
+            _abort(self._body)
 
     def selector(self) -> dict[str, Any]:
         """The next GetMedia ``StartSelector``: after the last complete fragment if any."""
@@ -252,6 +258,7 @@ class KvsReader:
         from urllib3.exceptions import HTTPError
 
         clean = False
+        self._body = body
         try:
             while not self.core.finished and not self._stop.is_set():
                 try:
@@ -269,6 +276,7 @@ class KvsReader:
             if not self.core.finished:
                 yield self._progress(lambda _: self.core.end_of_response(clean=clean), None)
         finally:
+            self._body = None
             await asyncio.to_thread(_close_quietly, body)
 
 
@@ -284,6 +292,16 @@ def read_available(body: Any, amount: int) -> bytes:
     if read1 is None:
         return body.read(amount)
     return read1(amount)
+
+
+def _abort(body: Any) -> None:
+    """Shut down the socket under ``body`` (urllib3's connection): a read blocked on it in
+    another thread returns at once. Closing alone would not wake it."""
+    connection = getattr(getattr(body, "_raw_stream", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _close_quietly(body: Any) -> None:
