@@ -8,10 +8,10 @@ calls this handler with Connect's contact-flow event. It POSTs to the daemon's
      "start_fragment": ...StartFragmentNumber, "start_timestamp": ...StartTimestamp / 1000}
 
 with ``Authorization: Bearer <token>``: the daemon's ``/api`` token (``[auth] alerts_token``,
-else ``token``; deploy/aws/connect_lambda/README.md). The daemon answers 202 (reading) or 409 (already
-reading this stream). The handler never raises into the contact flow: the call goes on whether
-screening started or not, and the flow can branch on the returned ``streamguard`` attribute
-(``accepted``, ``already_reading`` or ``error``).
+else ``token``; deploy/aws/connect_lambda/README.md). The daemon answers 202 (reading) or 409
+(already reading this stream). The handler never raises into the contact flow: the call goes
+on whether screening started or not, and the flow can branch on the returned ``streamguard``
+attribute (``accepted``, ``already_reading`` or ``error``).
 
 Configuration (Lambda environment):
   STREAMGUARD_URL               base URL of the daemon, e.g. https://streamguard.example.com
