@@ -371,7 +371,43 @@ class Daemon:
 
     def _api_routes(self) -> list[ApiRoute]:
         """The daemon's ``/api/*`` table (:mod:`streamguard.server.api`): add a route here."""
-        return [status_route(self.status)]
+        routes = [status_route(self.status)]
+        if self.settings.sources.kvs.enabled:
+            routes += self._kvs_routes()
+        return routes
+
+    def _kvs_routes(self) -> list[ApiRoute]:
+        """``POST /api/kvs/streams`` (the Connect Lambda: read this stream) and ``GET`` (what
+        is being read), answered by the ``[sources.kvs]`` listener (docs/sources.md)."""
+        from streamguard.server.api import ApiError, ApiRequest
+        from streamguard.server.httputil import json_response
+        from streamguard.sources.edges.kvs_streams import StreamRefused, parse_stream_request
+
+        def streams() -> Any:
+            listener = self.listeners.get("kvs")
+            if listener is None:  # the port opens before the listeners
+                raise ApiError(503, "starting: not reading streams yet")
+            return listener
+
+        def start(request: ApiRequest) -> Any:
+            try:
+                wanted = parse_stream_request(request.json())
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+            try:
+                streams().start(wanted)
+            except StreamRefused as exc:
+                raise ApiError(exc.status, exc.message) from None
+            payload = {"status": "reading", "call_id": wanted.call_id}
+            return json_response(202, {**payload, "stream_arn": wanted.stream_arn})
+
+        def listing(_request: ApiRequest) -> Any:
+            return json_response(200, {"streams": streams().active()})
+
+        return [
+            ApiRoute("POST", "/api/kvs/streams", start),
+            ApiRoute("GET", "/api/kvs/streams", listing),
+        ]
 
     def _source_context(self) -> SourceContext:
         assert self.registry is not None
@@ -384,6 +420,7 @@ class Daemon:
                 idle_timeout_seconds=limits.idle_timeout_seconds,
             ),
             mic_stream_factory=self._mic_stream_factory,
+            ingest_token=self.settings.auth.ingest_token_value(),
         )
 
     async def _start_listeners(self) -> None:
