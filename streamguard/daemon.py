@@ -49,7 +49,13 @@ from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
-from streamguard.server.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
+from streamguard.server.access import (
+    KVS_STREAMS_PATH,
+    AccessPolicy,
+    HostPolicy,
+    exposure_problem,
+    is_loopback,
+)
 from streamguard.server.api import ApiRoute, ApiTable
 from streamguard.server.dashboard import dashboard_routes, dashboard_url, status_route
 from streamguard.server.handshake import HandshakeGuard
@@ -405,8 +411,8 @@ class Daemon:
             return json_response(200, {"streams": streams().active()})
 
         return [
-            ApiRoute("POST", "/api/kvs/streams", start),
-            ApiRoute("GET", "/api/kvs/streams", listing),
+            ApiRoute("POST", KVS_STREAMS_PATH, start),
+            ApiRoute("GET", KVS_STREAMS_PATH, listing),
         ]
 
     def _source_context(self) -> SourceContext:

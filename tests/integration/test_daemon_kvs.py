@@ -188,6 +188,20 @@ async def test_the_api_refuses_with_one_clear_reason(make_daemon, kvs_server):
     assert await get_streams(daemon) == {"streams": [{"stream_arn": ARN, "call_id": CONTACT}]}
 
 
+async def test_with_split_tokens_the_feeds_token_starts_a_stream_and_the_alerts_token_does_not(
+    make_daemon, kvs_server
+):
+    """Least privilege for the Connect Lambda: starting a call's audio is a feed's act."""
+    server = kvs_server()
+    section = kvs(server)
+    section["auth"] = {"ingest_token": TOKEN, "alerts_token": "alerts-only-token-987654"}
+    daemon = await make_daemon(**section)
+    body = {"stream_arn": ARN, "call_id": CONTACT, "start_fragment": server.fragments[0][0]}
+    assert (await post(daemon, body, token="alerts-only-token-987654"))[0] == 403
+    assert not daemon.listeners["kvs"].streams
+    assert (await post(daemon, body))[0] == 202
+
+
 async def test_a_drain_ends_the_call_being_read_with_its_call_ended(make_daemon, kvs_server):
     server = kvs_server(pace=1.0)  # live pace: the call is still going when the daemon stops
     daemon = await make_daemon(**kvs(server))

@@ -7,7 +7,7 @@ calls this handler with Connect's contact-flow event. It POSTs to the daemon's
     {"call_id": ContactId, "stream_arn": MediaStreams.Customer.Audio.StreamARN,
      "start_fragment": ...StartFragmentNumber, "start_timestamp": ...StartTimestamp / 1000}
 
-with ``Authorization: Bearer <token>``: the daemon's ``/api`` token (``[auth] alerts_token``,
+with ``Authorization: Bearer <token>``: the daemon's feeds token (``[auth] ingest_token``,
 else ``token``; deploy/aws/connect_lambda/README.md). The daemon answers 202 (reading) or 409
 (already reading this stream). The handler never raises into the contact flow: the call goes
 on whether screening started or not, and the flow can branch on the returned ``streamguard``
