@@ -49,7 +49,13 @@ from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
-from streamguard.server.access import AccessPolicy, HostPolicy, exposure_problem, is_loopback
+from streamguard.server.access import (
+    KVS_STREAMS_PATH,
+    AccessPolicy,
+    HostPolicy,
+    exposure_problem,
+    is_loopback,
+)
 from streamguard.server.api import ApiRoute, ApiTable
 from streamguard.server.dashboard import dashboard_routes, dashboard_url, status_route
 from streamguard.server.handshake import HandshakeGuard
@@ -450,7 +456,43 @@ class Daemon:
             swap_model=self.swap_model,
             token_set=not self.access.is_open("/api/"),
         )
-        return [status_route(self.status), *operator_routes(operator)]
+        routes = [status_route(self.status), *operator_routes(operator)]
+        if self.settings.sources.kvs.enabled:
+            routes += self._kvs_routes()
+        return routes
+
+    def _kvs_routes(self) -> list[ApiRoute]:
+        """``POST /api/kvs/streams`` (the Connect Lambda: read this stream) and ``GET`` (what
+        is being read), answered by the ``[sources.kvs]`` listener (docs/sources.md)."""
+        from streamguard.server.api import ApiError, ApiRequest
+        from streamguard.server.httputil import json_response
+        from streamguard.sources.edges.kvs_streams import StreamRefused, parse_stream_request
+
+        def streams() -> Any:
+            listener = self.listeners.get("kvs")
+            if listener is None:  # the port opens before the listeners
+                raise ApiError(503, "starting: not reading streams yet")
+            return listener
+
+        def start(request: ApiRequest) -> Any:
+            try:
+                wanted = parse_stream_request(request.json())
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+            try:
+                streams().start(wanted)
+            except StreamRefused as exc:
+                raise ApiError(exc.status, exc.message) from None
+            payload = {"status": "reading", "call_id": wanted.call_id}
+            return json_response(202, {**payload, "stream_arn": wanted.stream_arn})
+
+        def listing(_request: ApiRequest) -> Any:
+            return json_response(200, {"streams": streams().active()})
+
+        return [
+            ApiRoute("POST", KVS_STREAMS_PATH, start),
+            ApiRoute("GET", KVS_STREAMS_PATH, listing),
+        ]
 
     def _source_context(self) -> SourceContext:
         assert self.registry is not None
@@ -463,6 +505,7 @@ class Daemon:
                 idle_timeout_seconds=limits.idle_timeout_seconds,
             ),
             mic_stream_factory=self._mic_stream_factory,
+            ingest_token=self.settings.auth.ingest_token_value(),
         )
 
     async def _start_listeners(self) -> None:
