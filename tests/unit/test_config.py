@@ -296,8 +296,11 @@ def test_guarded_paths_follow_configured_paths():
         "/in",
         "/tw",
         "/metrics",
-        "/api/",  # every /api route, one guard
+        "/api/",  # every other /api route, one guard
+        "/api/kvs/streams",  # the feeds' token: the Connect Lambda starts a call's audio
     }
+    guards = AccessPolicy.from_settings(s).guards
+    assert guards["/api/kvs/streams"].surface == "ingest" and guards["/api/"].surface == "alerts"
 
 
 @pytest.mark.parametrize(
