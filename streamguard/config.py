@@ -438,6 +438,66 @@ class EventsSettings(_Section):
         return Path(self.path).expanduser() if self.path else default_path()
 
 
+class EvidenceSettings(_Section):
+    """``[evidence]``: audio kept for alerts (docs/operations.md, "Evidence audio").
+
+    Read by :class:`streamguard.evidence.EvidenceStore` and its per-track recorder. Off by
+    default: call audio is personal data, kept only where the operator chose to.
+    """
+
+    keep: Literal["none", "alerts", "all"] = "none"
+    path: str | None = None  # None: the folder "evidence" beside the event log
+    retention_days: float = Field(30.0, gt=0)
+    max_bytes: int = Field(10 * 1024**3, ge=1)
+    sample_rate: int | None = Field(None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+
+    def resolved_path(self, events: EventsSettings) -> Path:
+        """``path``, else ``evidence/`` in the event log's directory (the state directory)."""
+        if self.path:
+            return Path(self.path).expanduser()
+        return events.resolved_path().parent / "evidence"
+
+
+class TracksSettings(_Section):
+    """``[tracks]``: which legs of a call are scored (the others are counted, not scored)."""
+
+    score: list[str] | None = None  # None: every track
+
+    @model_validator(mode="after")
+    def _names(self) -> TracksSettings:
+        if self.score is not None:
+            if not self.score:
+                raise ValueError("score is empty: list track names, or leave it unset for all")
+            for name in self.score:
+                if not name.strip():
+                    raise ValueError("score: a track name is empty")
+        return self
+
+
+class AllowListSettings(_Section):
+    """``[allowlist]``: the operator's own synthetic voices, never alerted on
+    (docs/operations.md, "Allow-list"). Active when the folder holds an enrolled voice."""
+
+    path: str | None = None  # None: the folder "allowlist" beside the event log
+    threshold: float = Field(0.8, gt=0, le=1)
+    min_p_fake: float = Field(0.25, ge=0, le=1)
+
+    def resolved_path(self, events: EventsSettings) -> Path:
+        """``path``, else ``allowlist/`` in the event log's directory (the state directory)."""
+        if self.path:
+            return Path(self.path).expanduser()
+        return events.resolved_path().parent / "allowlist"
+
+
+def should_score(track: str, settings: TracksSettings) -> bool:
+    """Whether a track of this name is scored under ``[tracks] score`` (unset: every track).
+
+    Names are compared exactly as the feed gives them (``inbound``, ``outbound``, a stereo
+    channel's ``0``/``1``, an RTP SSRC), the names events carry in ``track``.
+    """
+    return settings.score is None or track in settings.score
+
+
 class WebhookSettings(_Section):
     """One ``[[webhooks]]`` endpoint: signed POSTs of matching events, at least once.
 
@@ -626,6 +686,9 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    tracks: TracksSettings = Field(default_factory=TracksSettings)
+    allowlist: AllowListSettings = Field(default_factory=AllowListSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 

@@ -76,12 +76,27 @@ FLUSH_LOG_SECONDS = 10.0
 SWITCH_INTERVAL = 0.0005
 
 
-def policy_from(settings: Settings) -> CallPolicy:
+def policy_from(settings: Settings, window_seconds: float = 4.0) -> CallPolicy:
+    """The calls' policy from the config; ``window_seconds``: the model's (sizes the evidence
+    look-back, :func:`streamguard.evidence.lookback_seconds`)."""
+    from streamguard.evidence import lookback_seconds
+
+    ev = settings.evidence
     return CallPolicy(
         track=settings.track,
         smoothing=settings.smoothing,
         min_verdict_speech_seconds=settings.verdict.min_speech_seconds,
         max_call_seconds=settings.limits.max_call_seconds,
+        evidence_keep=ev.keep,
+        evidence_lookback_seconds=lookback_seconds(
+            window_seconds=window_seconds,
+            hop_seconds=settings.track.hop_seconds,
+            raise_after=settings.smoothing.raise_after,
+            max_lag_seconds=settings.model.max_lag_seconds,
+            coalesce_ms=settings.track.coalesce_ms,
+        ),
+        evidence_rate=ev.sample_rate,
+        score_tracks=None if settings.tracks.score is None else frozenset(settings.tracks.score),
     )
 
 
@@ -122,6 +137,12 @@ class Daemon:
         self.backend: EventBackend | None = None
         self.webhooks: list[Any] = []
         self.registry: CallRegistry | None = None
+        self.evidence: Any = None  # EvidenceWriter when [evidence] keep is not "none"
+        self.model_identity: Any = None  # ModelIdentity of the serving model
+        # [model] spec as the config FILE said at the last (re)load: SIGHUP swaps when the file
+        # changes it, never because a --model flag differs from the file
+        self._file_model_spec: str | None = None
+        self._swap_lock = asyncio.Lock()
         self.server: Server | None = None
         self.access: AccessPolicy | None = None
         self._handshakes: HandshakeGuard | None = None
@@ -198,6 +219,12 @@ class Daemon:
         for runner in self.runners:
             await asyncio.to_thread(probe_detector, runner)
         info = self.detector.info
+        from streamguard.model_swap import identity_of
+
+        self.model_identity = identity_of(self.detector)
+        if self.config_path is not None:
+            with contextlib.suppress(Exception):  # the file was read once already; a race only
+                self._file_model_spec = load_config(self.config_path).model.spec
         if s.track.min_speech_seconds > info.window_seconds:
             raise StreamguardError(
                 f"[track] min_speech_seconds ({s.track.min_speech_seconds:g}) is longer than "
@@ -236,14 +263,17 @@ class Daemon:
             hop_seconds=s.track.hop_seconds,
             metrics=self.metrics,
         )
+        await self._start_allowlist()
         self.engine.start()
+        await self._start_evidence()
         self.registry = CallRegistry(
             info=info,
-            policy=policy_from(s),
+            policy=policy_from(s, info.window_seconds),
             submit=self.engine.submit,
             publish=self.bus.publish,
             max_calls=s.limits.max_calls,
             metrics=self.metrics,
+            record=None if self.evidence is None else self.evidence.submit,
             tracer=self.tracer,
         )
         await self._start_server()
@@ -265,13 +295,49 @@ class Daemon:
             auth=sorted(path for path, g in self.access.guards.items() if not g.open) or None,
         )
 
-    def _build_runners(self) -> list[Any]:
+    async def _start_allowlist(self) -> None:
+        """``[allowlist]``: when voices are enrolled, the engine marks windows they speak."""
+        a = self.settings.allowlist
+        root = a.resolved_path(self.settings.events)
+        if not any(root.glob("*.json")):
+            return
+        from streamguard.allowlist import AllowList
+        from streamguard.allowlist.checker import AllowlistChecker
+        from streamguard.allowlist.encoder import ENCODER_NAME, load_encoder
+
+        assert self.engine is not None
+        allowlist = await asyncio.to_thread(
+            AllowList, root, threshold=a.threshold, encoder=ENCODER_NAME
+        )
+        encoder = await asyncio.to_thread(load_encoder)
+        self.engine.allowlist = AllowlistChecker(allowlist, encoder, min_p_fake=a.min_p_fake)
+        log.info("allowlist_loaded", voices=sorted(allowlist.voices), threshold=a.threshold)
+
+    async def _start_evidence(self) -> None:
+        """``[evidence]``: the store and its thread (a clip a crash left open is closed now)."""
+        ev = self.settings.evidence
+        if ev.keep == "none":
+            return
+        from streamguard.evidence import EvidenceStore
+        from streamguard.evidence.writer import EvidenceWriter
+
+        assert self.bus is not None
+        store = await asyncio.to_thread(
+            EvidenceStore,
+            ev.resolved_path(self.settings.events),
+            retention_days=ev.retention_days,
+            max_bytes=ev.max_bytes,
+        )
+        self.evidence = EvidenceWriter(store, publish=self.bus.publish)
+        await self.evidence.start()
+
+    def _build_runners(self, detector: Any = None) -> list[Any]:
         """One inference runner per engine worker (``[model] backend/worker/workers``)."""
         from streamguard.scoring.runners import build_runners
 
         m = self.settings.model
         return build_runners(
-            self.detector,
+            detector or self.detector,
             backend=m.backend,
             worker=m.worker,
             workers=m.workers,
@@ -377,7 +443,20 @@ class Daemon:
 
     def _api_routes(self) -> list[ApiRoute]:
         """The daemon's ``/api/*`` table (:mod:`streamguard.server.api`): add a route here."""
-        routes = [status_route(self.status)]
+        from streamguard.alerts.oneshot import publish_and_wait
+        from streamguard.server.operator_api import OperatorApi, operator_routes
+
+        async def commit_label(draft: Any) -> Any:
+            assert self.bus is not None
+            return await publish_and_wait(self.bus, draft)
+
+        operator = OperatorApi(
+            evidence=self.evidence,
+            commit_label=commit_label,
+            swap_model=self.swap_model,
+            token_set=not self.access.is_open("/api/"),
+        )
+        routes = [status_route(self.status), *operator_routes(operator)]
         if self.settings.sources.kvs.enabled:
             routes += self._kvs_routes()
         return routes
@@ -578,12 +657,67 @@ class Daemon:
         except Exception as exc:  # a bad edit must not take the daemon down
             log.error("reload_failed", error=str(exc))
         else:
+            old_spec = self.settings.model.spec
             self.settings, ignored = apply_reload(self.settings, new)
+            if new.model.spec != self._file_model_spec and self.engine is not None:
+                self._file_model_spec = new.model.spec
+                # [model] spec is the one model key SIGHUP applies: a hot swap
+                self._tasks.append(
+                    asyncio.create_task(self._swap_on_reload(new.model.spec), name="model swap")
+                )
+                others = new.model.model_copy(update={"spec": old_spec})
+                if others == self.settings.model:
+                    ignored = [name for name in ignored if name != "model"]
             configure_logging(self.settings.logging.level, self.settings.logging.format)
             assert self.registry is not None
-            self.registry.reconfigure(policy_from(self.settings))
+            window = self.detector.info.window_seconds if self.detector else 4.0
+            self.registry.reconfigure(policy_from(self.settings, window))
             log.info("reloaded", needs_restart=ignored or None)
         self.notifier.ready(self._status_line())
+
+    async def swap_model(self, spec: str | None) -> Any:
+        """Serve the model ``spec`` from the next batch on (see :mod:`streamguard.model_swap`);
+        returns the published ``model_changed`` draft. Raises SwapRefused (the old model keeps
+        serving) or SwapBusy."""
+        from streamguard.model_swap import SwapBusy, SwapRefused, model_changed, prepare
+        from streamguard.scoring.runners import close_runners
+
+        if self._swap_lock.locked():
+            raise SwapBusy("another model swap is under way")
+        async with self._swap_lock:
+            if self.engine is None or self.registry is None or self.bus is None or self.stopping:
+                raise SwapRefused("the daemon is not serving")
+            candidate = await asyncio.to_thread(
+                prepare,
+                spec,
+                current=self.detector,
+                device=self.settings.model.device,
+                build_runners=self._build_runners,
+                close_runners=close_runners,
+            )
+            old_runners, generation = self.engine.swap(candidate.detector, candidate.runners)
+            old_identity, self.model_identity = self.model_identity, candidate.identity
+            self.detector, self.runners = candidate.detector, candidate.runners
+            info = candidate.detector.info
+            self.bus.model_name = info.name  # every later event names the new model
+            self.registry.set_model(info)
+            event = model_changed(old_identity, candidate.identity)
+            self.bus.publish(event)
+            log.info("model_swapped", old=old_identity.name, new=info.name, spec=spec)
+            await self.engine.released(generation)
+            await asyncio.to_thread(close_runners, old_runners)
+            return event
+
+    async def _swap_on_reload(self, spec: str | None) -> None:
+        """SIGHUP with a new ``[model] spec``: swap, or log why not (the old model serves on)."""
+        from streamguard.errors import StreamguardError
+
+        try:
+            await self.swap_model(spec)
+        except StreamguardError as exc:
+            log.error("model_swap_failed", spec=spec, error=str(exc))
+        else:
+            self.settings.model.spec = spec
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -619,6 +753,8 @@ class Daemon:
             await listener.closed()
         if self.engine is not None:
             await self.engine.stop()
+        if self.evidence is not None:  # the last clips closed, their evidence_saved published
+            await self.evidence.close()
         if self.backend is not None:  # every call_ended committed and delivered
             try:
                 await asyncio.wait_for(self.backend.flush(), FLUSH_LOG_SECONDS)

@@ -26,6 +26,10 @@ score. A CUDA out-of-memory error halves the batch size (for the rest of the run
 retries. Each callback runs on its own, so one that raises cannot keep the others (and the
 drain that waits for them) from completing. Nothing non-finite ever leaves the engine.
 
+A model swap (:meth:`ScoringEngine.swap`) replaces the runners between batches: a batch a
+worker already took finishes on the runner it started with, every later batch uses the new
+one; the queue is untouched, so no window is lost or scored twice.
+
 The worker also stamps a heartbeat after every wake-up; the daemon only pings the systemd
 watchdog while that heartbeat is fresh, so a stalled engine gets the service restarted.
 """
@@ -144,15 +148,22 @@ class ScoringEngine:
         self._next_seq = 0
         self._next_delivery = 0
         self._ready: dict[int, tuple[ScoreCallback, ScoreOutcome]] = {}
+        # Model swaps: the generation of the runners each worker is scoring with (None: idle)
+        self.generation = 0
+        self._busy: list[int | None] = [None] * len(self.runners)
+        # [allowlist]: (windows, outcomes) -> outcomes with enrolled voices marked; run on the
+        # worker thread after each batch (streamguard.allowlist.checker)
+        self.allowlist: Callable[[list[Window], list[ScoreOutcome]], list[ScoreOutcome]] | None
+        self.allowlist = None
 
     # -- loop side ---------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker; call from the running loop."""
         self._loop = asyncio.get_running_loop()
         self._idle.set()
-        for i, runner in enumerate(self.runners):
+        for i in range(len(self.runners)):
             thread = threading.Thread(
-                target=self._run, args=(runner,), name=f"scoring-engine-{i}", daemon=True
+                target=self._run, args=(i,), name=f"scoring-engine-{i}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -186,6 +197,26 @@ class ScoringEngine:
         """Seconds since the worker last proved it is alive."""
         return time.monotonic() - self.stats.last_heartbeat
 
+    def swap(self, detector: Detector, runners: list[Detector]) -> tuple[list[Detector], int]:
+        """Serve ``runners`` (one per worker, checked already) from the next batch on; returns
+        the old runners and the new generation (see :meth:`released`)."""
+        if len(runners) != len(self.runners):
+            raise ValueError(f"need {len(self.runners)} runners, got {len(runners)}")
+        with self._cond:
+            old, self.runners = self.runners, list(runners)
+            self.detector = detector
+            self.generation += 1
+            return old, self.generation
+
+    async def released(self, generation: int, poll: float = 0.01) -> None:
+        """Wait until no worker still scores a batch taken before ``generation``: the old
+        runners may then be closed."""
+        while True:
+            with self._cond:
+                if all(g is None or g >= generation for g in self._busy):
+                    return
+            await asyncio.sleep(poll)
+
     async def drain(self) -> None:
         """Wait until every queued window has been scored (or dropped)."""
         await self._idle.wait()
@@ -200,8 +231,9 @@ class ScoringEngine:
             await asyncio.to_thread(thread.join)
 
     # -- worker side ---------------------------------------------------------------------------
-    def _take_batch(self) -> list[_Request] | None:
-        """Block until a batch is ready; None when stopping with nothing left."""
+    def _take_batch(self, worker: int = 0) -> tuple[list[_Request], Detector] | None:
+        """Block until a batch is ready: it and the runner to score it with (the current
+        generation's); None when stopping with nothing left."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
@@ -216,28 +248,43 @@ class ScoringEngine:
                     break
                 self._cond.wait(timeout=remaining)
             n = min(self.max_batch, len(self._queue))
-            return [self._queue.popleft() for _ in range(n)]
+            self._busy[worker] = self.generation
+            return [self._queue.popleft() for _ in range(n)], self.runners[worker]
 
-    def _run(self, runner: Detector) -> None:
+    def _run(self, worker: int) -> None:
         while True:
-            batch = self._take_batch()
+            taken = self._take_batch(worker)
             self.stats.last_heartbeat = time.monotonic()
-            if batch is None:
+            if taken is None:
                 return
-            now = time.monotonic()
-            fresh = [r for r in batch if now - r.enqueued <= self.max_lag]
-            stale = [r for r in batch if now - r.enqueued > self.max_lag]
-            outcomes: list[ScoreOutcome] = []
-            elapsed = 0.0
-            if fresh:
-                started = time.perf_counter()
-                outcomes = self._score(runner, [r.window for r in fresh])
-                elapsed = time.perf_counter() - started
-                stamp_timing(fresh, now, elapsed)  # for callbacks that trace (telemetry.py)
-            self.stats.last_heartbeat = time.monotonic()
-            results = list(zip(fresh, outcomes, strict=True))
-            results += [(r, Unscored("lag")) for r in stale]
-            self._deliver(results, elapsed, now)
+            batch, runner = taken
+            try:
+                self._run_batch(runner, batch)
+            finally:
+                with self._cond:
+                    self._busy[worker] = None
+
+    def _run_batch(self, runner: Detector, batch: list[_Request]) -> None:
+        now = time.monotonic()
+        fresh = [r for r in batch if now - r.enqueued <= self.max_lag]
+        stale = [r for r in batch if now - r.enqueued > self.max_lag]
+        outcomes: list[ScoreOutcome] = []
+        elapsed = 0.0
+        if fresh:
+            started = time.perf_counter()
+            outcomes = self._score(runner, [r.window for r in fresh])
+            elapsed = time.perf_counter() - started
+            stamp_timing(fresh, now, elapsed)  # for callbacks that trace (telemetry.py)
+            check = self.allowlist
+            if check is not None:
+                try:
+                    outcomes = check([r.window for r in fresh], outcomes)
+                except Exception as exc:  # the allow-list failing must not cost the scores
+                    log.warning("allowlist_failed", error=_describe(exc))
+        self.stats.last_heartbeat = time.monotonic()
+        results = list(zip(fresh, outcomes, strict=True))
+        results += [(r, Unscored("lag")) for r in stale]
+        self._deliver(results, elapsed, now)
 
     # -- inference, one window's failure isolated from the rest -----------------------------------
     def _score(self, runner: Detector, windows: list[Window]) -> list[ScoreOutcome]:
@@ -287,7 +334,7 @@ class ScoringEngine:
 
     def _record(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
         stats = self.stats
-        scored = [r for r, o in results if isinstance(o, float)]
+        scored = [r for r, o in results if not isinstance(o, Unscored)]
         failed = [o.reason for _, o in results if isinstance(o, Unscored) and o.failed]
         n_lag = sum(1 for _, o in results if isinstance(o, Unscored) and o.reason == "lag")
         if len(results) > n_lag:
