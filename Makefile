@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# the allow-list's speaker encoder (Resemblyzer ships its GE2E weights in the wheel);
+	# --no-deps: its needs (librosa, scipy, torch, webrtcvad) are ours already, and its
+	# metadata names the obsolete `typing` backport and the unmaintained webrtcvad sdist
+	$(BIN)/pip install --quiet --no-deps 'resemblyzer>=0.1.4'
 	touch $(STAMP)
 
 run: bootstrap

@@ -37,13 +37,14 @@ from streamguard.alerts.events import (
 )
 from streamguard.audio.track import TrackPipeline, TrackSettings
 from streamguard.audio.windows import Window
+from streamguard.evidence.recorder import ClipOp, TrackRecorder
 from streamguard.logs import redact
 from streamguard.model.base import ModelInfo
 from streamguard.policy import AlertPolicy
 from streamguard.policy.adaptive import ScoreThinner
 from streamguard.policy.smoothing import SmoothingSettings
 from streamguard.policy.verdict import DEFAULT_MIN_SPEECH_SECONDS
-from streamguard.scoring.outcome import ScoreOutcome, Unscored
+from streamguard.scoring.outcome import Allowlisted, ScoreOutcome, Unscored
 from streamguard.sources.base import (
     Audio,
     CallEnd,
@@ -89,11 +90,28 @@ class CallPolicy:
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     min_verdict_speech_seconds: float = DEFAULT_MIN_SPEECH_SECONDS
     max_call_seconds: float = 14_400.0
+    # [evidence]: "none" keeps no audio; the look-back is evidence.lookback_seconds(...)
+    evidence_keep: str = "none"
+    evidence_lookback_seconds: float = 0.0
+    evidence_rate: int | None = None
+    # [tracks] score: the track names whose windows are scored (None: every track)
+    score_tracks: frozenset[str] | None = None
 
     def alert_policy(self, threshold: float) -> AlertPolicy:
         """The alert policy of a track scored by a model with this ``threshold``: the same
         object :func:`streamguard.policy.replay` runs offline, so live and replayed agree."""
         return AlertPolicy(threshold, self.smoothing, self.min_verdict_speech_seconds)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ClipWork:
+    """A track's evidence clip operations, for the evidence store (``[evidence]``)."""
+
+    call_id: str
+    track: str
+    source: Any
+    rate: int  # the rate the clip is written at
+    ops: list[ClipOp]
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -115,6 +133,21 @@ class _Track:
         self.thinner = ScoreThinner(
             policy.track.adaptive_stride, policy.track.adaptive_below * info.threshold
         )
+        self.recorder = (
+            TrackRecorder(
+                sample_rate,
+                keep=policy.evidence_keep,  # type: ignore[arg-type]
+                lookback_seconds=policy.evidence_lookback_seconds,
+                rate=policy.evidence_rate,
+            )
+            if policy.evidence_keep in ("alerts", "all")
+            else None
+        )
+        # [tracks] score: a leg left out is counted, never scored (its verdict: inconclusive)
+        self.scored = policy.score_tracks is None or name in policy.score_tracks
+        self.not_scored = 0  # windows of a left-out leg
+        self.allowlisted = 0  # windows whose speaker is an enrolled voice
+        self.last_smoothed = 0.0
         self.pending = 0  # windows handed out, outcome not back yet
         self.dropped = 0  # windows the engine dropped (lag/queue)
         self.failed = 0  # windows the model failed on
@@ -123,7 +156,7 @@ class _Track:
     def summary(self, policy: CallPolicy) -> CallSummary:
         p = self.pipeline
         stats = self.smoother.stats()
-        return CallSummary(
+        summary = CallSummary(
             duration=p.duration_seconds,
             speech_seconds=p.speech_seconds,
             windows_scored=stats.windows,
@@ -134,6 +167,14 @@ class _Track:
             mean_smoothed=stats.mean_smoothed,
             verdict=self.smoother.verdict(p.speech_seconds, policy.min_verdict_speech_seconds),
         )
+        if self.not_scored or self.allowlisted:
+            summary = summary.model_copy(
+                update={
+                    "windows_not_scored": self.not_scored,
+                    "windows_allowlisted": self.allowlisted,
+                }
+            )
+        return summary
 
 
 class CallSession:
@@ -153,6 +194,7 @@ class CallSession:
         self.call_ended: CallEnded | None = None  # once finished (for the call's trace span)
         self._windows_out: list[PendingWindow] = []
         self._events_out: list[EventBase] = []
+        self._clips_out: list[ClipWork] = []
         self._skipped_reported = 0
         self._lost_reported = 0
         self._thinned_reported = 0
@@ -181,11 +223,15 @@ class CallSession:
             case Audio(track=name, samples=samples):
                 track = self.tracks.get(name)
                 if track is not None and not track.ended and not self.over_limit:
+                    if track.recorder is not None:
+                        self._clips(track, track.recorder.push(samples))
                     self._windows(track, track.pipeline.push(samples))
                     self._check_limit(track)
             case Gap(track=name, n_samples=n):
                 track = self.tracks.get(name)
                 if track is not None and not track.ended and not self.over_limit:
+                    if track.recorder is not None:
+                        self._clips(track, track.recorder.push_silence(n))
                     self._windows(track, track.pipeline.push_silence(n))
                     self._check_limit(track)
             case TrackStart(track=name, sample_rate=rate):
@@ -220,6 +266,7 @@ class CallSession:
         self.finished = True
         self._windows_out.clear()
         self._events_out.clear()
+        self._finish_recorders()  # close what was written; the clips stay (a failure is rare)
 
     def receive_score(self, pending: PendingWindow, outcome: ScoreOutcome) -> None:
         """The engine's outcome for a window this session handed out."""
@@ -230,6 +277,8 @@ class CallSession:
                 track.failed += 1
             else:
                 track.dropped += 1
+        elif isinstance(outcome, Allowlisted):
+            self._on_allowlisted(track, pending.window, outcome)
         else:
             self._on_score(track, pending.window, outcome)
         self._maybe_finish()
@@ -243,6 +292,11 @@ class CallSession:
     def events_to_publish(self) -> list[EventBase]:
         """Events produced since the last call, in order (``seq``/``ts`` not yet stamped)."""
         out, self._events_out = self._events_out, []
+        return out
+
+    def clips_to_write(self) -> list[ClipWork]:
+        """Evidence clip operations since the last call, in order (``[evidence] keep``)."""
+        out, self._clips_out = self._clips_out, []
         return out
 
     def windows_skipped_since_last_call(self) -> int:
@@ -277,6 +331,9 @@ class CallSession:
         self._maybe_finish()
 
     def _windows(self, track: _Track, windows: list[Window], *, final: bool = False) -> None:
+        if not track.scored:
+            track.not_scored += len(windows)
+            return
         for window in windows:
             if not final and not track.thinner.take():
                 continue  # adaptive scoring: a calm real track skips this hop
@@ -286,11 +343,19 @@ class CallSession:
     def _on_score(self, track: _Track, window: Window, p_fake: float) -> None:
         track.thinner.observe(p_fake)
         smoothed, transition = track.smoother.push(p_fake, window.start, window.end)
+        track.last_smoothed = smoothed
         common = {"call_id": self.call_id, "track": track.name, "source": self.source}
         self._events_out.append(
             Score(**common, start=window.start, end=window.end, p_fake=p_fake, smoothed=smoothed)
         )
         if transition is not None:
+            if track.recorder is not None:
+                self._clips(
+                    track,
+                    track.recorder.raised(transition.start)
+                    if transition.state == "raised"
+                    else track.recorder.cleared(transition.end),
+                )
             self._events_out.append(
                 Alert(
                     **common,
@@ -302,12 +367,29 @@ class CallSession:
                 )
             )
 
+    def _on_allowlisted(self, track: _Track, window: Window, outcome: Allowlisted) -> None:
+        """An enrolled voice: reported with its score, kept out of the alert policy."""
+        track.allowlisted += 1
+        self._events_out.append(
+            Score(
+                call_id=self.call_id,
+                track=track.name,
+                source=self.source,
+                start=window.start,
+                end=window.end,
+                p_fake=outcome.p_fake,
+                smoothed=track.last_smoothed,
+                allowlisted=outcome.voice,
+            )
+        )
+
     def _maybe_finish(self) -> None:
         if self.finished or self.end_reason is None:
             return
         if any(not t.ended or t.pending for t in self.tracks.values()):
             return
         self.finished = True
+        self._finish_recorders()  # every score is back: no alert can reach a clip any more
         per_track = {name: t.summary(self.policy) for name, t in self.tracks.items()}
         self.call_ended = CallEnded(
             call_id=self.call_id,
@@ -318,6 +400,18 @@ class CallSession:
             tracks=per_track,
         )
         self._events_out.append(self.call_ended)
+
+    def _clips(self, track: _Track, ops: list[ClipOp]) -> None:
+        if ops:
+            assert track.recorder is not None
+            self._clips_out.append(
+                ClipWork(self.call_id, track.name, self.source, track.recorder.rate, ops)
+            )
+
+    def _finish_recorders(self) -> None:
+        for track in self.tracks.values():
+            if track.recorder is not None:
+                self._clips(track, track.recorder.finish())
 
     def reconfigure(self, policy: CallPolicy) -> None:
         """SIGHUP: live smoothers take the new settings (keeping their state); new tracks get
@@ -379,9 +473,11 @@ class CallRegistry:
         publish: Publish,
         max_calls: int = 200,
         metrics: Any = None,
+        record: Callable[[ClipWork], None] | None = None,
         tracer: Tracer = NOOP,
     ) -> None:
         self.info = info
+        self._record = record  # [evidence]: hands clip operations to the evidence writer
         self.policy = policy
         self.max_calls = max_calls
         self._submit = submit
@@ -476,6 +572,10 @@ class CallRegistry:
                 self._submit(pending.window, self._on_outcome(session, pending))
             for event in session.events_to_publish():
                 self._publish(event)
+            clips = session.clips_to_write()
+            if self._record is not None:
+                for work in clips:
+                    self._record(work)
         finally:  # a finished session leaves the registry even if a publish failed
             if session.finished:
                 self._closed(session)
@@ -514,6 +614,14 @@ class CallRegistry:
         self.policy = policy
         for session in self.sessions.values():
             session.reconfigure(policy)
+
+    def set_model(self, info: ModelInfo) -> None:
+        """A hot model swap: new sessions and live smoothers take the new model's threshold
+        (same window and rate: :func:`streamguard.model_swap.prepare` checked)."""
+        self.info = info
+        for session in self.sessions.values():
+            session.info = info
+            session.reconfigure(self.policy)
 
     async def drain(self, reason: str = "shutdown") -> None:
         """Stop accepting, end every open call, and wait for their ``call_ended``."""

@@ -32,6 +32,10 @@ COMMANDS = (
     "train",
     "evaluate",
     "bench",
+    "label",
+    "evidence",
+    "calibrate",
+    "allowlist",
 )
 
 

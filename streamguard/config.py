@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -350,6 +351,38 @@ class RtpSourceSettings(_Section):
         return self
 
 
+class KvsSourceSettings(_Section):
+    """Amazon Connect calls read from Kinesis Video Streams (docs/sources.md). Off by default:
+    it needs boto3 (``streamguard[kvs]``) and AWS credentials from boto3's default chain only
+    (environment, shared config, task or instance role): no credential belongs here."""
+
+    enabled: bool = False
+    region: str | None = None  # None: each stream ARN's own region
+    endpoint_url: str | None = None  # the Kinesis Video control plane (a VPC endpoint)
+    max_streams: int = Field(100, ge=1)
+    idle_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> KvsSourceSettings:
+        if self.endpoint_url is not None and not self.endpoint_url.startswith(
+            ("https://", "http://")
+        ):
+            raise ValueError(f"endpoint_url must be an http(s) URL, got {self.endpoint_url[:60]!r}")
+        if self.region is not None and not re.fullmatch(r"[a-z]{2}(-[a-z0-9]+)+-\d+", self.region):
+            raise ValueError(f"region {self.region[:30]!r} is not an AWS region name")
+        return self
+
+
+class AcsSourceSettings(WebSocketSourceSettings):
+    """Azure Communication Services media streaming (docs/sources.md): a WebSocket path ACS
+    connects to, guarded by the ingest token (``?token=`` in the transport URL)."""
+
+    enabled: bool = False
+    path: str = "/acs"
+    raw_id_tracks: bool = False  # name tracks by participantRawID (phone numbers!), not p1, p2
+    max_participants: int = Field(8, ge=1, le=64)
+
+
 class MicSourceSettings(_Section):
     enabled: bool = False
     device: str | int | None = None
@@ -365,6 +398,8 @@ class SourcesSettings(_Section):
     mic: MicSourceSettings = Field(default_factory=MicSourceSettings)
     audiohook: AudioHookSourceSettings = Field(default_factory=AudioHookSourceSettings)
     audiosocket: AudioSocketSourceSettings = Field(default_factory=AudioSocketSourceSettings)
+    kvs: KvsSourceSettings = Field(default_factory=KvsSourceSettings)
+    acs: AcsSourceSettings = Field(default_factory=AcsSourceSettings)
 
 
 class AlertsSettings(_Section):
@@ -401,6 +436,66 @@ class EventsSettings(_Section):
         from streamguard.alerts.store import default_path
 
         return Path(self.path).expanduser() if self.path else default_path()
+
+
+class EvidenceSettings(_Section):
+    """``[evidence]``: audio kept for alerts (docs/operations.md, "Evidence audio").
+
+    Read by :class:`streamguard.evidence.EvidenceStore` and its per-track recorder. Off by
+    default: call audio is personal data, kept only where the operator chose to.
+    """
+
+    keep: Literal["none", "alerts", "all"] = "none"
+    path: str | None = None  # None: the folder "evidence" beside the event log
+    retention_days: float = Field(30.0, gt=0)
+    max_bytes: int = Field(10 * 1024**3, ge=1)
+    sample_rate: int | None = Field(None, ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)
+
+    def resolved_path(self, events: EventsSettings) -> Path:
+        """``path``, else ``evidence/`` in the event log's directory (the state directory)."""
+        if self.path:
+            return Path(self.path).expanduser()
+        return events.resolved_path().parent / "evidence"
+
+
+class TracksSettings(_Section):
+    """``[tracks]``: which legs of a call are scored (the others are counted, not scored)."""
+
+    score: list[str] | None = None  # None: every track
+
+    @model_validator(mode="after")
+    def _names(self) -> TracksSettings:
+        if self.score is not None:
+            if not self.score:
+                raise ValueError("score is empty: list track names, or leave it unset for all")
+            for name in self.score:
+                if not name.strip():
+                    raise ValueError("score: a track name is empty")
+        return self
+
+
+class AllowListSettings(_Section):
+    """``[allowlist]``: the operator's own synthetic voices, never alerted on
+    (docs/operations.md, "Allow-list"). Active when the folder holds an enrolled voice."""
+
+    path: str | None = None  # None: the folder "allowlist" beside the event log
+    threshold: float = Field(0.8, gt=0, le=1)
+    min_p_fake: float = Field(0.25, ge=0, le=1)
+
+    def resolved_path(self, events: EventsSettings) -> Path:
+        """``path``, else ``allowlist/`` in the event log's directory (the state directory)."""
+        if self.path:
+            return Path(self.path).expanduser()
+        return events.resolved_path().parent / "allowlist"
+
+
+def should_score(track: str, settings: TracksSettings) -> bool:
+    """Whether a track of this name is scored under ``[tracks] score`` (unset: every track).
+
+    Names are compared exactly as the feed gives them (``inbound``, ``outbound``, a stereo
+    channel's ``0``/``1``, an RTP SSRC), the names events carry in ``track``.
+    """
+    return settings.score is None or track in settings.score
 
 
 class WebhookSettings(_Section):
@@ -591,6 +686,9 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
+    tracks: TracksSettings = Field(default_factory=TracksSettings)
+    allowlist: AllowListSettings = Field(default_factory=AllowListSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
@@ -614,6 +712,7 @@ class Settings(BaseSettings):
             "sources.twilio.path": self.sources.twilio.path,
             "sources.ingest.path": self.sources.ingest.path,
             "sources.audiohook.path": self.sources.audiohook.path,
+            "sources.acs.path": self.sources.acs.path,
         }
         seen: dict[str, str] = {"/healthz": "(built-in)", "/metrics": "(built-in)"}
         seen.update(dict.fromkeys(("/", "/api/status"), "the dashboard"))
@@ -623,6 +722,22 @@ class Settings(BaseSettings):
             if path.startswith("/dashboard/"):
                 raise ValueError(f"{key} {path!r}: /dashboard/ holds the dashboard's files")
             seen[path] = key
+        return self
+
+    @model_validator(mode="after")
+    def _acs_exposed(self) -> Settings:
+        """ACS's path is an ingest surface: beyond loopback it needs the ingest token (the
+        start-up rule of the other feeds, docs/operations.md "Authentication")."""
+        acs = self.sources.acs
+        if (
+            acs.enabled
+            and not _is_loopback(self.server.host)
+            and not self.auth.ingest_protected
+            and not self.auth.allow_unauthenticated
+        ):
+            raise ValueError(
+                f"sources.acs: {acs.path} beyond loopback needs [auth] ingest_token (or token)"
+            )
         return self
 
     def reloadable(self) -> dict[str, BaseModel]:

@@ -47,7 +47,7 @@ from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
 from streamguard.scoring.runners import ProcessTuning
-from streamguard.server.access import AccessPolicy, exposure_problem
+from streamguard.server.access import KVS_STREAMS_PATH, AccessPolicy, exposure_problem
 from streamguard.server.api import ApiRoute
 from streamguard.server.dashboard import (
     dashboard_url,
@@ -78,12 +78,27 @@ FLUSH_LOG_SECONDS = 10.0
 SWITCH_INTERVAL = 0.0005
 
 
-def policy_from(settings: Settings) -> CallPolicy:
+def policy_from(settings: Settings, window_seconds: float = 4.0) -> CallPolicy:
+    """The calls' policy from the config; ``window_seconds``: the model's (sizes the evidence
+    look-back, :func:`streamguard.evidence.lookback_seconds`)."""
+    from streamguard.evidence import lookback_seconds
+
+    ev = settings.evidence
     return CallPolicy(
         track=settings.track,
         smoothing=settings.smoothing,
         min_verdict_speech_seconds=settings.verdict.min_speech_seconds,
         max_call_seconds=settings.limits.max_call_seconds,
+        evidence_keep=ev.keep,
+        evidence_lookback_seconds=lookback_seconds(
+            window_seconds=window_seconds,
+            hop_seconds=settings.track.hop_seconds,
+            raise_after=settings.smoothing.raise_after,
+            max_lag_seconds=settings.model.max_lag_seconds,
+            coalesce_ms=settings.track.coalesce_ms,
+        ),
+        evidence_rate=ev.sample_rate,
+        score_tracks=None if settings.tracks.score is None else frozenset(settings.tracks.score),
     )
 
 
@@ -116,6 +131,12 @@ class Daemon:
         self.backend: EventBackend | None = None
         self.webhooks: list[Any] = []
         self.registry: CallRegistry | None = None
+        self.evidence: Any = None  # EvidenceWriter when [evidence] keep is not "none"
+        self.model_identity: Any = None  # ModelIdentity of the serving model
+        # [model] spec as the config FILE said at the last (re)load: SIGHUP swaps when the file
+        # changes it, never because a --model flag differs from the file
+        self._file_model_spec: str | None = None
+        self._swap_lock = asyncio.Lock()
         self.server: Server | None = None
         self.access: AccessPolicy | None = None
         self._handshakes: HandshakeGuard | None = None
@@ -174,7 +195,7 @@ class Daemon:
         self._tuning.apply()
         await self._load_model()
         await self._open_event_log()
-        self._start_engine()
+        await self._start_engine()
         await self._start_server()
         self._start_webhooks()
         self.listeners = await start_listeners(self.sources, self.settings, self._source_context())
@@ -199,7 +220,7 @@ class Daemon:
     async def _load_model(self) -> None:
         """The detector, one runner per engine worker (``[model] backend/worker/workers``),
         each probed: a model whose scores are not P(fake) values is refused here."""
-        from streamguard.scoring.runners import build_runners
+        from streamguard.model_swap import identity_of
 
         s, m = self.settings, self.settings.model
         self.notifier.status("loading model")
@@ -207,20 +228,14 @@ class Daemon:
             from streamguard.model import load_detector
 
             self.detector = await asyncio.to_thread(load_detector, m.spec, device=m.device)
-        self.runners = await asyncio.to_thread(
-            build_runners,
-            self.detector,
-            backend=m.backend,
-            worker=m.worker,
-            workers=m.workers,
-            threads=self._tuning.worker_threads,
-            max_batch=m.max_batch,
-            torchscript=m.torchscript,
-            build_in_background=True,
-        )
+        self.runners = await asyncio.to_thread(self._build_runners)
         for runner in self.runners:
             await asyncio.to_thread(probe_detector, runner)
         info = self.detector.info
+        self.model_identity = identity_of(self.detector)
+        if self.config_path is not None:
+            with contextlib.suppress(Exception):  # the file was read once already; a race only
+                self._file_model_spec = load_config(self.config_path).model.spec
         if s.track.min_speech_seconds > info.window_seconds:
             raise StreamguardError(
                 f"[track] min_speech_seconds ({s.track.min_speech_seconds:g}) is longer than "
@@ -256,7 +271,7 @@ class Daemon:
         )
         await end_open_calls(self.backend, self.bus, metrics=self.metrics)
 
-    def _start_engine(self) -> None:
+    async def _start_engine(self) -> None:
         s = self.settings
         assert self.detector is not None and self.bus is not None
         self.engine = ScoringEngine(
@@ -269,15 +284,71 @@ class Daemon:
             hop_seconds=s.track.hop_seconds,
             metrics=self.metrics,
         )
+        await self._start_allowlist()
         self.engine.start()
+        await self._start_evidence()
+        info = self.detector.info
         self.registry = CallRegistry(
-            info=self.detector.info,
-            policy=policy_from(s),
+            info=info,
+            policy=policy_from(s, info.window_seconds),
             submit=self.engine.submit,
             publish=self.bus.publish,
             max_calls=s.limits.max_calls,
             metrics=self.metrics,
+            record=None if self.evidence is None else self.evidence.submit,
             tracer=self.tracer,
+        )
+
+    async def _start_allowlist(self) -> None:
+        """``[allowlist]``: when voices are enrolled, the engine marks windows they speak."""
+        a = self.settings.allowlist
+        root = a.resolved_path(self.settings.events)
+        if not any(root.glob("*.json")):
+            return
+        from streamguard.allowlist import AllowList
+        from streamguard.allowlist.checker import AllowlistChecker
+        from streamguard.allowlist.encoder import ENCODER_NAME, load_encoder
+
+        assert self.engine is not None
+        allowlist = await asyncio.to_thread(
+            AllowList, root, threshold=a.threshold, encoder=ENCODER_NAME
+        )
+        encoder = await asyncio.to_thread(load_encoder)
+        self.engine.allowlist = AllowlistChecker(allowlist, encoder, min_p_fake=a.min_p_fake)
+        log.info("allowlist_loaded", voices=sorted(allowlist.voices), threshold=a.threshold)
+
+    async def _start_evidence(self) -> None:
+        """``[evidence]``: the store and its thread (a clip a crash left open is closed now)."""
+        ev = self.settings.evidence
+        if ev.keep == "none":
+            return
+        from streamguard.evidence import EvidenceStore
+        from streamguard.evidence.writer import EvidenceWriter
+
+        assert self.bus is not None
+        store = await asyncio.to_thread(
+            EvidenceStore,
+            ev.resolved_path(self.settings.events),
+            retention_days=ev.retention_days,
+            max_bytes=ev.max_bytes,
+        )
+        self.evidence = EvidenceWriter(store, publish=self.bus.publish)
+        await self.evidence.start()
+
+    def _build_runners(self, detector: Any = None) -> list[Any]:
+        """One inference runner per engine worker (``[model] backend/worker/workers``)."""
+        from streamguard.scoring.runners import build_runners
+
+        m = self.settings.model
+        return build_runners(
+            detector or self.detector,
+            backend=m.backend,
+            worker=m.worker,
+            workers=m.workers,
+            threads=self._tuning.worker_threads,
+            max_batch=m.max_batch,
+            torchscript=m.torchscript,
+            build_in_background=True,
         )
 
     def _log_ready(self) -> None:
@@ -329,7 +400,56 @@ class Daemon:
 
     def _api_routes(self) -> list[ApiRoute]:
         """The daemon's ``/api/*`` table (:mod:`streamguard.server.api`): add a route here."""
-        return [status_route(self.status)]
+        from streamguard.alerts.oneshot import publish_and_wait
+        from streamguard.server.operator_api import OperatorApi, operator_routes
+
+        async def commit_label(draft: Any) -> Any:
+            assert self.bus is not None
+            return await publish_and_wait(self.bus, draft)
+
+        operator = OperatorApi(
+            evidence=self.evidence,
+            commit_label=commit_label,
+            swap_model=self.swap_model,
+            token_set=not self.access.is_open("/api/"),
+        )
+        routes = [status_route(self.status), *operator_routes(operator)]
+        if self.settings.sources.kvs.enabled:
+            routes += self._kvs_routes()
+        return routes
+
+    def _kvs_routes(self) -> list[ApiRoute]:
+        """``POST /api/kvs/streams`` (the Connect Lambda: read this stream) and ``GET`` (what
+        is being read), answered by the ``[sources.kvs]`` listener (docs/sources.md)."""
+        from streamguard.server.api import ApiError, ApiRequest
+        from streamguard.server.httputil import json_response
+        from streamguard.sources.edges.kvs_streams import StreamRefused, parse_stream_request
+
+        def streams() -> Any:
+            listener = self.listeners.get("kvs")
+            if listener is None:  # the port opens before the listeners
+                raise ApiError(503, "starting: not reading streams yet")
+            return listener
+
+        def start(request: ApiRequest) -> Any:
+            try:
+                wanted = parse_stream_request(request.json())
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
+            try:
+                streams().start(wanted)
+            except StreamRefused as exc:
+                raise ApiError(exc.status, exc.message) from None
+            payload = {"status": "reading", "call_id": wanted.call_id}
+            return json_response(202, {**payload, "stream_arn": wanted.stream_arn})
+
+        def listing(_request: ApiRequest) -> Any:
+            return json_response(200, {"streams": streams().active()})
+
+        return [
+            ApiRoute("POST", KVS_STREAMS_PATH, start),
+            ApiRoute("GET", KVS_STREAMS_PATH, listing),
+        ]
 
     # -- sources --------------------------------------------------------------------------------
     def _source_context(self) -> SourceContext:
@@ -343,6 +463,7 @@ class Daemon:
                 idle_timeout_seconds=limits.idle_timeout_seconds,
             ),
             mic_stream_factory=self._mic_stream_factory,
+            ingest_token=self.settings.auth.ingest_token_value(),
         )
 
     def _start_webhooks(self) -> None:
@@ -426,12 +547,67 @@ class Daemon:
         except Exception as exc:  # a bad edit must not take the daemon down
             log.error("reload_failed", error=str(exc))
         else:
+            old_spec = self.settings.model.spec
             self.settings, ignored = apply_reload(self.settings, new)
+            if new.model.spec != self._file_model_spec and self.engine is not None:
+                self._file_model_spec = new.model.spec
+                # [model] spec is the one model key SIGHUP applies: a hot swap
+                self._tasks.append(
+                    asyncio.create_task(self._swap_on_reload(new.model.spec), name="model swap")
+                )
+                others = new.model.model_copy(update={"spec": old_spec})
+                if others == self.settings.model:
+                    ignored = [name for name in ignored if name != "model"]
             configure_logging(self.settings.logging.level, self.settings.logging.format)
             assert self.registry is not None
-            self.registry.reconfigure(policy_from(self.settings))
+            window = self.detector.info.window_seconds if self.detector else 4.0
+            self.registry.reconfigure(policy_from(self.settings, window))
             log.info("reloaded", needs_restart=ignored or None)
         self.notifier.ready(self._status_line())
+
+    async def swap_model(self, spec: str | None) -> Any:
+        """Serve the model ``spec`` from the next batch on (see :mod:`streamguard.model_swap`);
+        returns the published ``model_changed`` draft. Raises SwapRefused (the old model keeps
+        serving) or SwapBusy."""
+        from streamguard.model_swap import SwapBusy, SwapRefused, model_changed, prepare
+        from streamguard.scoring.runners import close_runners
+
+        if self._swap_lock.locked():
+            raise SwapBusy("another model swap is under way")
+        async with self._swap_lock:
+            if self.engine is None or self.registry is None or self.bus is None or self.stopping:
+                raise SwapRefused("the daemon is not serving")
+            candidate = await asyncio.to_thread(
+                prepare,
+                spec,
+                current=self.detector,
+                device=self.settings.model.device,
+                build_runners=self._build_runners,
+                close_runners=close_runners,
+            )
+            old_runners, generation = self.engine.swap(candidate.detector, candidate.runners)
+            old_identity, self.model_identity = self.model_identity, candidate.identity
+            self.detector, self.runners = candidate.detector, candidate.runners
+            info = candidate.detector.info
+            self.bus.model_name = info.name  # every later event names the new model
+            self.registry.set_model(info)
+            event = model_changed(old_identity, candidate.identity)
+            self.bus.publish(event)
+            log.info("model_swapped", old=old_identity.name, new=info.name, spec=spec)
+            await self.engine.released(generation)
+            await asyncio.to_thread(close_runners, old_runners)
+            return event
+
+    async def _swap_on_reload(self, spec: str | None) -> None:
+        """SIGHUP with a new ``[model] spec``: swap, or log why not (the old model serves on)."""
+        from streamguard.errors import StreamguardError
+
+        try:
+            await self.swap_model(spec)
+        except StreamguardError as exc:
+            log.error("model_swap_failed", spec=spec, error=str(exc))
+        else:
+            self.settings.model.spec = spec
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -484,6 +660,8 @@ class Daemon:
             await listener.closed()
         if self.engine is not None:
             await self.engine.stop()
+        if self.evidence is not None:  # the last clips closed, their evidence_saved published
+            await self.evidence.close()
 
     async def _flush_events(self) -> None:
         """Every ``call_ended`` committed (bounded: a failing disk) and handed to subscribers

@@ -65,6 +65,7 @@ class KvsTestServer:
         self.chunk = chunk
         self.requests: list[dict] = []
         self.drops = 0
+        self.fragments_started = 0  # fragments begun (before their first byte), all responses
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -125,6 +126,7 @@ class KvsTestServer:
                 sent = 0
                 drop = server.drop_after if server.drops == 0 else None
                 for _, data in server.fragments[first:]:
+                    server.fragments_started += 1
                     for i in range(0, len(data), server.chunk):
                         piece = data[i : i + server.chunk]
                         if drop is not None and sent + len(piece) > drop:

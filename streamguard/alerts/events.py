@@ -48,8 +48,23 @@ Source: TypeAlias = Literal[
 ]
 """Where a call's audio came from (README, "Events")."""
 
-EventType: TypeAlias = Literal["call_started", "score", "alert", "call_ended", "dropped"]
+EventType: TypeAlias = Literal[
+    "call_started",
+    "score",
+    "alert",
+    "call_ended",
+    "dropped",
+    "label",
+    "evidence_saved",
+    "evidence_deleted",
+    "model_changed",
+]
 DroppedReason: TypeAlias = Literal["slow", "retention"]
+LabelValue: TypeAlias = Literal["fake", "real", "unsure"]
+"""An analyst's verdict on a call or one of its tracks (``label`` events)."""
+EvidenceDeletedReason: TypeAlias = Literal["request", "retention", "size"]
+"""Why evidence audio was deleted: an operator asked (API/CLI), ``[evidence] retention_days``,
+or ``[evidence] max_bytes`` (oldest first)."""
 EndReason: TypeAlias = Literal[
     "stop", "hangup", "closed", "idle", "bye", "limit", "shutdown", "error", "crash"
 ]
@@ -58,6 +73,13 @@ EndReason: TypeAlias = Literal[
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
 SOURCES: frozenset[str] = frozenset(Source.__args__)  # type: ignore[attr-defined]
 END_REASONS: frozenset[str] = frozenset(EndReason.__args__)  # type: ignore[attr-defined]
+LABEL_VALUES: frozenset[str] = frozenset(LabelValue.__args__)  # type: ignore[attr-defined]
+
+#: Longest analyst note a ``label`` event carries (characters): a sentence or two, never a
+#: document; the events log, Redis and every webhook carry it.
+MAX_LABEL_NOTE_CHARS = 1000
+#: Longest ``who`` (a token's name, or "local").
+MAX_WHO_CHARS = 128
 
 PROB_DECIMALS = 4  # p_fake, smoothed, thresholds: 1e-4 is far below any model's resolution
 TIME_DECIMALS = 3  # seconds: millisecond resolution (one audio sample is 62.5 us at 16 kHz)
@@ -121,6 +143,12 @@ class CallSummary(_Frozen):
     windows_failed: int = Field(
         ge=0, default=0, description="windows the model failed on (error or non-finite score)"
     )
+    windows_not_scored: int = Field(
+        ge=0, default=0, description="windows of a track [tracks] score leaves out: counted only"
+    )
+    windows_allowlisted: int = Field(
+        ge=0, default=0, description="windows whose speaker is an enrolled allow-list voice"
+    )
     max_smoothed: float | None = Field(description="highest smoothed score; null if none scored")
     mean_smoothed: float | None = Field(description="mean smoothed score; null if none scored")
     verdict: Verdict
@@ -166,6 +194,8 @@ def combine_summaries(tracks: dict[str, CallSummary]) -> CallSummary:
         windows_skipped=sum(s.windows_skipped for s in summaries),
         windows_dropped=sum(s.windows_dropped for s in summaries),
         windows_failed=sum(s.windows_failed for s in summaries),
+        windows_not_scored=sum(s.windows_not_scored for s in summaries),
+        windows_allowlisted=sum(s.windows_allowlisted for s in summaries),
         max_smoothed=max((s.max_smoothed for s in scored), default=None),  # type: ignore[type-var]
         mean_smoothed=(
             sum(s.mean_smoothed * s.windows_scored for s in scored) / n_scored  # type: ignore[operator]
@@ -258,6 +288,12 @@ class Score(EventBase):
     end: float = Field(ge=0, description="window end, call seconds")
     p_fake: float = Field(ge=0, le=1, description="model P(fake) for this window")
     smoothed: float = Field(ge=0, le=1, description="smoothed score after this window")
+    allowlisted: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the enrolled allow-list voice this window's speaker matched; such a "
+        "window never counts towards an alert",
+    )
 
     _round_t = field_validator("start", "end")(_round_time)
     _round_p = field_validator("p_fake", "smoothed")(_round_prob)
@@ -306,8 +342,76 @@ class Dropped(EventBase):
     )
 
 
+class Label(EventBase):
+    """An analyst's verdict on a call (``track`` null) or on one of its tracks.
+
+    Stored in the log like every event, so labels replay with ``?since=``, reach the fleet and
+    webhooks, and ``streamguard calibrate`` reads them back; the last label of a call (or
+    track) wins. Built from a request by :func:`streamguard.labels.parse_label_request`.
+    """
+
+    type: Literal["label"] = "label"
+    label: LabelValue = Field(description="fake, real or unsure")
+    note: str | None = Field(
+        default=None, max_length=MAX_LABEL_NOTE_CHARS, description="the analyst's remark"
+    )
+    who: str = Field(
+        min_length=1, max_length=MAX_WHO_CHARS, description='the token\'s name, or "local"'
+    )
+
+
+class EvidenceSaved(EventBase):
+    """A clip of a track's audio was written to the evidence store (``[evidence]``)."""
+
+    type: Literal["evidence_saved"] = "evidence_saved"
+    clip: str = Field(min_length=1, max_length=64, description="the clip's id")
+    start: float = Field(ge=0, description="clip start, call seconds")
+    end: float = Field(ge=0, description="clip end, call seconds")
+    bytes: int = Field(ge=0, description="size of the WAV file")
+
+    _round_t = field_validator("start", "end")(_round_time)
+
+
+class EvidenceDeleted(EventBase):
+    """Evidence clips of one call were deleted (``track`` null)."""
+
+    type: Literal["evidence_deleted"] = "evidence_deleted"
+    clips: list[str] = Field(description="ids of the clips deleted")
+    bytes: int = Field(ge=0, description="bytes freed")
+    reason: EvidenceDeletedReason
+
+
+class ModelIdentity(_Frozen):
+    """Which model: what ``model_changed`` names on each side."""
+
+    name: str = Field(min_length=1)
+    architecture: str = Field(min_length=1)
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the weights file; null when the model has none (built in memory)",
+    )
+
+
+class ModelChanged(EventBase):
+    """The daemon switched models between batches (``call_id``, ``track``, ``source`` null)."""
+
+    type: Literal["model_changed"] = "model_changed"
+    old: ModelIdentity
+    new: ModelIdentity
+
+
 Event: TypeAlias = Annotated[
-    CallStarted | Score | Alert | CallEnded | Dropped, Field(discriminator="type")
+    CallStarted
+    | Score
+    | Alert
+    | CallEnded
+    | Dropped
+    | Label
+    | EvidenceSaved
+    | EvidenceDeleted
+    | ModelChanged,
+    Field(discriminator="type"),
 ]
 EVENT_MODELS: dict[str, type[EventBase]] = {
     "call_started": CallStarted,
@@ -315,6 +419,10 @@ EVENT_MODELS: dict[str, type[EventBase]] = {
     "alert": Alert,
     "call_ended": CallEnded,
     "dropped": Dropped,
+    "label": Label,
+    "evidence_saved": EvidenceSaved,
+    "evidence_deleted": EvidenceDeleted,
+    "model_changed": ModelChanged,
 }
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Event)
 

@@ -69,6 +69,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override any config key, e.g. --set augment.telephone_p=0.5 (repeatable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    labels = parser.add_argument_group("fine-tuning on the operator's labelled calls (#18)")
+    labels.add_argument(
+        "--from-labels",
+        action="store_true",
+        help="fine-tune the serving model on labelled evidence audio plus a replay of --config's "
+        "base corpus; reports the base held-out figures before and after",
+    )
+    labels.add_argument(
+        "--daemon-config", type=Path, help="the daemon's config ([events], [evidence], [model])"
+    )
+    labels.add_argument(
+        "--labels-weight",
+        type=float,
+        default=1.0,
+        help="share of training draws of the evidence beside each base source (default: 1)",
+    )
+    labels.add_argument(
+        "--max-false-alarms",
+        type=float,
+        default=0.01,
+        help="the false-alarm rate calibration aims for on the labelled calls (default: 0.01)",
+    )
 
 
 _FLAG_KEYS = {
@@ -189,6 +211,105 @@ def _lofo(args: argparse.Namespace, overrides: dict) -> int:
     return 0
 
 
+def _from_labels(args: argparse.Namespace, overrides: dict) -> int:
+    """``--from-labels`` (streamguard/finetune.py says what and why)."""
+    from streamguard import finetune
+    from streamguard.config import load_config as load_daemon_config
+    from streamguard.errors import ConfigError
+    from streamguard.model import load_detector
+    from streamguard.model.loading import STARTER_DIR
+    from streamguard.training.config import load_config
+    from streamguard.training.train import train
+
+    if args.config is None or args.out is None or args.resume or args.lofo:
+        raise ConfigError("--from-labels needs --config (the base recipe) and --out")
+    if args.labels_weight <= 0:
+        raise ConfigError("--labels-weight must be above 0")
+    daemon = load_daemon_config(args.daemon_config)
+    rows = finetune.labelled_evidence(daemon)
+    kinds = {r["label"] for r in rows}
+    if kinds != {"fake", "real"}:
+        raise ConfigError(
+            f"{len(rows)} labelled evidence clips ({', '.join(sorted(kinds)) or 'none'}): "
+            "fine-tuning needs clips of calls labelled fake and of calls labelled real"
+        )
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "labelled-evidence.csv"
+    finetune.write_manifest(rows, manifest)
+    base = load_config(args.config, overrides)
+    init = base.model.init_from or daemon.model.spec or str(STARTER_DIR)
+    serving = load_detector(init, device="cpu")
+    sources = [s.model_dump(mode="json", exclude_none=True) for s in base.data.sources]
+    sources.append(
+        {"type": "manifest", "path": str(manifest), "weight": args.labels_weight,
+         "name": "labelled-evidence"}
+    )  # fmt: skip
+    config = load_config(
+        args.config,
+        {
+            **overrides,
+            "data.sources": sources,
+            "model.init_from": init,
+            "model.params": {},
+            "model.architecture": serving.info.architecture,
+        },
+    )
+    heldout = finetune.base_heldout(base)
+    before = finetune.score_report(serving, heldout)
+    print(finetune.format_figures("base held-out, serving model", before))
+    result = train(config)
+    if result.export_dir is None:
+        print(f"no epoch was completed; nothing exported ({result.out_dir})")
+        return 1
+    tuned = load_detector(str(result.export_dir), device="cpu")
+    after = finetune.score_report(tuned, heldout)
+    print(finetune.format_figures("base held-out, fine-tuned model", after))
+    outcome = {
+        "init_from": init,
+        "labelled_clips": len(rows),
+        "labelled_calls": len({r["call_id"] for r in rows}),
+        "base_heldout_before": before,
+        "base_heldout_after": after,
+        "calibration": _calibrate_tuned(tuned, rows, daemon, result.export_dir, args),
+    }
+    finetune.write_outcome(result.out_dir, result.export_dir, outcome)
+    print(f"model {result.export_dir} (MODEL_CARD.md, calibration.toml, from-labels.json)")
+    return 0
+
+
+def _calibrate_tuned(detector, rows, daemon, export_dir: Path, args) -> dict | None:
+    """The policy for the new model, chosen on the labelled calls (their evidence, scored by
+    it through the daemon's chain), written beside its card."""
+    from streamguard.calibration import CalibrationError, LabelledCall, calibrate, toml_snippet
+    from streamguard.commands.calibrate import score_recording
+
+    calls: dict[str, dict] = {}
+    for r in rows:
+        call = calls.setdefault(r["call_id"], {"tracks": {}, "labels": {}})
+        for i, (name, scores) in enumerate(
+            score_recording(detector, Path(r["path"]), daemon.track).items()
+        ):
+            key = f"{r['track']}:{Path(r['path']).stem}:{i or name}"
+            call["tracks"][key] = scores
+            call["labels"][key] = r["label"]
+    labelled = [LabelledCall(c, v["tracks"], v["labels"]) for c, v in calls.items()]
+    try:
+        result = calibrate(
+            labelled,
+            base=daemon.smoothing,
+            model_threshold=detector.info.threshold,
+            max_false_alarms=args.max_false_alarms,
+        )
+    except CalibrationError as exc:
+        (export_dir / "calibration.toml").write_text(f"# calibration not possible: {exc}\n")
+        return {"error": str(exc)}
+    (export_dir / "calibration.toml").write_text(
+        toml_snippet(result, source="train --from-labels, the labelled evidence")
+    )
+    return result.to_dict()
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -197,6 +318,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides = build_overrides(args)
+    if args.from_labels:
+        return _from_labels(args, overrides)
     if args.lofo:
         return _lofo(args, overrides)
     if args.resume:

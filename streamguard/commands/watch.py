@@ -59,6 +59,8 @@ def format_event(event: Any) -> str:
     window = f"[{_num(e.get('start'), 1)}-{_num(e.get('end'), 1)}s]"
     if kind == "score":
         detail = f"p_fake={_num(e.get('p_fake'))} smoothed={_num(e.get('smoothed'))} {window}"
+        if e.get("allowlisted"):
+            detail += f" allowlisted={e['allowlisted']}"
         label = "score"
     elif kind == "alert":
         state = str(e.get("state", "?"))
@@ -99,6 +101,22 @@ def format_event(event: Any) -> str:
             f"{e.get('count')} events lost (seq {e.get('first_seq')}..{e.get('last_seq')}): "
             "this watcher fell behind"
         )
+    elif kind == "label":
+        label = "label"
+        detail = f"{str(e.get('label')).upper()} by {e.get('who')}"
+        if e.get("note"):
+            detail += f" note={e['note']!r}"
+    elif kind == "evidence_saved":
+        label = "evidence saved"
+        detail = f"clip={e.get('clip')} {window} bytes={e.get('bytes')}"
+    elif kind == "evidence_deleted":
+        label = "evidence deleted"
+        detail = (
+            f"{len(e.get('clips') or [])} clips, {e.get('bytes')} bytes, reason={e.get('reason')}"
+        )
+    elif kind == "model_changed":
+        label = "model changed"
+        detail = f"{(e.get('old') or {}).get('name')} -> {(e.get('new') or {}).get('name')}"
     else:
         import json
 

@@ -202,7 +202,7 @@ class Batcher:
         stats = self.stats
         results = list(zip(batch.fresh, outcomes, strict=True))
         results += [(r, Unscored("lag")) for r in batch.stale]
-        scored = [r for r, o in results if isinstance(o, float)]
+        scored = [r for r, o in results if not isinstance(o, Unscored)]  # Allowlisted is scored
         failed = [o.reason for _, o in results if isinstance(o, Unscored) and o.failed]
         lag, size = len(batch.stale), len(batch.fresh)
         if size:

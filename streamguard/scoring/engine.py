@@ -29,6 +29,10 @@ score. A CUDA out-of-memory error halves the batch size (for the rest of the run
 retries. Each callback runs on its own, so one that raises cannot keep the others (and the
 drain that waits for them) from completing. Nothing non-finite ever leaves the engine.
 
+A model swap (:meth:`ScoringEngine.swap`) replaces the runners between batches: a batch a
+worker already took finishes on the runner it started with, every later batch uses the new
+one; the queue is untouched, so no window is lost or scored twice.
+
 The worker also stamps a heartbeat after every wake-up; the daemon only pings the systemd
 watchdog while that heartbeat is fresh, so a stalled engine gets the service restarted.
 """
@@ -66,11 +70,13 @@ class ScoringEngine:
     its edge: a lock and a condition around it, the worker threads, inference with failure
     isolation, metrics, and the hand-off of outcomes to the event loop.
 
-    **Swapping the model between batches** (the hook a hot model swap uses): a worker asks
-    :attr:`runner_for` for its runner at the start of *every* batch, ``runner_for(worker_index)
-    -> Detector``. By default it returns ``runners[worker_index]``; replace it (or the
-    ``runners`` list's items) and each worker's next batch runs on the new runner, while a
-    batch in flight finishes on the old one. The number of workers is fixed at :meth:`start`.
+    **Swapping the model between batches**: a worker asks :attr:`runner_for` for its runner
+    each time it takes a batch, under the batcher's lock, ``runner_for(worker_index) ->
+    Detector`` (by default ``runners[worker_index]``). :meth:`swap` (the hot model swap,
+    ``Daemon.swap_model``) replaces ``runners`` and bumps :attr:`generation`, so each worker's
+    next batch runs on the new runner while a batch in flight finishes on the old one, and
+    :meth:`released` says when the old runners are free. The number of workers is fixed at
+    :meth:`start`.
     """
 
     def __init__(
@@ -108,6 +114,13 @@ class ScoringEngine:
         self._batch_cap = max_batch  # halved on CUDA out-of-memory
         self._pending = 0  # submitted, callback not yet run (loop thread only)
         self._in_order: InOrder[tuple[ScoreCallback, ScoreOutcome]] = InOrder()
+        # Model swaps: the generation of the runners each worker is scoring with (None: idle)
+        self.generation = 0
+        self._busy: list[int | None] = [None] * len(self.runners)
+        # [allowlist]: (windows, outcomes) -> outcomes with enrolled voices marked; run on the
+        # worker thread after each batch (streamguard.allowlist.checker)
+        self.allowlist: Callable[[list[Window], list[ScoreOutcome]], list[ScoreOutcome]] | None
+        self.allowlist = None
 
     @property
     def stats(self) -> EngineStats:
@@ -152,6 +165,26 @@ class ScoringEngine:
         """Seconds since a worker last proved it is alive."""
         return time.monotonic() - self.stats.last_heartbeat
 
+    def swap(self, detector: Detector, runners: list[Detector]) -> tuple[list[Detector], int]:
+        """Serve ``runners`` (one per worker, checked already) from the next batch on; returns
+        the old runners and the new generation (see :meth:`released`)."""
+        if len(runners) != len(self.runners):
+            raise ValueError(f"need {len(self.runners)} runners, got {len(runners)}")
+        with self._cond:
+            old, self.runners = self.runners, list(runners)
+            self.detector = detector
+            self.generation += 1
+            return old, self.generation
+
+    async def released(self, generation: int, poll: float = 0.01) -> None:
+        """Wait until no worker still scores a batch taken before ``generation``: the old
+        runners may then be closed."""
+        while True:
+            with self._cond:
+                if all(g is None or g >= generation for g in self._busy):
+                    return
+            await asyncio.sleep(poll)
+
     async def drain(self) -> None:
         """Wait until every queued window has been scored (or dropped)."""
         await self._idle.wait()
@@ -166,42 +199,66 @@ class ScoringEngine:
             await asyncio.to_thread(thread.join)
 
     # -- worker side ---------------------------------------------------------------------------
-    def _take_batch(self) -> Batch | None:
-        """Block until the batcher hands out a batch; None when stopping with nothing left.
+    def _take_batch(self, worker: int) -> tuple[Batch, Detector] | None:
+        """Block until the batcher hands out a batch: it and the runner to score it with (the
+        current generation's, :attr:`runner_for`); None when stopping with nothing left.
         Wakes at least once a second to stamp the heartbeat."""
         with self._cond:
             while True:
                 now = time.monotonic()
                 self.stats.last_heartbeat = now
                 batch = self.batcher.next_batch(now)
-                if batch is not None or self.batcher.finished:
-                    return batch
+                if batch is not None:
+                    self._busy[worker] = self.generation
+                    return batch, self.runner_for(worker)
+                if self.batcher.finished:
+                    return None
                 wait = self.batcher.wait_seconds(now)
                 self._cond.wait(timeout=1.0 if wait is None else min(wait, 1.0))
 
-    def _run(self, index: int) -> None:
+    def _run(self, worker: int) -> None:
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            taken = self._take_batch(worker)
+            if taken is None:
                 return
-            runner = self.runner_for(index)  # per batch: the model-swap hook
-            outcomes: list[ScoreOutcome] = []
-            elapsed = 0.0
-            if batch.fresh:
-                started = time.perf_counter()
-                outcomes = self._score(runner, batch.windows)
-                elapsed = time.perf_counter() - started
-                # for callbacks that trace (telemetry.py)
-                stamp_timing([(r.ticket, r.enqueued) for r in batch.fresh], batch.formed, elapsed)
-            with self._cond:  # several workers may finish at once
-                self.stats.last_heartbeat = time.monotonic()
-                done = self.batcher.complete(batch, outcomes, elapsed, batch.formed)
-                depth = self.batcher.depth
-            self._export(done, elapsed, batch.formed, depth)
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(
-                self._complete, [(r.seq, r.ticket, o) for r, o in done.results]
-            )
+            try:
+                self._run_batch(*taken)
+            finally:
+                with self._cond:
+                    self._busy[worker] = None
+
+    def _run_batch(self, batch: Batch, runner: Detector) -> None:
+        """One batch: inference, the allow-list, counting, the hand-off to the loop."""
+        outcomes: list[ScoreOutcome] = []
+        elapsed = 0.0
+        if batch.fresh:
+            started = time.perf_counter()
+            outcomes = self._score(runner, batch.windows)
+            elapsed = time.perf_counter() - started
+            # for callbacks that trace (telemetry.py)
+            stamp_timing([(r.ticket, r.enqueued) for r in batch.fresh], batch.formed, elapsed)
+            outcomes = self._check_allowlist(batch.windows, outcomes)
+        with self._cond:  # several workers may finish at once
+            self.stats.last_heartbeat = time.monotonic()
+            done = self.batcher.complete(batch, outcomes, elapsed, batch.formed)
+            depth = self.batcher.depth
+        self._export(done, elapsed, batch.formed, depth)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(
+            self._complete, [(r.seq, r.ticket, o) for r, o in done.results]
+        )
+
+    def _check_allowlist(
+        self, windows: list[Window], outcomes: list[ScoreOutcome]
+    ) -> list[ScoreOutcome]:
+        check = self.allowlist
+        if check is None:
+            return outcomes
+        try:
+            return check(windows, outcomes)
+        except Exception as exc:  # the allow-list failing must not cost the scores
+            log.warning("allowlist_failed", error=_describe(exc))
+            return outcomes
 
     # -- inference, one window's failure isolated from the rest -----------------------------------
     def _score(self, runner: Detector, windows: list[Window]) -> list[ScoreOutcome]:

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeAlias
 __all__ = [
     "DROP_REASONS",
     "FAIL_REASONS",
+    "Allowlisted",
     "BatchTiming",
     "ScoreOutcome",
     "TimedCallback",
@@ -42,8 +43,18 @@ class Unscored:
         return self.reason in FAIL_REASONS
 
 
-#: A window's result: P(fake) in [0, 1], or :class:`Unscored`.
-ScoreOutcome: TypeAlias = float | Unscored
+@dataclass(frozen=True, slots=True)
+class Allowlisted:
+    """A scored window whose speaker is an enrolled voice of the allow-list (the operator's
+    own IVR or voicemail TTS): reported, never fed to the alert policy."""
+
+    p_fake: float
+    voice: str
+    similarity: float
+
+
+#: A window's result: P(fake) in [0, 1], :class:`Allowlisted`, or :class:`Unscored`.
+ScoreOutcome: TypeAlias = float | Allowlisted | Unscored
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,10 @@ class HostPolicy:
 METRICS_PATH = "/metrics"
 #: Every path under it is one ``/api`` table's (:mod:`streamguard.server.api`), guarded as one.
 API_PREFIX = "/api/"
+#: The one ``/api`` path a feed's credential opens (the ingest token, not the alerts token): a
+#: platform that starts a call's audio (the Amazon Connect Lambda) should not be able to read
+#: every call's alerts.
+KVS_STREAMS_PATH = "/api/kvs/streams"
 
 
 class Refusal(NamedTuple):
@@ -151,6 +155,7 @@ class AccessPolicy:
                 settings.alerts.path: Guard("alerts", token=alerts),
                 METRICS_PATH: Guard("metrics", token=alerts),
                 API_PREFIX: Guard("alerts", token=alerts),
+                KVS_STREAMS_PATH: Guard("ingest", token=ingest),
                 settings.sources.ingest.path: Guard("ingest", token=ingest),
                 twilio.path: Guard("twilio", token=ingest, signature=signature),
             }

@@ -8,7 +8,7 @@ wire, and ``frame`` is ``str`` (a text frame) or ``bytes`` (a binary frame).
 
 Audio comes in as float32 ``[channels, n]`` at ``sample_rate``; each generator resamples or
 encodes as its protocol demands (Twilio: 8 kHz mu-law; native: the declared encoding; L16
-forks: little-endian 16-bit PCM).
+forks and ACS: little-endian 16-bit PCM).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,51 @@ def l16_frames(
     yield 0.0, json.dumps(first)
     yield from _binary(channels, sample_rate, "pcm_s16le", chunk_ms)
     yield channels.shape[1] / sample_rate, json.dumps({"event": "stop"})
+
+
+def acs_frames(
+    channels: np.ndarray,
+    sample_rate: int,
+    *,
+    subscription_id: str | None = None,
+    participants: list[str] | None = None,
+    chunk_ms: int = 20,
+    start: datetime | None = None,
+) -> Iterator[tuple[float, Frame]]:
+    """Azure Communication Services media streaming (the JSON of Microsoft's audio-streaming
+    quickstart and the Call Automation SDKs' models): ``AudioMetadata``, then ``AudioData``
+    every ``chunk_ms``, base64 16-bit little-endian PCM at 16 or 24 kHz. With ``participants``
+    (one raw ID per channel) the audio is unmixed, one frame per participant per step; without,
+    one mono channel is the mixed stream. An all-zero chunk is sent ``silent``. ACS sends no
+    stop message: the sender ends the call by closing the WebSocket."""
+    if participants is None and channels.shape[0] != 1:
+        raise ValueError("mixed ACS audio is one channel: name the participants to unmix")
+    if participants is not None and len(participants) != channels.shape[0]:
+        raise ValueError("one participant raw ID per channel")
+    start = start or datetime.now(UTC)
+    step = max(1, sample_rate * chunk_ms // 1000)
+    meta = {
+        "subscriptionId": subscription_id or str(uuid.uuid4()),
+        "encoding": "PCM",
+        "sampleRate": int(sample_rate),
+        "channels": 1,
+        "length": step * 2,
+    }
+    yield 0.0, json.dumps({"kind": "AudioMetadata", "audioMetadata": meta})
+    names: list[str | None] = list(participants) if participants else [None]
+    for offset in range(0, channels.shape[1], step):
+        at = offset / sample_rate
+        stamp = (start + timedelta(seconds=at)).isoformat(timespec="milliseconds")
+        for name, channel in zip(names, channels, strict=True):
+            pcm = encode("pcm_s16le", channel[offset : offset + step])
+            frame: dict[str, Any] = {
+                "timestamp": stamp.replace("+00:00", "Z"),
+                "data": base64.b64encode(pcm).decode("ascii"),
+                "silent": not any(pcm),
+            }
+            if name is not None:
+                frame["participantRawID"] = name
+            yield at, json.dumps({"kind": "AudioData", "audioData": frame})
 
 
 def _binary(

@@ -21,12 +21,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
+
 from streamguard.errors import bind_error
 from streamguard.sources.edges.websocket import FeedLimits, WsHandler, feed_handler
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
 
 if TYPE_CHECKING:
+    from websockets.http11 import Request
+
     from streamguard.calls import CallRegistry
     from streamguard.config import Settings
     from streamguard.server.router import ProcessRequest
@@ -42,6 +46,8 @@ __all__ = [
     "websocket_routes",
 ]
 
+log = structlog.get_logger("streamguard.sources")
+
 
 @dataclass(frozen=True)
 class SourceContext:
@@ -52,6 +58,9 @@ class SourceContext:
     metrics: Any = None
     limits: FeedLimits = field(default_factory=FeedLimits)
     mic_stream_factory: Any = None
+    #: What the ingest surface's feeds must present (``[auth] ingest_token``, else ``token``);
+    #: None: open. Paths the access policy does not guard (ACS) check it themselves.
+    ingest_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,63 @@ def _audiohook(section: Any, ctx: SourceContext) -> WebSocketRoute:
     return WebSocketRoute(section.path, handler, check)
 
 
+def _acs(section: Any, ctx: SourceContext) -> WebSocketRoute:
+    from streamguard.sources.acs import AcsMediaCore
+
+    def core(request: Request) -> AcsMediaCore:
+        headers = request.headers
+        metadata = {
+            key: value
+            for key, value in (
+                ("callConnectionId", headers.get(CONNECTION_ID_HEADER)),
+                ("correlationId", headers.get(CORRELATION_ID_HEADER)),
+            )
+            if value and len(value) <= 256 and value.isprintable()
+        }
+        return AcsMediaCore(
+            call_id=metadata.get("callConnectionId"),
+            metadata=metadata,
+            raw_id_tracks=section.raw_id_tracks,
+            max_tracks=section.max_participants,
+        )
+
+    handler = feed_handler("acs", core, ctx.registry, metrics=ctx.metrics, limits=ctx.limits)
+    return WebSocketRoute(section.path, handler, ingest_token_check(ctx, "acs"))
+
+
+#: What ACS's handshake carries (as seen in public sample code, not in Microsoft's reference).
+CONNECTION_ID_HEADER = "x-ms-call-connection-id"
+CORRELATION_ID_HEADER = "x-ms-call-correlation-id"
+
+
+def ingest_token_check(ctx: SourceContext, source: str) -> ProcessRequest | None:
+    """The handshake check of a feed on the ingest surface that the access policy does not
+    guard: the ingest token (bearer header, subprotocol or ``?token=``, compared in constant
+    time); 401 without one, 403 with a wrong one, counted as the feed's reject ``auth``."""
+    token = ctx.ingest_token
+    if token is None:
+        return None
+    from streamguard.server.httputil import http_response, request_token, token_matches
+
+    def check(connection: Any, request: Request) -> Any:
+        given = request_token(request)
+        if token_matches(token, given):
+            return None
+        if ctx.metrics is not None:
+            ctx.metrics.source_rejects_total.labels(source=source, reason="auth").inc()
+        status = 401 if given is None else 403
+        log.warning("feed_refused_at_handshake", source=source, status=status, reason="auth")
+        return http_response(status, "unauthorized\n" if status == 401 else "forbidden\n")
+
+    return check
+
+
+async def _kvs(section: Any, ctx: SourceContext) -> Listener:
+    from streamguard.sources.edges.kvs_streams import KvsStreams
+
+    return KvsStreams(section, ctx.registry, metrics=ctx.metrics)
+
+
 async def _rtp(section: Any, ctx: SourceContext) -> Listener:
     from streamguard.sources.edges.udp import start_rtp
 
@@ -165,9 +231,11 @@ SOURCES: tuple[SourceSpec, ...] = (
     SourceSpec("twilio", route=_twilio),
     SourceSpec("ingest", route=_ingest),
     SourceSpec("audiohook", route=_audiohook),
+    SourceSpec("acs", route=_acs),
     SourceSpec("rtp", listen=_rtp, transport="RTP (UDP)"),
     SourceSpec("audiosocket", listen=_audiosocket, transport="AudioSocket (TCP)"),
     SourceSpec("mic", listen=_mic),
+    SourceSpec("kvs", listen=_kvs),
 )
 
 

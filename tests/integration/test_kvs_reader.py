@@ -4,6 +4,7 @@ fixture: a whole call, a dropped connection and the resume, pacing, refusals, st
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,42 @@ async def test_stop_ends_the_call(server_factory):
 
     await asyncio.wait_for(consume(), 20)
     assert sequence_problems(events) == [] and events[-1] == CallEnd("stop")
+
+
+async def test_a_fragment_is_read_when_it_has_arrived_not_when_the_next_one_comes(server_factory):
+    """A live stream sends a fragment every second: its tail (its last blocks, the ContactId
+    tag) must not wait for a read to fill up with the next fragment's bytes."""
+    server = server_factory(inclusive=True, pace=2.0)
+    server.fragments = server.fragments[:2]
+    reader = reader_for(server, start_fragment=server.fragments[0][0], idle_timeout_seconds=5.0)
+    samples, sent_when_whole = 0, None
+    async for event in reader.events():
+        if isinstance(event, Audio):
+            samples += len(event.samples)
+            if samples >= 2 * 8000:  # the first fragment: 1 s of both tracks at 8 kHz
+                sent_when_whole = server.fragments_started
+                reader.stop()
+    assert sent_when_whole == 1
+
+
+async def test_stop_cuts_short_a_read_blocked_on_a_quiet_stream(server_factory):
+    """The stand-in holds the response open after its last fragment (as KVS may): the reader
+    waits in a read whose timeout is the idle timeout (60 s here). stop() must not wait for it
+    (a drain would hang for that long): it shuts the socket down under the read."""
+    server = server_factory(inclusive=True, hold_open=120.0)
+    reader = reader_for(server, start_fragment=server.fragments[0][0], idle_timeout_seconds=60.0)
+    events = []
+
+    async def consume():
+        async for event in reader.events():
+            events.append(event)
+
+    task = asyncio.create_task(consume())
+    # the last fragment's audio read (it completes only when the response ends, or never)
+    while sum(len(e.samples) for e in events if isinstance(e, Audio)) < 2 * 6 * 8000:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # now blocked in the read of a response that sends nothing
+    reader.stop()
+    await asyncio.wait_for(task, 20)  # not the 60 s read timeout
+    assert events[-1] == CallEnd("stop")
+    assert reader.stats.get_media_calls == 1  # stopped: no new GetMedia after the cut

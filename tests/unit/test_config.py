@@ -249,6 +249,42 @@ def test_audiosocket_beyond_loopback_needs_an_allow_list():
     assert load_config(None, {"sources": {"audiosocket": {"enabled": True}}}).sources.audiosocket
 
 
+@pytest.mark.parametrize(
+    ("kvs", "fragment"),
+    [
+        ({"region": "Europe"}, "not an AWS region name"),
+        ({"endpoint_url": "vpce.example:443"}, "endpoint_url must be an http"),
+        ({"max_streams": 0}, "max_streams"),
+        ({"idle_timeout_seconds": 0}, "idle_timeout_seconds"),
+        ({"access_key_id": "AKIA..."}, "unknown key"),  # credentials never go in the config
+    ],
+)
+def test_kvs_settings_are_checked(kvs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(None, {"sources": {"kvs": kvs}})
+
+
+def test_kvs_settings_accept_regions_and_vpc_endpoints():
+    kvs = load_config(
+        None,
+        {"sources": {"kvs": {"enabled": True, "region": "us-gov-west-1",
+                             "endpoint_url": "https://vpce-1.kinesisvideo.eu-west-2.vpce.amazonaws.com"}}},
+    ).sources.kvs  # fmt: skip
+    assert kvs.enabled and kvs.region == "us-gov-west-1" and kvs.max_streams == 100
+
+
+def test_acs_beyond_loopback_needs_the_ingest_token_and_its_own_path():
+    beyond = {"server": {"host": "0.0.0.0"}, "sources": {"acs": {"enabled": True}}}
+    with pytest.raises(ConfigError, match=r"sources\.acs: /acs beyond loopback needs"):
+        load_config(None, {**beyond, "auth": {"alerts_token": "a"}})
+    settings = load_config(None, {**beyond, "auth": {"ingest_token": "i", "alerts_token": "a"}})
+    assert settings.sources.acs.path == "/acs"
+    with pytest.raises(ConfigError, match="already used"):
+        load_config(None, {"sources": {"acs": {"path": "/twilio"}}})
+    with pytest.raises(ConfigError, match="max_participants"):
+        load_config(None, {"sources": {"acs": {"max_participants": 0}}})
+
+
 def test_guarded_paths_follow_configured_paths():
     from streamguard.server.access import AccessPolicy
 
@@ -260,8 +296,11 @@ def test_guarded_paths_follow_configured_paths():
         "/in",
         "/tw",
         "/metrics",
-        "/api/",  # every /api route, one guard
+        "/api/",  # every other /api route, one guard
+        "/api/kvs/streams",  # the feeds' token: the Connect Lambda starts a call's audio
     }
+    guards = AccessPolicy.from_settings(s).guards
+    assert guards["/api/kvs/streams"].surface == "ingest" and guards["/api/"].surface == "alerts"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,9 @@ from streamguard.alerts.bus import AlertBus
 from streamguard.audio.file import read_audio
 from streamguard.calls import CallPolicy, CallSession
 from streamguard.config import Settings
+from streamguard.evidence import EvidenceStore
+from streamguard.evidence.api import handle_delete_evidence
+from streamguard.scoring.outcome import Allowlisted
 from streamguard.sources.senders import twilio_frames
 from streamguard.sources.twilio import MediaStreamProtocol
 
@@ -311,7 +314,7 @@ def test_documented_examples_parse():
 
 
 @pytest.fixture(scope="module")
-def produced(tiny_detector, fixtures_dir) -> list[dict]:
+def produced(tiny_detector, fixtures_dir, tmp_path_factory) -> list[dict]:
     """Every event a real two-track Twilio call produces, through the real cores and bus.
 
     The Twilio core parses the provider's exact frames, a CallSession scores its windows with
@@ -324,19 +327,53 @@ def produced(tiny_detector, fixtures_dir) -> list[dict]:
     bus = AlertBus(info.name, history=10_000)
     slow = bus.subscribe(max_queue=1)
     session = None
+    # [evidence] keep = "alerts": the session's clip operations go to a store, as the daemon's
+    # evidence thread (EvidenceWriter) applies them.
+    store = EvidenceStore(tmp_path_factory.mktemp("evidence"))
+    policy = CallPolicy(evidence_keep="alerts", evidence_lookback_seconds=12.0)
     for _, frame in twilio_frames(np.stack([mono[0], mono[0] * 0.5]), rate, call_sid="CAdocs"):
         for event in core.receive_text(frame):
             if session is None:
-                session = CallSession(event, info=info, policy=CallPolicy())
+                session = CallSession(event, info=info, policy=policy)
             else:
                 session.handle(event)
             for pending in session.windows_to_score():
                 score = float(tiny_detector(pending.window.samples[None])[0])
+                if pending.track == "outbound" and pending.window.start == 0:
+                    # what the engine's allow-list step hands back for an enrolled voice
+                    score = Allowlisted(score, "ivr-main", 0.93)
                 session.receive_score(pending, score)
             for out in session.events_to_publish():
                 bus.publish(out)
+            for work in session.clips_to_write():
+                saved = store.apply(work.ops, call_id=work.call_id, track=work.track,
+                                    source=work.source, rate=work.rate)  # fmt: skip
+                for out in saved:
+                    bus.publish(out)
     assert session is not None and session.finished
+    handle_delete_evidence(store, session.call_id, bus.publish)
+    for draft in operator_loop_events(session.call_id, info):
+        bus.publish(draft)
     return [e.to_dict() for e in bus.history()] + [e.to_dict() for e in slow.drain()]
+
+
+def operator_loop_events(call_id, info):
+    """The operator loop's events no call produces: an analyst's label (through the parser
+    POST /api/labels runs, labels.parse_label_request) and a model swap (through the daemon's
+    own producer, model_swap.model_changed)."""
+    from streamguard.alerts.events import ModelIdentity
+    from streamguard.labels import parse_label_request
+    from streamguard.model_swap import model_changed
+
+    drafts = [
+        parse_label_request(
+            json.dumps({"call_id": call_id, "label": "fake", "track": "inbound", "note": "IVR"}),
+            who="local",
+        )
+    ]
+    same = ModelIdentity(name=info.name, architecture=info.architecture, sha256="0" * 64)
+    drafts.append(model_changed(same, same))
+    return drafts
 
 
 def _set(value) -> bool:

@@ -34,4 +34,16 @@ def test_an_entry_is_a_websocket_route_or_a_listener_never_both():
         SourceSpec("x")
     with pytest.raises(ValueError, match="exactly one"):
         SourceSpec("x", route=lambda s, c: None, listen=lambda s, c: None)  # type: ignore[arg-type]
-    assert all(spec.transport for spec in SOURCES if spec.listen and spec.name != "mic")
+    # a listener that binds names its transport for the bind error; the microphone and the KVS
+    # readers (outgoing connections) bind nothing
+    unbound = {"mic", "kvs"}
+    assert all(spec.transport for spec in SOURCES if spec.listen and spec.name not in unbound)
+    assert all(not spec.transport for spec in SOURCES if spec.name in unbound)
+
+
+def test_the_cloud_feeds_are_off_by_default_and_start_from_their_tables():
+    settings = load_config(None, {"sources": {"kvs": {"enabled": True}, "acs": {"enabled": True}}})
+    names = [s.name for s in enabled_sources(settings)]
+    assert names == ["twilio", "ingest", "acs", "rtp", "kvs"]
+    by_name = {spec.name: spec for spec in SOURCES}
+    assert by_name["acs"].route is not None and by_name["kvs"].listen is not None

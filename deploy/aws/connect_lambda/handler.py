@@ -7,14 +7,15 @@ calls this handler with Connect's contact-flow event. It POSTs to the daemon's
     {"call_id": ContactId, "stream_arn": MediaStreams.Customer.Audio.StreamARN,
      "start_fragment": ...StartFragmentNumber, "start_timestamp": ...StartTimestamp / 1000}
 
-with ``Authorization: Bearer <ingest token>``. The daemon answers 202 (reading) or 409 (already
-reading this stream). The handler never raises into the contact flow: the call goes on whether
-screening started or not, and the flow can branch on the returned ``streamguard`` attribute
-(``accepted``, ``already_reading`` or ``error``).
+with ``Authorization: Bearer <token>``: the daemon's feeds token (``[auth] ingest_token``,
+else ``token``; deploy/aws/connect_lambda/README.md). The daemon answers 202 (reading) or 409
+(already reading this stream). The handler never raises into the contact flow: the call goes
+on whether screening started or not, and the flow can branch on the returned ``streamguard``
+attribute (``accepted``, ``already_reading`` or ``error``).
 
 Configuration (Lambda environment):
   STREAMGUARD_URL               base URL of the daemon, e.g. https://streamguard.example.com
-  STREAMGUARD_TOKEN_SECRET_ARN  Secrets Manager secret holding the ingest token (preferred), or
+  STREAMGUARD_TOKEN_SECRET_ARN  Secrets Manager secret holding that token (preferred), or
   STREAMGUARD_INGEST_TOKEN      the token itself (e.g. from an encrypted environment variable)
   STREAMGUARD_TIMEOUT_SECONDS   HTTP timeout, default 3 (Connect waits at most 8 s for a Lambda)
 
@@ -38,7 +39,7 @@ _token_cache: dict[str, str] = {}
 
 
 def _token() -> str:
-    """The ingest token: from Secrets Manager (cached per container) or the environment."""
+    """The daemon's /api token: from Secrets Manager (cached per container) or the environment."""
     secret_arn = os.environ.get("STREAMGUARD_TOKEN_SECRET_ARN", "").strip()
     if secret_arn:
         if secret_arn not in _token_cache:

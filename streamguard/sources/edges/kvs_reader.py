@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -119,14 +120,19 @@ class KvsReader:
         self._media: Any = None
         self._last_call = float("-inf")
         self._failures = 0
+        self._body: Any = None  # the payload being read, while a read may be in flight
 
     @property
     def call_id(self) -> str:
         return self.core._call_id
 
     def stop(self) -> None:
-        """End the call (``stop``) at the next chunk boundary or wait."""
+        """End the call (``stop``) at the next chunk boundary or wait; a read blocked on a
+        quiet stream is cut short (its socket shut down), so a drain never waits for the read
+        timeout (``idle_timeout_seconds``)."""
         self._stop.set()
+        if self._body is not None:
+            _abort(self._body)
 
     def selector(self) -> dict[str, Any]:
         """The next GetMedia ``StartSelector``: after the last complete fragment if any."""
@@ -249,13 +255,15 @@ class KvsReader:
     async def _read(self, body: Any) -> AsyncIterator[tuple[list[SourceEvent], bool]]:
         """Feed one response's payload to the core, chunk by chunk, off the event loop."""
         from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
 
         clean = False
+        self._body = body
         try:
             while not self.core.finished and not self._stop.is_set():
                 try:
-                    chunk = await asyncio.to_thread(body.read, self.chunk_bytes)
-                except (BotoCoreError, OSError, ValueError) as exc:
+                    chunk = await asyncio.to_thread(read_available, body, self.chunk_bytes)
+                except (BotoCoreError, OSError, ValueError, HTTPError) as exc:
                     self.stats.read_errors += 1
                     log.info("kvs_read_broke_off", stream_arn=self.stream_arn,
                              error=type(exc).__name__)  # fmt: skip
@@ -268,7 +276,32 @@ class KvsReader:
             if not self.core.finished:
                 yield self._progress(lambda _: self.core.end_of_response(clean=clean), None)
         finally:
+            self._body = None
             await asyncio.to_thread(_close_quietly, body)
+
+
+def read_available(body: Any, amount: int) -> bytes:
+    """Up to ``amount`` bytes of ``body`` as soon as some have arrived (``b""`` at its end).
+
+    botocore's ``StreamingBody.read(n)`` waits until ``n`` bytes have come: on a live stream the
+    tail of each fragment (its ContactId tag, which releases the fragment's audio) would wait for
+    the next fragment, a second later. urllib3's ``read1`` returns what one read of the socket
+    gives (its errors are urllib3's own, which the caller catches); without it (another HTTP
+    client under botocore) this falls back to ``read``."""
+    read1 = getattr(getattr(body, "_raw_stream", None), "read1", None)
+    if read1 is None:
+        return body.read(amount)
+    return read1(amount)
+
+
+def _abort(body: Any) -> None:
+    """Shut down the socket under ``body`` (urllib3's connection): a read blocked on it in
+    another thread returns at once. Closing alone would not wake it."""
+    connection = getattr(getattr(body, "_raw_stream", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _close_quietly(body: Any) -> None:
