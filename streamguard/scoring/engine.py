@@ -207,13 +207,13 @@ class ScoringEngine:
             while True:
                 now = time.monotonic()
                 self.stats.last_heartbeat = now
-                batch = self.batcher.next_batch(now)
+                batch = self.batcher.next_batch(now, worker)
                 if batch is not None:
                     self._busy[worker] = self.generation
                     return batch, self.runner_for(worker)
                 if self.batcher.finished:
                     return None
-                wait = self.batcher.wait_seconds(now)
+                wait = self.batcher.wait_seconds(now, worker)
                 self._cond.wait(timeout=1.0 if wait is None else min(wait, 1.0))
 
     def _run(self, worker: int) -> None:

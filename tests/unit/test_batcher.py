@@ -59,6 +59,30 @@ def test_a_partial_batch_waits_max_wait_from_when_a_worker_first_saw_it():
     assert b.wait_seconds(2.0) == pytest.approx(0.02)
 
 
+def test_each_worker_keeps_its_own_deadline():
+    """Worker 1 saw the queue 10 ms after worker 0: when 0 takes the batch at its deadline,
+    1 still leaves at its own (not a fresh max_wait after 0 took everything)."""
+    b = batcher(max_batch=8, max_wait=0.02)
+    b.push(window(), "a", now=0.0)
+    assert b.next_batch(0.0, worker=0) is None  # worker 0: deadline 0.02
+    b.push(window(), "b", now=0.01)
+    assert b.next_batch(0.01, worker=1) is None  # worker 1: deadline 0.03
+    assert b.wait_seconds(0.01, worker=1) == pytest.approx(0.02)
+    assert [r.ticket for r in b.next_batch(0.02, worker=0).fresh] == ["a", "b"]
+    b.push(window(), "c", now=0.025)
+    assert b.next_batch(0.025, worker=1) is None
+    assert [r.ticket for r in b.next_batch(0.03, worker=1).fresh] == ["c"]
+    # a worker whose batch went to the other one arms afresh when windows come again
+    b.push(window(), "d", now=0.04)
+    assert b.next_batch(0.04, worker=0) is None  # 0: deadline 0.06
+    assert b.next_batch(0.045, worker=1) is None  # 1: deadline 0.065
+    assert [r.ticket for r in b.next_batch(0.06, worker=0).fresh] == ["d"]
+    assert b.next_batch(0.07, worker=1) is None  # nothing left: 1's deadline dropped
+    b.push(window(), "e", now=0.08)
+    assert b.next_batch(0.08, worker=1) is None
+    assert b.wait_seconds(0.08, worker=1) == pytest.approx(0.02)
+
+
 def test_filling_up_while_waiting_sends_the_batch_before_the_deadline():
     b = batcher(max_batch=2, max_wait=1.0)
     b.push(window(), "a", now=0.0)
