@@ -486,6 +486,10 @@ def chain_report(results: Sequence[ClipResult], threshold: float, smoothing=None
     }
     apply_policy(results, smoothing, threshold)
     report["calls"] = policy_report(results)
+    from streamguard.training.switch import switch_report
+
+    if (switch := switch_report(results)) is not None:  # calls with a switch_at column
+        report["switch"] = switch
     on, off = smoothing.thresholds(threshold)
     report["policy"] = dict(smoothing.model_dump(), on=on, off=off)
     # Back-compatible top level: the window-level pooled/groups.
@@ -509,8 +513,22 @@ def format_chain_report(report: dict[str, Any]) -> str:
             f"alpha {pol['ema_alpha']:g}, on {pol['on']:.3f} / off {pol['off']:.3f}, "
             f"raise after {pol['raise_after']} windows; delays in call seconds)",
             format_policy_table(report["calls"]),
+            *_switch_lines(report),
         ]
     )  # fmt: skip
+
+
+def _switch_lines(report: dict[str, Any]) -> list[str]:
+    if "switch" not in report:
+        return []
+    from streamguard.training.switch import format_switch_table
+
+    return [
+        "",
+        "VOICE SWITCH (real voice, then synthetic from switch_at: delay after the switch; "
+        "an alert before it is an early alarm)",
+        format_switch_table(report["switch"]),
+    ]
 
 
 def write_chain_report(
