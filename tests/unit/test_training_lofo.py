@@ -128,3 +128,23 @@ def test_unknown_family_and_single_family_are_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(toml), "--lofo", "--out", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at least two fake families" in err
+
+
+def test_family_table_reads_an_evaluate_folder(tiny_model_dir, tmp_path):
+    """A model that was not retrained per fold gets the LOFO columns from its evaluate run."""
+    from streamguard.cli import main
+    from streamguard.training.family_table import family_rows
+
+    rows = [*ROWS, ("LA_T_1000006", 1, "test", "gina", "clean", "parametric")]
+    manifest = _manifest(tmp_path / "m.csv", [r for r in rows if r[2] == "test"])
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(manifest), "--out",
+                 str(out), "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+    report = json.loads((out / "metrics.json").read_text())
+    got = family_rows(out, threshold=0.5)
+    tested = {r[5] for r in rows if r[1] == 1 and r[2] == "test"}
+    assert [r["family"] for r in got] == sorted(tested)
+    for row in got:  # the same figures as evaluate's own per-family group
+        family = report["windows"]["groups"]["family"][row["family"]]
+        assert row["eer"] == pytest.approx(family["eer"])
+        assert row["real_flagged"] == pytest.approx(family["far"])
