@@ -30,16 +30,22 @@ def _figures(labels: list[int], scores: list[float], threshold: float) -> dict[s
     return {"eer": eer(labels, scores)[0], "recall": at.recall, "far": at.far}
 
 
-def family_rows(folder: Path, threshold: float, families: list[str] | None = None) -> list[dict]:
-    """One row per fake family of the evaluation in ``folder`` (all its real windows beside)."""
+def family_rows(
+    folder: Path, threshold: float, families: list[str] | None = None, subset: str | None = None
+) -> list[dict]:
+    """One row per fake family of the evaluation in ``folder`` (all its real windows beside);
+    ``subset``: only the clips of that split (e.g. ``test``, to match the folds' sets)."""
     meta = {}
     with (folder / "clips.csv").open(newline="") as fh:
         for row in csv.DictReader(fh):
-            meta[(row["path"], row["label"])] = (row["family"], row["condition"] or "")
+            if subset is None or row["subset"] == subset:
+                meta[(row["path"], row["label"])] = (row["family"], row["condition"] or "")
     windows: dict[str, list[tuple[int, float, str]]] = defaultdict(list)
     real: list[tuple[int, float, str]] = []
     with (folder / "windows.csv").open(newline="") as fh:
         for row in csv.DictReader(fh):
+            if (row["path"], row["label"]) not in meta:
+                continue
             family, condition = meta[(row["path"], row["label"])]
             item = (int(row["label"]), float(row["score"]), condition)
             (windows[family] if item[0] == 1 else real).append(item)
@@ -72,9 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="a `streamguard evaluate --out` folder")
     parser.add_argument("--threshold", type=float, required=True, help="the model's threshold")
     parser.add_argument("--families", help="comma-separated (default: every fake family)")
+    parser.add_argument("--subset", help="only clips of this split (e.g. test)")
     args = parser.parse_args(argv)
     families = args.families.split(",") if args.families else None
-    rows = family_rows(args.folder, args.threshold, families)
+    rows = family_rows(args.folder, args.threshold, families, args.subset)
     print(markdown_table(rows + summary_rows(rows)), end="")
     return 0
 

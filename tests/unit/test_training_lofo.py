@@ -148,3 +148,5 @@ def test_family_table_reads_an_evaluate_folder(tiny_model_dir, tmp_path):
         family = report["windows"]["groups"]["family"][row["family"]]
         assert row["eer"] == pytest.approx(family["eer"])
         assert row["real_flagged"] == pytest.approx(family["far"])
+    assert family_rows(out, threshold=0.5, subset="val") == []  # every clip here is test
+    assert [r["family"] for r in family_rows(out, threshold=0.5, subset="test")] == sorted(tested)
