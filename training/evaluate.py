@@ -551,7 +551,7 @@ def write_chain_report(
         writer = csv.writer(fh)
         writer.writerow(
             ["path", "label", *attrs, "windows", "mean", "max", "first_alert", "alerts", "verdict",
-             "speech_seconds", "duration"]
+             "speech_seconds", "duration", "switch_at"]
         )  # fmt: skip
         for r in results:
             e = r.example
@@ -559,7 +559,7 @@ def write_chain_report(
                 [e.path, e.label, *(getattr(e, a) or "" for a in attrs), r.scores.size,
                  _num(r.mean_score), _num(float(r.scores.max()) if r.scores.size else None),
                  _num(r.first_alert), sum(s == "raised" for s, _ in r.alerts), r.verdict,
-                 f"{r.speech_seconds:.2f}", f"{r.duration:.2f}"]
+                 f"{r.speech_seconds:.2f}", f"{r.duration:.2f}", _num(e.switch_at)]
             )  # fmt: skip
     with (out / "windows.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)

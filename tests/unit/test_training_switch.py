@@ -119,3 +119,27 @@ def test_switch_call_is_the_real_voice_then_the_synthetic_one(tmp_path):
     build_switch.v2.write_manifest(manifest, calls, "out/", build_switch.COLUMNS)
     row = next(csv.DictReader(manifest.open()))
     assert row["switch_at"] == call["switch_at"] and row["path"] == "out/" + call["path"]
+
+
+def test_policy_calibration_refuses_alerts_before_the_switch(tmp_path):
+    """A switch call with a 2-window burst in its real opening: a policy that alerts there flags
+    a real voice, so calibration counts it against the quiet target; switch_at survives the
+    evaluate folder that `policy --report` replays."""
+    from streamguard.training.evaluate import chain_report, write_chain_report
+    from streamguard.training.policy import calibrate, results_from_report
+
+    scores = [0.1, 0.1, 0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1] + [0.9] * 10  # switch at 14 s
+    n = len(scores)
+    calls = [
+        ClipResult(Example(path=tmp_path / f"s{i}.wav", label=1, source="t", switch_at=14.0),
+                   np.arange(n, dtype=float), np.arange(n, dtype=float) + 4,
+                   np.asarray(scores, np.float32), duration=n + 3, speech_seconds=n + 3)
+        for i in range(2)
+    ]  # fmt: skip
+    write_chain_report(tmp_path / "eval", chain_report(calls, 0.5), calls)
+    again = results_from_report(tmp_path / "eval")
+    assert [r.example.switch_at for r in again] == [14.0, 14.0]
+    best, rows = calibrate(again, threshold=0.5, target=0.0)
+    assert any(r["switch_early"] == 1.0 for r in rows)  # raise_after=1 pages on the burst
+    assert best["switch_early"] == 0.0 and best["fake_alerted"] == 1.0
+    assert best["switch_in_time"] == 1.0  # the first window past 14 s is already synthetic
