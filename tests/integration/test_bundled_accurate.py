@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streamguard.model import load_detector
-from streamguard.scoring.verdict import format_threshold
+from streamguard.policy.verdict import format_threshold
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
