@@ -15,7 +15,7 @@ bootstrap: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,encoder]'
 	# the allow-list's speaker encoder (Resemblyzer ships its GE2E weights in the wheel);
 	# --no-deps: its needs (librosa, scipy, torch, webrtcvad) are ours already, and its
 	# metadata names the obsolete `typing` backport and the unmaintained webrtcvad sdist

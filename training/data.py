@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -88,6 +89,7 @@ class Example:
     origin: str = ""  # "file:line" of the row it came from
     stream: int = 0  # index of the configured source it came from (for sampling weights)
     family: str | None = None  # generator family (formant, neural, vocoder, ...; "bonafide")
+    switch_at: float | None = None  # voice-switch calls: call seconds where the fake voice starts
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,13 @@ def read_manifest(
         except ValueError as exc:
             result.problems.append(Problem(origin, str(exc)))
             continue
+        try:
+            switch_at = _seconds(values.get("switch_at"))
+        except ValueError:
+            result.problems.append(
+                Problem(origin, f"switch_at must be call seconds >= 0, got {values['switch_at']!r}")
+            )
+            continue
         audio = Path(values["path"]).expanduser()
         audio = audio if audio.is_absolute() else base / audio
         if not _check_audio(audio, origin, result):
@@ -244,9 +253,21 @@ def read_manifest(
                 condition=values.get("condition") or None,
                 origin=origin,
                 family=values.get("family") or None,
+                switch_at=switch_at,
             )
         )
     return result
+
+
+def _seconds(text: str | None) -> float | None:
+    """A manifest's optional seconds column (``switch_at``): empty = none; ``ValueError`` unless
+    a finite number >= 0."""
+    if not text:
+        return None
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(text)
+    return value
 
 
 def _asvspoof_audio_root(protocol: Path, audio_root: Path | None) -> Path:

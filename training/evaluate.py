@@ -467,6 +467,10 @@ def chain_report(
     }
     apply_policy(results, AlertPolicy(threshold, smoothing, min_speech_seconds))
     report["calls"] = policy_report(results)
+    from streamguard.training.switch import switch_report
+
+    if (switch := switch_report(results)) is not None:  # calls with a switch_at column
+        report["switch"] = switch
     on, off = smoothing.thresholds(threshold)
     report["policy"] = dict(smoothing.model_dump(), on=on, off=off)
     # Back-compatible top level: the window-level pooled/groups.
@@ -490,8 +494,22 @@ def format_chain_report(report: dict[str, Any]) -> str:
             f"alpha {pol['ema_alpha']:g}, on {pol['on']:.3f} / off {pol['off']:.3f}, "
             f"raise after {pol['raise_after']} windows; delays in call seconds)",
             format_policy_table(report["calls"]),
+            *_switch_lines(report),
         ]
     )  # fmt: skip
+
+
+def _switch_lines(report: dict[str, Any]) -> list[str]:
+    if "switch" not in report:
+        return []
+    from streamguard.training.switch import format_switch_table
+
+    return [
+        "",
+        "VOICE SWITCH (real voice, then synthetic from switch_at: delay after the switch; "
+        "an alert before it is an early alarm)",
+        format_switch_table(report["switch"]),
+    ]
 
 
 def write_chain_report(
@@ -514,7 +532,7 @@ def write_chain_report(
         writer = csv.writer(fh)
         writer.writerow(
             ["path", "label", *attrs, "windows", "mean", "max", "first_alert", "alerts", "verdict",
-             "speech_seconds", "duration"]
+             "speech_seconds", "duration", "switch_at"]
         )  # fmt: skip
         for r in results:
             e = r.example
@@ -522,7 +540,7 @@ def write_chain_report(
                 [e.path, e.label, *(getattr(e, a) or "" for a in attrs), r.scores.size,
                  _num(r.mean_score), _num(float(r.scores.max()) if r.scores.size else None),
                  _num(r.first_alert), sum(s == "raised" for s, _ in r.alerts), r.verdict,
-                 f"{r.speech_seconds:.2f}", f"{r.duration:.2f}"]
+                 f"{r.speech_seconds:.2f}", f"{r.duration:.2f}", _num(e.switch_at)]
             )  # fmt: skip
     with (out / "windows.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)

@@ -4,7 +4,8 @@ Why: a detector is only worth its alerts on generators nobody trained on (issue 
 fake family of the training data this trains the recipe with that family left out of train and
 val (``data.leave_out``), calibrates the threshold on the fold's *own* validation windows
 (at most ``target_far`` of real windows flagged, default 1%), then scores, through the daemon's
-chain (:func:`streamguard.training.evaluate.evaluate_detector`, nothing re-implemented):
+chain (:mod:`streamguard.training.evaluate`: `score_through_chain` + `chain_report`, what
+``streamguard evaluate`` runs; nothing re-implemented):
 
 * the held-out family's test clips + every real test clip: window EER, the share of the
   family's windows caught at the threshold, real windows flagged, per condition
@@ -16,6 +17,16 @@ chain (:func:`streamguard.training.evaluate.evaluate_detector`, nothing re-imple
 One table (``lofo.md``, ``lofo.csv``, ``lofo.json`` in ``--out``) with a row per family, the
 mean and the worst family. Each fold's run folder is ``<out>/<family>/``; a fold whose model is
 already exported is evaluated again, not retrained (delete the folder to retrain it).
+
+**Leave one group out** (``--groups a+b,c+d``): where a fold costs an hour (waveform models on
+a CPU), each fold leaves a *group* of families out together and every family of the group is
+judged on the group's model: still a figure from a model that never heard the family, and
+stricter than one family out (its relatives are gone too). A family that has no train/val rows
+(a test-only family) is judged, not left out; a fold that leaves nothing out is the
+all-families model. ``--heldout DIR`` judges family F on ``DIR/F.csv`` (corpus v3's
+``lofo/<F>.csv``: every clip of F whatever its split + the real test clips) instead of the
+test split's clips of F. The real clips and calls of a fold are scored once for all its
+families.
 
     python -m streamguard.training.lofo --config configs/train-whisper-asp.toml \\
         --data training/corpus/v2/manifest.csv --calls training/corpus/v2/test-calls.csv \\
@@ -55,6 +66,7 @@ COLUMNS = (
     ("delay med s", "delay_median_s", "f"),
     ("threshold", "threshold", "f"),
     ("train min", "train_minutes", "f"),
+    ("fold (left out)", "fold", "s"),
 )
 #: For the "worst" row: which direction is bad.
 WORSE_HIGH = {"eer", "real_flagged", "eer_clean", "eer_phone", "real_flagged_phone",
@@ -68,9 +80,18 @@ def families_of(config: TrainConfig) -> list[str]:
     return sorted({e.family for e in splits.train + splits.val if e.label == 1 and e.family})
 
 
-def fold_config(config: TrainConfig, family: str, out: Path, target_far: float) -> TrainConfig:
+def fold_config(
+    config: TrainConfig,
+    family: str,
+    out: Path,
+    target_far: float,
+    leave_out: set[str] | None = None,
+) -> TrainConfig:
+    """The fold's recipe: ``leave_out`` (default ``{family}``) kept out, run folder
+    ``<out>/<family>`` (``family`` is the fold's name: ``a+b`` for a group)."""
     cfg = config.model_copy(deep=True)
-    cfg.data.leave_out = sorted(set(cfg.data.leave_out) | {family})
+    cfg.data.leave_out = sorted(set(cfg.data.leave_out) | (leave_out if leave_out is not None
+                                                          else {family}))  # fmt: skip
     cfg.run.out_dir = out / family
     cfg.export.dir = None
     cfg.export.evaluate_test = False  # the fold is judged below, on its held-out family
@@ -197,26 +218,30 @@ def run_lofo(
     *,
     out: Path,
     families: list[str] | None = None,
+    groups: list[list[str]] | None = None,
+    heldout: Path | None = None,
     calls: Path | None = None,
     daemon_config: Path | None = None,
     target_far: float = 0.01,
     command: str = "",
     echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Train and judge one fold per family; writes the table and returns its fold rows."""
-    from streamguard.training.evaluate import evaluate_detector
+    """Train and judge one fold per family (or per group of families); writes the table and
+    returns its rows (one per judged family)."""
     from streamguard.training.train import train
 
     known = families_of(config)
-    chosen = families or known
-    unknown = sorted(set(chosen) - set(known))
+    splits = load_sources(config.data)
+    tested = {e.family for e in splits.test if e.label == 1 and e.family}
+    folds = groups if groups else [[f] for f in (families or known)]
+    chosen = [f for fold in folds for f in fold]
+    unknown = sorted(set(chosen) - set(known) - tested - _heldout_families(heldout, chosen))
     if unknown:
         raise ConfigError(
-            f"no fake rows of {', '.join(unknown)} in train/val (families: {', '.join(known)})"
+            f"no fake rows of {', '.join(unknown)} in train/val/test (families: {', '.join(known)})"
         )
     if len(known) < 2:
         raise ConfigError("leave-one-family-out needs at least two fake families in train/val")
-    splits = load_sources(config.data)
     call_rows: list[Example] = []
     if calls is not None:
         got = read_data(calls)
@@ -224,38 +249,97 @@ def run_lofo(
     policy = _daemon_tables(daemon_config)
     rows: list[dict[str, Any]] = []
     meta = {"architecture": config.model.architecture, "command": command,
-            "target_far": target_far, "families": chosen}  # fmt: skip
-    for family in chosen:
-        cfg = fold_config(config, family, out, target_far)
+            "target_far": target_far, "families": chosen, "folds": folds,
+            "heldout": str(heldout) if heldout else None}  # fmt: skip
+    for fold in folds:
+        name = "+".join(fold)
+        cfg = fold_config(config, name, out, target_far, set(fold) & set(known))
         model_dir = Path(cfg.run.out_dir) / "model"
         started = time.monotonic()
         if not (model_dir / "config.json").is_file():
-            echo(f"== fold {family}: training without it -> {cfg.run.out_dir}")
+            echo(f"== fold {name}: training without {', '.join(cfg.data.leave_out) or 'nothing'}"
+                 f" -> {cfg.run.out_dir}")  # fmt: skip
             result = train(cfg, resume=(Path(cfg.run.out_dir) / "checkpoints").exists(),
                            echo=echo)  # fmt: skip
             if result.export_dir is None:
-                raise StreamguardError(f"fold {family} exported no model ({result.out_dir})")
+                raise StreamguardError(f"fold {name} exported no model ({result.out_dir})")
         minutes = (time.monotonic() - started) / 60
         detector = _scorer(model_dir, cfg)
-        held = [e for e in splits.test if e.label == 0 or e.family == family]
-        echo(f"== fold {family}: scoring {sum(e.label for e in held)} held-out fake clips + "
-             f"{sum(1 for e in held if e.label == 0)} real test clips")  # fmt: skip
-        windows, _ = evaluate_detector(
-            detector, held, out_dir=Path(cfg.run.out_dir) / "eval-heldout", **policy,
-            batch_size=cfg.run.eval_batch_size, progress=cfg.run.progress,
-        )  # fmt: skip
-        call_report = None
-        fold_calls = [e for e in call_rows if e.label == 0 or e.family == family]
-        if any(e.label == 1 for e in fold_calls):
-            call_report, _ = evaluate_detector(
-                detector, fold_calls, out_dir=Path(cfg.run.out_dir) / "eval-calls", **policy,
-                batch_size=cfg.run.eval_batch_size, progress=cfg.run.progress,
-            )  # fmt: skip
-        row = fold_row(family, windows["windows"], call_report and call_report["calls"])
-        row["train_minutes"] = round(minutes, 2)
-        rows.append(row)
+        held = _heldout_examples(fold, splits.test, heldout)
+        fold_calls = [e for e in call_rows if e.label == 0 or e.family in fold]
+        judged = _judge(detector, fold, held, fold_calls, Path(cfg.run.out_dir), cfg,
+                        policy, echo)  # fmt: skip
+        for row in judged:
+            row["train_minutes"] = round(minutes, 2)
+            row["fold"] = name
+        rows += judged
         write_table(out, rows, meta)  # after every fold: a long run shows progress
-        echo(markdown_table([row]))
+        echo(markdown_table(judged))
+    return rows
+
+
+def _heldout_families(heldout: Path | None, families: list[str]) -> set[str]:
+    return {f for f in families if heldout is not None and (heldout / f"{f}.csv").is_file()}
+
+
+def _heldout_examples(fold: list[str], test: list[Example], heldout: Path | None) -> list[Example]:
+    """Real test clips + the fold families' clips: ``heldout/<F>.csv`` where it exists (its real
+    rows too), else the test split's clips of F."""
+    rows = [e for e in test if e.label == 0]
+    for family in fold:
+        manifest = heldout / f"{family}.csv" if heldout is not None else None
+        if manifest is not None and manifest.is_file():
+            rows += [e for e in read_data(manifest).examples if e.label == 0 or e.family == family]
+        else:
+            rows += [e for e in test if e.label == 1 and e.family == family]
+    seen: set[tuple[Path, int, str | None]] = set()
+    held: list[Example] = []
+    for e in rows:
+        key = (e.path.resolve(), e.label, e.family if e.label else None)
+        if key not in seen:
+            seen.add(key)
+            held.append(e)
+    return held
+
+
+def _judge(detector, fold, held, fold_calls, run_dir, cfg, policy, echo):
+    """Score the fold's clips and calls once through the daemon's chain; one row per family."""
+    from streamguard.training.evaluate import (
+        chain_report,
+        score_through_chain,
+        write_chain_report,
+    )
+
+    def scored(examples):
+        results, problems = score_through_chain(
+            detector, examples, track=policy.get("track"), batch_size=cfg.run.eval_batch_size,
+            progress=cfg.run.progress,
+        )  # fmt: skip
+        return results, problems
+
+    echo(f"== fold {'+'.join(fold)}: scoring {sum(e.label for e in held)} held-out fake clips + "
+         f"{sum(1 for e in held if e.label == 0)} real test clips")  # fmt: skip
+    threshold = detector.info.threshold
+    rules = {k: v for k, v in policy.items() if k != "track"}  # [smoothing], [verdict]
+    clips, clip_problems = scored(held)
+    calls, call_problems = scored(fold_calls) if any(e.label for e in fold_calls) else ([], [])
+    rows = []
+    for family in fold:
+        suffix = "" if len(fold) == 1 else f"-{family}"
+        mine = [r for r in clips if r.example.label == 0 or r.example.family == family]
+        if not any(r.example.label for r in mine):
+            echo(f"fold {'+'.join(fold)}: no held-out clips of {family}; no row")
+            continue
+        windows = chain_report(mine, threshold, **rules)
+        write_chain_report(run_dir / f"eval-heldout{suffix}", windows, mine,
+                           problems=clip_problems, title=family)  # fmt: skip
+        call_report = None
+        mine_calls = [r for r in calls if r.example.label == 0 or r.example.family == family]
+        if any(r.example.label for r in mine_calls):
+            call_report = chain_report(mine_calls, threshold, **rules)
+            write_chain_report(run_dir / f"eval-calls{suffix}", call_report, mine_calls,
+                               problems=call_problems, title=family)  # fmt: skip
+        rows.append(fold_row(family, windows["windows"], call_report and call_report["calls"]))
     return rows
 
 
@@ -279,6 +363,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", help="manifest(s) instead of the recipe's")
     parser.add_argument("--out", required=True, help="folder for the folds and the table")
     parser.add_argument("--families", help="comma-separated families (default: all in train/val)")
+    parser.add_argument(
+        "--groups",
+        help="leave groups out instead: comma-separated groups of +-joined families "
+        "(a+b,c+d); each family is judged on its group's model",
+    )
+    parser.add_argument(
+        "--heldout", type=Path, help="folder of per-family held-out manifests (<family>.csv)"
+    )
     parser.add_argument("--calls", type=Path, help="pseudo-call manifest (e.g. test-calls.csv)")
     parser.add_argument("--daemon-config", type=Path, help="daemon TOML: [track] + [smoothing]")
     parser.add_argument(
@@ -332,8 +424,13 @@ def run_from_args(args: argparse.Namespace, command: str) -> int:
         ]
     config = load_config(args.config, overrides)
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
+    groups = None
+    if args.groups:
+        groups = [[f.strip() for f in g.split("+") if f.strip()] for g in args.groups.split(",")]
+        groups = [g for g in groups if g]
     out = Path(args.out).expanduser().resolve()
-    rows = run_lofo(config, out=out, families=families, calls=args.calls,
+    rows = run_lofo(config, out=out, families=families, groups=groups, heldout=args.heldout,
+                    calls=args.calls,
                     daemon_config=args.daemon_config, target_far=args.target_far,
                     command=command)  # fmt: skip
     print((out / "lofo.md").read_text())

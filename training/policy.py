@@ -41,18 +41,29 @@ def candidates(threshold: float) -> list[dict[str, Any]]:
 
 def calibrate(results, threshold: float, target: float) -> tuple[dict, list[dict]]:
     """``(best settings, every candidate's row)``; best = fewest missed synthetic calls among
-    those with real-call alert rate <= target, then the shortest median delay, then the least
-    strict rule (no threshold offset, fewest windows)."""
+    those with real-call alert rate <= target (and, with voice-switch calls among them, at
+    most ``target`` of those alerting before the switch: that is a real voice flagged), then
+    the shortest median delay, then the least strict rule (no threshold offset, fewest
+    windows). Rows carry ``switch_in_time`` / ``switch_early`` when there are switch calls."""
     from streamguard.policy import AlertPolicy
     from streamguard.policy.smoothing import SmoothingSettings
     from streamguard.training.evaluate import apply_policy, policy_summary
+    from streamguard.training.switch import switch_report
 
     rows = []
     for cand in candidates(threshold):
         apply_policy(results, AlertPolicy(threshold, SmoothingSettings(**cand)))
         summary = policy_summary(results)
+        switch = switch_report(results)
+        if switch is not None:
+            summary["switch_in_time"] = switch["pooled"]["in_time"]
+            summary["switch_early"] = switch["pooled"]["early_alarm"]
         rows.append({"settings": cand, **summary})
-    ok = [r for r in rows if (r["real_alerted"] or 0.0) <= target]
+
+    def quiet(r: dict) -> bool:
+        return (r["real_alerted"] or 0.0) <= target and r.get("switch_early", 0.0) <= target
+
+    ok = [r for r in rows if quiet(r)]
     pool = ok or sorted(rows, key=lambda r: r["real_alerted"] or 0.0)[:1]
 
     def key(r):
@@ -96,6 +107,7 @@ def results_from_report(folder: Path):
                 c["attack"] or None,
                 c["condition"] or None,
                 family=c["family"] or None,
+                switch_at=float(c["switch_at"]) if c.get("switch_at") else None,
             )
             results.append(
                 ClipResult(
@@ -151,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         from streamguard.policy import AlertPolicy
         from streamguard.policy.tables import read_policy_tables
         from streamguard.training.evaluate import format_policy_table, policy_report
+        from streamguard.training.switch import format_switch_table, switch_report
 
         tables = read_policy_tables(args.check)
         apply_policy(
@@ -159,18 +172,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"[smoothing] of {args.check} at threshold {format_threshold(threshold)}:")
         print(format_policy_table(policy_report(results)))
+        if (switch := switch_report(results)) is not None:
+            print(format_switch_table(switch))
         return 0
     best, rows = calibrate(results, threshold, args.target)
     rows.sort(key=lambda r: (-(r["fake_alerted"] or 0), r["real_alerted"] or 0))
     print(f"model {detector.info.name}, threshold {format_threshold(threshold)}, "
           f"{best['n_real']} real / {best['n_fake']} synthetic calls")  # fmt: skip
-    print(f"{'policy':58} {'real alerted':>12} {'fake alerted':>12} {'delay med':>9}")
+    switch = "switch_in_time" in best
+    print(f"{'policy':58} {'real alerted':>12} {'fake alerted':>12} {'delay med':>9}"
+          + (f" {'switch <= 6 s':>13} {'early alarm':>11}" if switch else ""))  # fmt: skip
     for r in [best, *[r for r in rows if (r["real_alerted"] or 0) <= args.target][:8]]:
         s = r["settings"]
         name = ", ".join(f"{k}={v}" for k, v in s.items() if v is not None)
         delay = r["delay_median_s"]
         print(f"{name:58} {100 * r['real_alerted']:11.2f}% {100 * r['fake_alerted']:11.2f}% "
-              f"{delay if delay is not None else float('nan'):9.1f}")  # fmt: skip
+              f"{delay if delay is not None else float('nan'):9.1f}"
+              + (f" {100 * r['switch_in_time']:12.1f}% {100 * r['switch_early']:10.1f}%"
+                 if switch else ""))  # fmt: skip
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "policy.json").write_text(

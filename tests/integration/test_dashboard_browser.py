@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -331,3 +332,156 @@ async def test_a_restarted_daemon_rebuilds_the_page_from_its_own_history(
         (conn,) = page_connections(second)
         assert "tail=" in conn.request.path
         await browser.screenshot("after-restart")
+
+
+# ------------------------------------------------ the operator's controls (#18, #20)
+
+OPERATOR = ID + "return document.querySelector(`tr.ended-detail[data-call-id='${ID}'] .operator`)"
+LABEL_SHOWN = (
+    ID
+    + """
+  const badge = document.querySelector(`tr.ended-row[data-call-id='${ID}'] .label`);
+  return badge ? badge.dataset.label : null;
+"""
+)
+CLICK_LABEL = (
+    ID
+    + """
+  const ops = document.querySelector(`tr.ended-detail[data-call-id='${ID}'] .operator`);
+  ops.querySelector('.label-note').value = arguments[2];
+  ops.querySelector(`button.label-button[data-label='${arguments[1]}']`).click();
+"""
+)
+AUDIO = (
+    ID
+    + """
+  const audio = document.querySelector(`tr.ended-detail[data-call-id='${ID}'] audio`);
+  if (!audio) return null;
+  return {src: audio.getAttribute('src'), ready: audio.readyState, duration: audio.duration,
+          clip: audio.dataset.clip};
+"""
+)
+PLAYABLE = f"const a = (() => {{{AUDIO}}})(); return a && a.ready >= 1 && a.duration > 0 ? a : null"
+OPERATOR_ERROR = (
+    ID
+    + """
+  const e = document.querySelector(`tr.ended-detail[data-call-id='${ID}'] .operator-error`);
+  return e ? e.textContent : null;
+"""
+)
+
+
+async def submit_token(browser: Browser, token: str) -> None:
+    await browser.wait_for(
+        "return !document.getElementById('token-dialog').hidden", what="the token dialog"
+    )
+    await browser.js(
+        "const i = document.getElementById('token-input'); i.value = arguments[0];"
+        "document.getElementById('token-form').requestSubmit();",
+        token,
+    )
+    await browser.wait_for(f"{CONNECTION} === 'live'", what="the page to connect")
+
+
+async def test_labels_evidence_and_first_verdict_on_a_real_call(
+    start_daemon, tmp_path, fixtures_dir
+):
+    """With a token and ``[evidence] keep = "alerts"``: the ended call's card plays its evidence
+    (a blob: fetched with the header), labels it (POST -> ``label`` event -> shown, and again
+    after a reload from the replay; the last label wins), deletes the evidence, shows each
+    track's first verdict, and no URL the page requests ever carries the token."""
+    evidence_dir = tmp_path / "evidence"
+    daemon = await start_daemon(
+        auth={"token": TOKEN}, evidence={"keep": "alerts", "path": str(evidence_dir)}
+    )
+    base = f"127.0.0.1:{daemon.port}"
+    rate, mono = read_audio(fixtures_dir / "speech_10s_8k.wav")
+    call_id = "CA-dashboard-operator"
+    async with (
+        Browser(tmp_path / "profile", tmp_path / "shots", network=True) as browser,
+        Subscriber(f"ws://{base}/alerts?token={quote(TOKEN)}") as sub,
+    ):
+        await browser.get(f"http://{base}/")
+        await submit_token(browser, TOKEN)
+        await send_frames(
+            f"ws://{base}/twilio", twilio_frames(mono, rate, call_sid=call_id), token=TOKEN
+        )
+        await sub.wait_for(lambda ev: any(e["type"] == "evidence_saved" for e in ev))
+        (saved,) = sub.of_type("evidence_saved")
+        await browser.wait_for(ENDED, call_id, what="the ended call")
+        await browser.js(EXPAND, call_id)
+        await browser.wait_for(OPERATOR, call_id, what="the label buttons")
+
+        # the evidence plays: a blob: URL the page made from the WAV it fetched
+        audio = await browser.wait_for(PLAYABLE, call_id, what="playable evidence audio")
+        assert audio["src"].startswith("blob:") and audio["clip"] == saved["clip"]
+        assert abs(audio["duration"] - (saved["end"] - saved["start"])) < 0.1
+
+        # first verdict: the end of each track's first scored window, in call seconds
+        first = {}
+        for e in sub.of_type("score"):
+            first.setdefault(e["track"], e["end"])
+        shown = await browser.js(
+            ID + "const out = {};"
+            "for (const t of document.querySelectorAll("
+            "`tr.ended-detail[data-call-id='${ID}'] .track`))"
+            " out[t.dataset.track] = Number(t.dataset.firstVerdict);"
+            "return out;",
+            call_id,
+        )
+        assert shown == first and all(0 < v <= 5 for v in first.values())
+
+        # label round trip: click -> POST /api/labels -> label event over /alerts -> shown
+        await browser.js(CLICK_LABEL, call_id, "real", "the agent's own voice?")
+        assert await browser.wait_for(LABEL_SHOWN, call_id, what="the label") == "real"
+        await browser.js(CLICK_LABEL, call_id, "fake", "cloned voice")
+        await browser.wait_for(f"return (() => {{{LABEL_SHOWN}}})() === 'fake'", call_id)
+        labels = sub.of_type("label")
+        assert [(e["label"], e["note"], e["who"], e["track"]) for e in labels] == [
+            ("real", "the agent's own voice?", "alerts_token", None),
+            ("fake", "cloned voice", "alerts_token", None),
+        ]
+        await browser.screenshot("operator-labelled")
+
+        # a refused request is one line on the card, and nothing is stored
+        await browser.js("sessionStorage.setItem('streamguard.token', 'wrong')")
+        await browser.js(CLICK_LABEL, call_id, "unsure", "")
+        error = await browser.wait_for(OPERATOR_ERROR, call_id, what="the refusal")
+        assert "Label not saved" in error and "403" in error and "\n" not in error
+        assert len(sub.of_type("label")) == 2
+
+        # a reload rebuilds the label from the daemon's replay; the last one wins
+        await browser.js("sessionStorage.setItem('streamguard.token', arguments[0])", TOKEN)
+        await browser.call(browser.driver.refresh)
+        await browser.wait_for(f"{CONNECTION} === 'live'", what="the page to reconnect")
+        await browser.wait_for(f"return (() => {{{LABEL_SHOWN}}})() === 'fake'", call_id)
+        title = await browser.js(
+            ID + "return document.querySelector(`tr.ended-row[data-call-id='${ID}'] .label`).title",
+            call_id,
+        )
+        assert "cloned voice" in title and "alerts_token" in title
+
+        # delete (confirmed): 204, the files go, and the player goes on evidence_deleted
+        await browser.js(EXPAND, call_id)
+        await browser.wait_for(PLAYABLE, call_id, what="the evidence after a reload")
+        await browser.js(
+            ID + "window.confirm = () => true;"
+            "document.querySelector(`tr.ended-detail[data-call-id='${ID}'] .evidence-delete`)"
+            ".click()",
+            call_id,
+        )
+        await sub.wait_for(lambda ev: any(e["type"] == "evidence_deleted" for e in ev))
+        await browser.wait_for(f"return (() => {{{AUDIO}}})() === null", call_id)
+        (deleted,) = sub.of_type("evidence_deleted")
+        assert deleted["clips"] == [saved["clip"]] and deleted["reason"] == "request"
+        assert not list(evidence_dir.rglob("*.wav"))
+        await browser.screenshot("operator-deleted")
+
+        # the token never appeared in a URL the page requested (chromium's own network log)
+        urls = await browser.requested_urls()
+        assert any("/evidence/" in u for u in urls) and any(u.startswith("blob:") for u in urls)
+        assert any(u.endswith("/api/labels") for u in urls)
+        secrets = {TOKEN, quote(TOKEN, safe=""), quote(TOKEN), "wrong"}
+        assert not [u for u in urls for s in secrets if s in u]
+        errors = [m for m in await browser.console() if "Content Security" in m]
+        assert errors == []

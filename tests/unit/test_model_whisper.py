@@ -259,3 +259,51 @@ def test_whisper_log_mel_matmul_form_matches_the_stft_form():
     got = front.matmul_form()(waves)
     assert got.shape == expected.shape == (2, 80, 400)
     assert (got - expected).abs().max() < 1e-4
+
+
+def test_a_head_only_directory_reads_the_encoder_from_its_checksummed_files(
+    tiny_file, tmp_path, monkeypatch
+):
+    """The `accurate` tier ships whisper-asp without its encoder: the directory holds the head,
+    the build reads the encoder again from the (sha256-checked) weights, scores are identical;
+    a model whose encoder is not those weights cannot be saved that way."""
+    from safetensors.torch import load_file
+
+    from streamguard.model import loading
+    from streamguard.model.storage import WEIGHTS_FILE, save_head_only
+
+    paths, digests, _ = tiny_file
+    torch.manual_seed(3)
+    module = build_module("whisper-asp", _params(paths, digests, layers=1)).eval()
+    info = ModelInfo(name="w", architecture="whisper-asp", threshold=0.3)
+    waves = speech().numpy()
+    expected = Detector(module, info, device="cpu")(waves)
+    full = save_model_dir(tmp_path / "full", module, info, module.streamguard_params)
+    small = save_head_only(full, tmp_path / "small", weights_files=[str(p) for p in paths],
+                           weights_sha256=digests)  # fmt: skip
+    keys = set(load_file(str(small / WEIGHTS_FILE)))
+    assert keys and not any(k.startswith("encoder.") for k in keys)
+    assert any(k.startswith("head.") for k in keys)
+    assert (small / WEIGHTS_FILE).stat().st_size < (full / WEIGHTS_FILE).stat().st_size / 5
+    np.testing.assert_array_equal(load_detector(small, device="cpu")(waves), expected)
+    # by tier name, as `--model accurate` / `[model] spec = "accurate"` resolve it
+    monkeypatch.setattr(loading, "ACCURATE_DIR", small)
+    assert loading.load_model("accurate", device="cpu").detector.info.threshold == 0.3
+    monkeypatch.setattr(loading, "ACCURATE_DIR", tmp_path / "absent")
+    with pytest.raises(ModelError, match="'accurate' model is not bundled"):
+        load_detector("accurate", device="cpu")
+    # the encoder file changed under it: the checksum refuses it, nothing is scored
+    original = paths[0].read_bytes()
+    try:
+        paths[0].write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(ModelError, match="sha256"):
+            load_detector(small, device="cpu")
+    finally:
+        paths[0].write_bytes(original)
+    # a model whose encoder was changed (fine-tuned) is not the files' encoder
+    with torch.no_grad():
+        next(module.encoder.parameters()).add_(0.01)
+    tuned = save_model_dir(tmp_path / "tuned", module, info, module.streamguard_params)
+    with pytest.raises(ModelError, match="differ"):
+        save_head_only(tuned, tmp_path / "nope", weights_files=[str(p) for p in paths],
+                       weights_sha256=digests)  # fmt: skip

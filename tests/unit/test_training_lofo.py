@@ -82,6 +82,32 @@ def test_a_fold_per_family_and_one_table(tmp_path):
     assert not any("training without it" in line for line in lines)
 
 
+@pytest.mark.slow
+def test_a_group_fold_judges_each_family_on_the_group_model(tmp_path):
+    # "parametric" is test-only: judged with the group, never left out (nothing to leave out)
+    rows = [*ROWS, ("LA_T_1000006", 1, "test", "gina", "clean", "parametric")]
+    data = _config(tmp_path)
+    data["data"]["sources"][0]["path"] = str(_manifest(tmp_path / "g.csv", rows))
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()  # neural's held-out set: every neural clip, whatever its split + real test
+    _manifest(heldout / "neural.csv",
+              [r for r in rows if r[5] == "neural" or (r[1] == 0 and r[2] == "test")])  # fmt: skip
+    out = tmp_path / "lgo"
+    got = run_lofo(parse_config(data), out=out, groups=[["neural", "parametric"]],
+                   heldout=heldout, echo=lambda line: None)  # fmt: skip
+    assert [(r["family"], r["fold"]) for r in got] == [
+        ("neural", "neural+parametric"), ("parametric", "neural+parametric")]  # fmt: skip
+    saved = json.loads((out / "neural+parametric" / "config.json").read_text())
+    assert saved["data"]["leave_out"] == ["neural"]
+    fold = out / "neural+parametric"
+    neural = list(csv.DictReader((fold / "eval-heldout-neural" / "clips.csv").open()))
+    # 3 distinct neural files (train, val and test rows) + the 2 real test files
+    assert sorted(c["family"] for c in neural) == ["bonafide"] * 2 + ["neural"] * 3
+    para = list(csv.DictReader((fold / "eval-heldout-parametric" / "clips.csv").open()))
+    assert sorted(c["family"] for c in para) == ["bonafide"] * 2 + ["parametric"]
+    assert "| neural+parametric |" in (out / "lofo.md").read_text()
+
+
 def test_worst_is_the_bad_end_of_each_column():
     rows = [{"family": "a", "eer": 0.1, "caught": 0.9}, {"family": "b", "eer": 0.3, "caught": 0.5}]
     mean, worst = summary_rows(rows)
@@ -102,3 +128,25 @@ def test_unknown_family_and_single_family_are_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(toml), "--lofo", "--out", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at least two fake families" in err
+
+
+def test_family_table_reads_an_evaluate_folder(tiny_model_dir, tmp_path):
+    """A model that was not retrained per fold gets the LOFO columns from its evaluate run."""
+    from streamguard.cli import main
+    from streamguard.training.family_table import family_rows
+
+    rows = [*ROWS, ("LA_T_1000006", 1, "test", "gina", "clean", "parametric")]
+    manifest = _manifest(tmp_path / "m.csv", [r for r in rows if r[2] == "test"])
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(manifest), "--out",
+                 str(out), "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+    report = json.loads((out / "metrics.json").read_text())
+    got = family_rows(out, threshold=0.5)
+    tested = {r[5] for r in rows if r[1] == 1 and r[2] == "test"}
+    assert [r["family"] for r in got] == sorted(tested)
+    for row in got:  # the same figures as evaluate's own per-family group
+        family = report["windows"]["groups"]["family"][row["family"]]
+        assert row["eer"] == pytest.approx(family["eer"])
+        assert row["real_flagged"] == pytest.approx(family["far"])
+    assert family_rows(out, threshold=0.5, subset="val") == []  # every clip here is test
+    assert [r["family"] for r in family_rows(out, threshold=0.5, subset="test")] == sorted(tested)

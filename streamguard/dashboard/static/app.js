@@ -1,10 +1,13 @@
 // The dashboard page: connection, token, rendering. The model lives in state.js, charts in chart.js.
 //
 // Data comes only from this daemon: GET /api/status (model, thresholds, health; also how we learn
-// that a token is needed) and the /alerts WebSocket (every event). The token, when the daemon
-// wants one, is kept in sessionStorage (this tab, this session), sent as "Authorization: Bearer"
-// to /api/status and as the WebSocket subprotocol "streamguard.bearer.<base64url>" to /alerts:
-// never in a URL, never logged. Every string from an event is put in the page with textContent.
+// that a token is needed), the /alerts WebSocket (every event) and, for the operator, the
+// evidence routes (list, WAV, DELETE) and POST /api/labels. The token, when the daemon wants
+// one, is kept in sessionStorage (this tab, this session), sent as "Authorization: Bearer" to
+// every /api request and as the WebSocket subprotocol "streamguard.bearer.<base64url>" to
+// /alerts: never in a URL, never logged. Evidence audio is fetched with the header and played
+// from a blob: URL for that reason. Every string from an event is put in the page with
+// textContent.
 
 import { callVerdict, DashboardState } from "./state.js";
 import { formatCallTime, level, THRESHOLD_DIGITS, timeline } from "./chart.js";
@@ -33,6 +36,7 @@ let thresholdsKey = "";
 const views = new Map(); // Call -> {node, version, key}
 const expanded = new Set(); // ended calls whose charts are shown
 const alertNodes = new Map(); // alert seq -> its <li>
+const operatorViews = new Map(); // Call -> its label and evidence controls (kept across redraws)
 
 const $ = (id) => document.getElementById(id);
 
@@ -110,13 +114,13 @@ function forgetToken() {
 
 // ------------------------------------------------------------------ connection
 
-async function fetchStatus() {
+function authHeaders(extra = {}) {
   const token = storedToken();
-  const response = await fetch("/api/status", {
-    headers: token ? { Authorization: `Bearer ${token}` } : {},
-    cache: "no-store",
-    credentials: "omit",
-  });
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+async function fetchStatus() {
+  const response = await fetch("/api/status", { headers: authHeaders(), cache: "no-store", credentials: "omit" });
   // 401: no token sent; 403: a wrong one. Either way the page asks for it.
   if (response.status === 401 || response.status === 403) return null;
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -176,6 +180,8 @@ async function connect() {
     state.clear();
     views.clear();
     alertNodes.clear();
+    for (const ops of operatorViews.values()) dropPlayers(ops, new Set());
+    operatorViews.clear();
     resumeFrom = null;
     showBanner(`The daemon restarted (${new Date(started).toLocaleTimeString([], { hour12: false })}): the page was rebuilt from its history.`);
   }
@@ -321,12 +327,18 @@ function renderAll() {
   // drop views of calls that are gone
   const live = new Set(state.calls.values());
   for (const call of views.keys()) if (!live.has(call)) views.delete(call);
+  for (const [call, ops] of operatorViews) {
+    if (live.has(call)) continue;
+    dropPlayers(ops, new Set());
+    operatorViews.delete(call);
+  }
 }
 
 function trackBlock(call, track, th, { chart = true } = {}) {
   const last = track.latest;
   const lvl = level(last?.s, th.on, th.off);
   const openSpan = track.spans.findLast((s) => s.end === null);
+  const first = call.firstVerdict(track);
   return h(
     "div",
     {
@@ -335,6 +347,7 @@ function trackBlock(call, track, th, { chart = true } = {}) {
       "data-points": track.scores.length,
       "data-smoothed": last ? last.s : "",
       "data-raised": track.raised ? "true" : "false",
+      "data-first-verdict": first ?? "",
     },
     h(
       "div",
@@ -346,11 +359,17 @@ function trackBlock(call, track, th, { chart = true } = {}) {
         { class: "track-detail" },
         last ? `P(fake) ${fmt(last.p)} · window ${formatCallTime(last.start)}–${formatCallTime(last.end)}` : "waiting for speech",
       ),
+      first === null ? null : h("span", { class: "first-verdict", title: FIRST_VERDICT_TITLE }, `first verdict ${seconds(first)}`),
       track.raised && call.isOpen ? h("span", { class: "track-alert" }, `ALERT since ${formatCallTime(openSpan?.start ?? 0)}`) : null,
     ),
     chart ? timeline(track, { ...th, duration: call.callSeconds, hop: status?.hop_seconds ?? 1 }) : null,
   );
 }
+
+const FIRST_VERDICT_TITLE =
+  "Call time of this track's first score: the end of its first scored window, counted from the " +
+  "call's first audio. The events do not say when the caller began to speak, so silence before " +
+  "the first words is included.";
 
 function fillCard(node, call, th) {
   node.replaceChildren(
@@ -360,6 +379,7 @@ function fillCard(node, call, th) {
       h("span", { class: "call-id", title: "call id" }, call.id),
       h("span", { class: "badge source" }, call.source ?? "?"),
       call.alerting ? h("span", { class: "badge alert-badge" }, "ALERT") : h("span", { class: "badge watching" }, "monitoring"),
+      labelBadge(call.label),
       h(
         "span",
         { class: "call-times" },
@@ -372,6 +392,7 @@ function fillCard(node, call, th) {
     call.tracks.size
       ? h("div", { class: "tracks" }, [...call.tracks.values()].map((t) => trackBlock(call, t, th)))
       : h("p", { class: "empty" }, "No audio yet."),
+    call.alerts || call.clips.size ? operatorPanel(call) : null,
   );
 }
 
@@ -475,7 +496,10 @@ function endedRows(call, th) {
   const s = e.summary;
   const verdict = callVerdict(call);
   const isOpen = expanded.has(call.id);
-  const trackVerdicts = Object.entries(e.tracks).map(([name, t]) => h("span", { class: `track-verdict verdict-${t.verdict}` }, `${name}: ${t.verdict}`));
+  const trackVerdicts = Object.entries(e.tracks).map(([name, t]) => {
+    const label = call.labels.get(name);
+    return h("span", { class: `track-verdict verdict-${t.verdict}` }, `${name}: ${t.verdict}`, label ? ` · labelled ${label.label}` : "");
+  });
   const row = h(
     "tr",
     {
@@ -491,7 +515,7 @@ function endedRows(call, th) {
         scheduleRender();
       },
     },
-    h("td", {}, verdictBadge(verdict)),
+    h("td", { class: "verdict-cell" }, verdictBadge(verdict), labelBadge(call.label)),
     h("td", { class: "call-id" }, call.id),
     h("td", {}, call.source ?? ""),
     h("td", {}, wallClock(e.ts)),
@@ -511,7 +535,12 @@ function endedRows(call, th) {
   const detail = h(
     "tr",
     { class: "ended-detail", "data-call-id": call.id },
-    h("td", { colspan: 11 }, h("div", { class: "tracks" }, [...call.tracks.values()].map((t) => trackBlock(call, t, th)))),
+    h(
+      "td",
+      { colspan: 11 },
+      h("div", { class: "tracks" }, [...call.tracks.values()].map((t) => trackBlock(call, t, th))),
+      operatorPanel(call),
+    ),
   );
   return [row, detail];
 }
@@ -529,6 +558,205 @@ function renderEnded(filter, th) {
   syncChildren($("ended-calls"), rows);
   $("ended-count").textContent = String(state.endedCalls().length);
   $("ended-empty").hidden = rows.length > 0;
+}
+
+// ------------------------------------------------------------------ labels and evidence audio
+//
+// One panel per call, built once and updated in place, so a note being typed and a clip being
+// played survive the redraws of the card around them. Labels go to POST /api/labels; what the
+// page shows is the `label` event that comes back over /alerts (and replays after a reload).
+// Evidence is listed with GET /api/calls/{id}/evidence when the call alerted or an
+// `evidence_saved` names it (again after each evidence event), each clip fetched with the token
+// in the Authorization header and played from a blob: URL (an <audio src> cannot send a header,
+// and a token in a URL would land in logs and history).
+
+const LABELS = ["fake", "real", "unsure"];
+const MAX_NOTE_CHARS = 1000; // Label.note in streamguard/alerts/events.py
+
+function labelBadge(label) {
+  if (!label) return null;
+  const by = `labelled ${label.label} by ${label.who} at ${label.ts} (UTC)`;
+  return h(
+    "span",
+    { class: `label label-${label.label}`, "data-label": label.label, title: label.note ? `${by}: ${label.note}` : by },
+    `labelled ${label.label}`,
+  );
+}
+
+/** Send an /api request with the token; a refusal throws one line (the daemon's own words). */
+async function api(method, path, body) {
+  const init = { method, headers: authHeaders(), cache: "no-store", credentials: "omit" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  if (response.ok) return response;
+  let detail = (await response.text().catch(() => "")).trim();
+  try {
+    detail = JSON.parse(detail).error ?? detail;
+  } catch {
+    // a plain-text refusal (the guard's 401/403 lines)
+  }
+  const what = response.status === 401 || response.status === 403 ? " (the alerts token)" : "";
+  throw new Error(`${method} ${path.split("/")[2]}: HTTP ${response.status}${what}${detail ? `: ${detail}` : ""}`.slice(0, 300));
+}
+
+function operatorFor(call) {
+  let ops = operatorViews.get(call);
+  if (!ops) {
+    ops = {
+      node: h("div", { class: "operator", "data-call-id": call.id }),
+      note: h("input", { class: "label-note", type: "text", maxlength: MAX_NOTE_CHARS, placeholder: "note (optional)", "aria-label": "note for the label" }),
+      error: "",
+      busy: false,
+      listedVersion: -1, // call.clipsVersion the clips below were listed at
+      listing: false,
+      clips: [], // as GET .../evidence lists them
+      players: new Map(), // clip id -> {node, audio, url (blob:)}
+    };
+    operatorViews.set(call, ops);
+  }
+  return ops;
+}
+
+function redraw(call) {
+  const view = views.get(call);
+  if (view) view.version = -1;
+  scheduleRender();
+}
+
+function operatorPanel(call) {
+  const ops = operatorFor(call);
+  if ((call.alerts || call.clips.size) && ops.listedVersion !== call.clipsVersion && !ops.listing) listEvidence(call, ops);
+  const parts = [];
+  if (!call.isOpen) {
+    const current = call.label;
+    parts.push(
+      h(
+        "div",
+        { class: "label-bar" },
+        h("span", { class: "operator-title" }, "Label this call"),
+        LABELS.map((value) =>
+          h(
+            "button",
+            {
+              type: "button",
+              class: `label-button label-${value}${current?.label === value ? " chosen" : ""}`,
+              "data-label": value,
+              disabled: ops.busy,
+              onclick: () => sendLabel(call, ops, value),
+            },
+            value,
+          ),
+        ),
+        ops.note,
+        current ? h("span", { class: "label-current" }, `last: ${current.label} by ${current.who}`, current.note ? ` (“${current.note}”)` : "") : null,
+      ),
+    );
+  }
+  const playing = ops.clips.filter((clip) => ops.players.has(clip.clip));
+  if (playing.length) {
+    parts.push(
+      h(
+        "div",
+        { class: "evidence" },
+        h("span", { class: "operator-title" }, "Evidence audio"),
+        playing.map((clip) => ops.players.get(clip.clip).node),
+        h("button", { type: "button", class: "evidence-delete", disabled: ops.busy, onclick: () => deleteEvidence(call, ops) }, "Delete evidence"),
+      ),
+    );
+  } else if (!call.isOpen && call.alerts && ops.listedVersion === call.clipsVersion) {
+    parts.push(h("p", { class: "evidence-none" }, "No evidence audio listed for this call (see [evidence] keep)."));
+  }
+  if (ops.error) parts.push(h("p", { class: "operator-error", role: "alert" }, ops.error));
+  ops.node.replaceChildren(...parts);
+  return ops.node;
+}
+
+async function sendLabel(call, ops, value) {
+  ops.busy = true;
+  ops.error = "";
+  redraw(call);
+  try {
+    const note = ops.note.value.trim();
+    await api("POST", "/api/labels", { call_id: call.id, label: value, ...(note ? { note } : {}) });
+    ops.note.value = ""; // the label itself shows when its event arrives over /alerts
+  } catch (error) {
+    ops.error = `Label not saved: ${error.message}`;
+  } finally {
+    ops.busy = false;
+    redraw(call);
+  }
+}
+
+async function listEvidence(call, ops) {
+  const version = call.clipsVersion;
+  ops.listing = true;
+  try {
+    const response = await api("GET", `/api/calls/${encodeURIComponent(call.id)}/evidence`);
+    ops.clips = (await response.json()).clips;
+    ops.listedVersion = version;
+    if (ops.error.startsWith("Evidence")) ops.error = "";
+    dropPlayers(ops, new Set(ops.clips.map((clip) => clip.clip)));
+    for (const clip of ops.clips) if (!ops.players.has(clip.clip)) loadClip(call, ops, clip);
+  } catch (error) {
+    ops.listedVersion = version; // said once; the next evidence event lists again
+    ops.error = `Evidence could not be listed: ${error.message}`;
+  } finally {
+    ops.listing = false;
+    redraw(call);
+  }
+}
+
+function loadClip(call, ops, clip) {
+  const audio = h("audio", { controls: true, preload: "auto", "data-clip": clip.clip });
+  const kb = Math.max(1, Math.round(clip.bytes / 1024));
+  const node = h(
+    "figure",
+    { class: "clip", "data-clip": clip.clip, "data-track": clip.track },
+    h("figcaption", { title: "the flagged seconds of the alert, with 1 s of context on each side" }, `${clip.track} ${formatCallTime(clip.start)}–${formatCallTime(clip.end)} · ${kb} KB`),
+    audio,
+  );
+  const player = { node, audio, url: null };
+  ops.players.set(clip.clip, player);
+  api("GET", clip.url)
+    .then((response) => response.blob())
+    .then((blob) => {
+      if (ops.players.get(clip.clip) !== player) return; // deleted meanwhile
+      player.url = URL.createObjectURL(blob);
+      audio.src = player.url;
+    })
+    .catch((error) => {
+      ops.error = `Evidence audio not loaded: ${error.message}`;
+      redraw(call);
+    });
+}
+
+/** Forget the players of clips that are gone (deleted), freeing their blobs. */
+function dropPlayers(ops, keep) {
+  for (const [clip, player] of ops.players) {
+    if (keep.has(clip)) continue;
+    player.audio.pause();
+    if (player.url) URL.revokeObjectURL(player.url);
+    ops.players.delete(clip);
+  }
+}
+
+async function deleteEvidence(call, ops) {
+  if (!confirm(`Delete the evidence audio of call ${call.id}? This cannot be undone.`)) return;
+  ops.busy = true;
+  ops.error = "";
+  redraw(call);
+  try {
+    await api("DELETE", `/api/calls/${encodeURIComponent(call.id)}/evidence`);
+    // the players go when its evidence_deleted event arrives (state.js bumps clipsVersion)
+  } catch (error) {
+    ops.error = `Evidence not deleted: ${error.message}`;
+  } finally {
+    ops.busy = false;
+    redraw(call);
+  }
 }
 
 // ------------------------------------------------------------------ banner and filter

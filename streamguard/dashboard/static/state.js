@@ -15,6 +15,7 @@ export class Track {
     this.scores = []; // {start, end, p, s, ts}
     this.spans = []; // alert spans: {start, end|null}
     this.raised = false;
+    this.first = null; // the track's first score seen: {start, end} in call seconds
   }
 
   get latest() {
@@ -28,6 +29,7 @@ export class Track {
 
   addScore(event) {
     const point = { start: event.start, end: event.end, p: event.p_fake, s: event.smoothed, ts: event.ts };
+    if (this.first === null || point.start < this.first.start) this.first = { start: point.start, end: point.end };
     const last = this.latest;
     if (last && point.start <= last.start) {
       // replayed after a reconnect: keep one point per window start
@@ -66,6 +68,9 @@ export class Call {
     this.endings = []; // the call_ended events so far (one per session)
     this.lastTs = null;
     this.alerts = 0; // alerts raised over the call
+    this.labels = new Map(); // track name ("" for the whole call) -> its last label event
+    this.clips = new Map(); // evidence clip id -> {clip, track, start, end, bytes} (evidence_saved)
+    this.clipsVersion = 0; // bumped when clips are saved or deleted: the page lists them again
     this.version = 0; // bumped on every change: the view redraws what changed
   }
 
@@ -92,7 +97,31 @@ export class Call {
   get isOpen() {
     return this.ended === null;
   }
+
+  /** The analyst's label of the whole call (the last `label` event without a track), or null. */
+  get label() {
+    return this.labels.get("") ?? null;
+  }
+
+  addLabel(event) {
+    const key = event.track ?? "";
+    const last = this.labels.get(key);
+    if (!last || last.seq < event.seq) this.labels.set(key, event); // the last label wins
+  }
+
+  /**
+   * Call time at which a track's first verdict (its first score) was possible: the end of its
+   * first scored window. The events do not say when speech began, so this counts from the
+   * call's first audio; null unless the call's start is in our history (else the first score
+   * we hold may not be the track's first).
+   */
+  firstVerdict(track) {
+    return this.startedTs !== null && track.first !== null ? track.first.end : null;
+  }
 }
+
+/** Events about a call that already happened: they never open a call of their own. */
+const AFTERWORD = new Set(["label", "evidence_saved", "evidence_deleted"]);
 
 export class DashboardState {
   constructor() {
@@ -137,7 +166,9 @@ export class DashboardState {
     this.lastSeq = Math.max(this.lastSeq ?? 0, event.seq);
     if (event.model) this.model = event.model;
 
+    if (event.call_id === null || event.call_id === undefined) return true; // model_changed...
     let call = this.calls.get(event.call_id);
+    if (AFTERWORD.has(event.type)) return call ? this.applyAfterword(call, event) : null;
     if (event.type === "call_started") {
       if (call && !call.isOpen) {
         // the same id again after it ended: keep the old one under another key
@@ -190,6 +221,21 @@ export class DashboardState {
       default:
         break;
     }
+    return call;
+  }
+
+  /** A label or evidence event of a call we hold (they do not count as the call's activity). */
+  applyAfterword(call, event) {
+    if (event.type === "label") call.addLabel(event);
+    else if (event.type === "evidence_saved") {
+      const { clip, track, start, end, bytes } = event;
+      call.clips.set(clip, { clip, track, start, end, bytes });
+      call.clipsVersion++;
+    } else {
+      for (const clip of event.clips) call.clips.delete(clip);
+      call.clipsVersion++;
+    }
+    call.version++;
     return call;
   }
 
