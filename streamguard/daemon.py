@@ -38,16 +38,18 @@ from streamguard import telemetry
 from streamguard.alerts.backends import EventBackend, end_open_calls, open_backend
 from streamguard.alerts.bus import AlertBus
 from streamguard.alerts.subscriptions import alerts_handler, close_subscribers
+from streamguard.allowlist.checker import load_checker
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
 from streamguard.errors import StreamguardError
+from streamguard.evidence.writer import open_writer
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
 from streamguard.scoring.runners import ProcessTuning
-from streamguard.server.access import KVS_STREAMS_PATH, AccessPolicy, exposure_problem
+from streamguard.server.access import AccessPolicy, exposure_problem
 from streamguard.server.api import ApiRoute
 from streamguard.server.dashboard import (
     dashboard_url,
@@ -284,9 +286,9 @@ class Daemon:
             hop_seconds=s.track.hop_seconds,
             metrics=self.metrics,
         )
-        await self._start_allowlist()
+        self.engine.allowlist = await load_checker(s.allowlist, s.events)
         self.engine.start()
-        await self._start_evidence()
+        self.evidence = await open_writer(s.evidence, s.events, publish=self.bus.publish)
         info = self.detector.info
         self.registry = CallRegistry(
             info=info,
@@ -298,42 +300,6 @@ class Daemon:
             record=None if self.evidence is None else self.evidence.submit,
             tracer=self.tracer,
         )
-
-    async def _start_allowlist(self) -> None:
-        """``[allowlist]``: when voices are enrolled, the engine marks windows they speak."""
-        a = self.settings.allowlist
-        root = a.resolved_path(self.settings.events)
-        if not any(root.glob("*.json")):
-            return
-        from streamguard.allowlist import AllowList
-        from streamguard.allowlist.checker import AllowlistChecker
-        from streamguard.allowlist.encoder import ENCODER_NAME, load_encoder
-
-        assert self.engine is not None
-        allowlist = await asyncio.to_thread(
-            AllowList, root, threshold=a.threshold, encoder=ENCODER_NAME
-        )
-        encoder = await asyncio.to_thread(load_encoder)
-        self.engine.allowlist = AllowlistChecker(allowlist, encoder, min_p_fake=a.min_p_fake)
-        log.info("allowlist_loaded", voices=sorted(allowlist.voices), threshold=a.threshold)
-
-    async def _start_evidence(self) -> None:
-        """``[evidence]``: the store and its thread (a clip a crash left open is closed now)."""
-        ev = self.settings.evidence
-        if ev.keep == "none":
-            return
-        from streamguard.evidence import EvidenceStore
-        from streamguard.evidence.writer import EvidenceWriter
-
-        assert self.bus is not None
-        store = await asyncio.to_thread(
-            EvidenceStore,
-            ev.resolved_path(self.settings.events),
-            retention_days=ev.retention_days,
-            max_bytes=ev.max_bytes,
-        )
-        self.evidence = EvidenceWriter(store, publish=self.bus.publish)
-        await self.evidence.start()
 
     def _build_runners(self, detector: Any = None) -> list[Any]:
         """One inference runner per engine worker (``[model] backend/worker/workers``)."""
@@ -415,43 +381,11 @@ class Daemon:
         )
         routes = [status_route(self.status), *operator_routes(operator)]
         if self.settings.sources.kvs.enabled:
-            routes += self._kvs_routes()
+            from streamguard.sources.edges.kvs_streams import kvs_routes
+
+            routes += kvs_routes(lambda: self.listeners.get("kvs"))
         return routes
 
-    def _kvs_routes(self) -> list[ApiRoute]:
-        """``POST /api/kvs/streams`` (the Connect Lambda: read this stream) and ``GET`` (what
-        is being read), answered by the ``[sources.kvs]`` listener (docs/sources.md)."""
-        from streamguard.server.api import ApiError, ApiRequest
-        from streamguard.server.httputil import json_response
-        from streamguard.sources.edges.kvs_streams import StreamRefused, parse_stream_request
-
-        def streams() -> Any:
-            listener = self.listeners.get("kvs")
-            if listener is None:  # the port opens before the listeners
-                raise ApiError(503, "starting: not reading streams yet")
-            return listener
-
-        def start(request: ApiRequest) -> Any:
-            try:
-                wanted = parse_stream_request(request.json())
-            except ValueError as exc:
-                raise ApiError(400, str(exc)) from None
-            try:
-                streams().start(wanted)
-            except StreamRefused as exc:
-                raise ApiError(exc.status, exc.message) from None
-            payload = {"status": "reading", "call_id": wanted.call_id}
-            return json_response(202, {**payload, "stream_arn": wanted.stream_arn})
-
-        def listing(_request: ApiRequest) -> Any:
-            return json_response(200, {"streams": streams().active()})
-
-        return [
-            ApiRoute("POST", KVS_STREAMS_PATH, start),
-            ApiRoute("GET", KVS_STREAMS_PATH, listing),
-        ]
-
-    # -- sources --------------------------------------------------------------------------------
     def _source_context(self) -> SourceContext:
         assert self.registry is not None
         limits = self.settings.limits
