@@ -35,9 +35,11 @@ test: system-deps bootstrap
 test-fast: system-deps bootstrap
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# ruff, then the layer contracts (pyproject.toml [tool.importlinter]; docs/architecture.md)
 lint: bootstrap
 	$(BIN)/ruff check streamguard training tests
 	$(BIN)/ruff format --check streamguard training tests
+	$(BIN)/lint-imports
 
 format: bootstrap
 	$(BIN)/ruff format streamguard training tests

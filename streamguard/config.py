@@ -71,7 +71,7 @@ class ServerSettings(_Section):
 
     @model_validator(mode="after")
     def _names(self) -> ServerSettings:
-        from streamguard.server.access import host_key, origin_key
+        from streamguard.server.names import host_key, origin_key
 
         for entry in self.allowed_hosts:
             if entry.strip() != "*" and host_key(entry) is None:

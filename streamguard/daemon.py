@@ -26,44 +26,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
-from websockets.asyncio.server import Server, serve
+from websockets.asyncio.server import Server
 
 from streamguard import telemetry
-from streamguard.alerts.backends import EventBackend, make_backend
+from streamguard.alerts.backends import EventBackend, end_open_calls, open_backend
 from streamguard.alerts.bus import AlertBus
-from streamguard.alerts.events import CallEnded, combine_summaries
 from streamguard.alerts.subscriptions import alerts_handler, close_subscribers
+from streamguard.allowlist.checker import load_checker
 from streamguard.calls import CallPolicy, CallRegistry
 from streamguard.config import Settings, apply_reload, load_config
 from streamguard.errors import StreamguardError
+from streamguard.evidence.writer import open_writer
 from streamguard.logs import configure_logging
 from streamguard.metrics import Metrics
 from streamguard.model.base import Detector
 from streamguard.notify import Notifier
 from streamguard.scoring.engine import ScoringEngine, probe_detector
-from streamguard.server.access import (
-    KVS_STREAMS_PATH,
-    AccessPolicy,
-    HostPolicy,
-    exposure_problem,
-    is_loopback,
+from streamguard.scoring.runners import ProcessTuning
+from streamguard.server.access import AccessPolicy, exposure_problem
+from streamguard.server.api import ApiRoute
+from streamguard.server.dashboard import (
+    dashboard_url,
+    status_document,
+    status_route,
 )
-from streamguard.server.api import ApiRoute, ApiTable
-from streamguard.server.dashboard import dashboard_routes, dashboard_url, status_route
+from streamguard.server.frontdoor import open_front_door
 from streamguard.server.handshake import HandshakeGuard
-from streamguard.server.health import Health, healthz_route, metrics_route
-from streamguard.server.httputil import select_subprotocol
-from streamguard.server.router import WebSocketRouter, make_process_request
+from streamguard.server.health import Health, engine_details
 from streamguard.sources.edges.websocket import FeedLimits
-from streamguard.sources.table import Listener, SourceContext, SourceSpec, enabled_sources
+from streamguard.sources.table import (
+    Listener,
+    SourceContext,
+    SourceSpec,
+    enabled_sources,
+    start_listeners,
+    websocket_routes,
+)
 from streamguard.telemetry import NOOP, Tracer
 
 log = structlog.get_logger(__name__)
@@ -72,7 +76,7 @@ log = structlog.get_logger(__name__)
 FLUSH_SECONDS = 2.0
 #: How long a drain waits for the event log to commit the last events (a failing disk).
 FLUSH_LOG_SECONDS = 10.0
-#: The GIL switch interval while a daemon runs (see Daemon._tune_process).
+#: The GIL switch interval while a daemon runs (scoring/runners.py, ProcessTuning).
 SWITCH_INTERVAL = 0.0005
 
 
@@ -98,14 +102,6 @@ def policy_from(settings: Settings, window_seconds: float = 4.0) -> CallPolicy:
         evidence_rate=ev.sample_rate,
         score_tracks=None if settings.tracks.score is None else frozenset(settings.tracks.score),
     )
-
-
-def bind_error(what: str, host: str, port: int, exc: OSError) -> StreamguardError:
-    """A listener that cannot bind, as the one-line error the CLI prints (not a traceback)."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno == errno.EADDRINUSE:
-        reason = "address already in use (another streamguard running? pick another port)"
-    return StreamguardError(f"cannot listen for {what} on {host}:{port}: {reason}")
 
 
 class Daemon:
@@ -152,8 +148,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._ssl = None
         self._stopped = False
-        self._switch_interval: float | None = None
-        self._worker_threads: int | None = None
+        m = settings.model
+        self._tuning = ProcessTuning(m.threads, m.workers, SWITCH_INTERVAL)
         self.runners: list[Any] = []
 
     # -- addresses (port 0 in tests) -------------------------------------------------------------
@@ -196,9 +192,24 @@ class Daemon:
 
     # -- start --------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Model, event log, engine, front door, webhooks, sources; then ``READY=1``."""
+        self._check_edge()
+        self._tuning.apply()
+        await self._load_model()
+        await self._open_event_log()
+        await self._start_engine()
+        await self._start_server()
+        self._start_webhooks()
+        self.listeners = await start_listeners(self.sources, self.settings, self._source_context())
+        self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+        self.ready = True
+        self.notifier.ready(self._status_line())
+        self._log_ready()
+
+    def _check_edge(self) -> None:
+        """Before the model (seconds to load): an exposed surface or an unreadable secret file
+        is one line, at once."""
         s = self.settings
-        # Before the model (seconds to load): an exposed surface or an unreadable secret file
-        # is one line, at once.
         if problem := exposure_problem(s):
             raise StreamguardError(problem)
         self.access = AccessPolicy.from_settings(s)
@@ -207,20 +218,22 @@ class Daemon:
 
             assert s.server.tls_cert is not None and s.server.tls_key is not None
             self._ssl = server_context(s.server.tls_cert, s.server.tls_key)
-        self._tune_process()
+
+    async def _load_model(self) -> None:
+        """The detector, one runner per engine worker (``[model] backend/worker/workers``),
+        each probed: a model whose scores are not P(fake) values is refused here."""
+        from streamguard.model_swap import identity_of
+
+        s, m = self.settings, self.settings.model
         self.notifier.status("loading model")
         if self.detector is None:
             from streamguard.model import load_detector
 
-            self.detector = await asyncio.to_thread(
-                load_detector, s.model.spec, device=s.model.device
-            )
+            self.detector = await asyncio.to_thread(load_detector, m.spec, device=m.device)
         self.runners = await asyncio.to_thread(self._build_runners)
         for runner in self.runners:
             await asyncio.to_thread(probe_detector, runner)
         info = self.detector.info
-        from streamguard.model_swap import identity_of
-
         self.model_identity = identity_of(self.detector)
         if self.config_path is not None:
             with contextlib.suppress(Exception):  # the file was read once already; a race only
@@ -233,26 +246,36 @@ class Daemon:
         log.info(
             "model_loaded",
             backend=self.runners[0].backend,
-            worker=s.model.worker,
+            worker=m.worker,
             workers=len(self.runners),
             model=info.name,
             architecture=info.architecture,
             threshold=info.threshold,
             device=str(self.detector.device),
         )
+
+    async def _open_event_log(self) -> None:
+        """The bus, the ``[events]`` backend behind it, and the calls a crash left open."""
+        s = self.settings
+        assert self.detector is not None
         self.tracer = telemetry.from_settings(
-            s.telemetry, model=info.name, exporter=self._span_exporter
+            s.telemetry, model=self.detector.info.name, exporter=self._span_exporter
         )
         self.bus = AlertBus(
-            info.name,
+            self.detector.info.name,
             max_queue=s.alerts.subscriber_queue,
             history=s.alerts.history,
             metrics=self.metrics,
         )
         self.notifier.status("opening the event log")
-        self.backend = make_backend(s.events, metrics=self.metrics, tracer=self.tracer)
-        await self.backend.start(self.bus)
-        await self._recover_open_calls()
+        self.backend = await open_backend(
+            s.events, self.bus, metrics=self.metrics, tracer=self.tracer
+        )
+        await end_open_calls(self.backend, self.bus, metrics=self.metrics)
+
+    async def _start_engine(self) -> None:
+        s = self.settings
+        assert self.detector is not None and self.bus is not None
         self.engine = ScoringEngine(
             self.detector,
             runners=self.runners,
@@ -263,9 +286,10 @@ class Daemon:
             hop_seconds=s.track.hop_seconds,
             metrics=self.metrics,
         )
-        await self._start_allowlist()
+        self.engine.allowlist = await load_checker(s.allowlist, s.events)
         self.engine.start()
-        await self._start_evidence()
+        self.evidence = await open_writer(s.evidence, s.events, publish=self.bus.publish)
+        info = self.detector.info
         self.registry = CallRegistry(
             info=info,
             policy=policy_from(s, info.window_seconds),
@@ -276,12 +300,26 @@ class Daemon:
             record=None if self.evidence is None else self.evidence.submit,
             tracer=self.tracer,
         )
-        await self._start_server()
-        self._start_webhooks()
-        await self._start_listeners()
-        self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
-        self.ready = True
-        self.notifier.ready(self._status_line())
+
+    def _build_runners(self, detector: Any = None) -> list[Any]:
+        """One inference runner per engine worker (``[model] backend/worker/workers``)."""
+        from streamguard.scoring.runners import build_runners
+
+        m = self.settings.model
+        return build_runners(
+            detector or self.detector,
+            backend=m.backend,
+            worker=m.worker,
+            workers=m.workers,
+            threads=self._tuning.worker_threads,
+            max_batch=m.max_batch,
+            torchscript=m.torchscript,
+            build_in_background=True,
+        )
+
+    def _log_ready(self) -> None:
+        s = self.settings
+        assert self.access is not None
         log.info(
             "ready",
             host=s.server.host,
@@ -295,151 +333,36 @@ class Daemon:
             auth=sorted(path for path, g in self.access.guards.items() if not g.open) or None,
         )
 
-    async def _start_allowlist(self) -> None:
-        """``[allowlist]``: when voices are enrolled, the engine marks windows they speak."""
-        a = self.settings.allowlist
-        root = a.resolved_path(self.settings.events)
-        if not any(root.glob("*.json")):
-            return
-        from streamguard.allowlist import AllowList
-        from streamguard.allowlist.checker import AllowlistChecker
-        from streamguard.allowlist.encoder import ENCODER_NAME, load_encoder
-
-        assert self.engine is not None
-        allowlist = await asyncio.to_thread(
-            AllowList, root, threshold=a.threshold, encoder=ENCODER_NAME
-        )
-        encoder = await asyncio.to_thread(load_encoder)
-        self.engine.allowlist = AllowlistChecker(allowlist, encoder, min_p_fake=a.min_p_fake)
-        log.info("allowlist_loaded", voices=sorted(allowlist.voices), threshold=a.threshold)
-
-    async def _start_evidence(self) -> None:
-        """``[evidence]``: the store and its thread (a clip a crash left open is closed now)."""
-        ev = self.settings.evidence
-        if ev.keep == "none":
-            return
-        from streamguard.evidence import EvidenceStore
-        from streamguard.evidence.writer import EvidenceWriter
-
-        assert self.bus is not None
-        store = await asyncio.to_thread(
-            EvidenceStore,
-            ev.resolved_path(self.settings.events),
-            retention_days=ev.retention_days,
-            max_bytes=ev.max_bytes,
-        )
-        self.evidence = EvidenceWriter(store, publish=self.bus.publish)
-        await self.evidence.start()
-
-    def _build_runners(self, detector: Any = None) -> list[Any]:
-        """One inference runner per engine worker (``[model] backend/worker/workers``)."""
-        from streamguard.scoring.runners import build_runners
-
-        m = self.settings.model
-        return build_runners(
-            detector or self.detector,
-            backend=m.backend,
-            worker=m.worker,
-            workers=m.workers,
-            threads=self._worker_threads,
-            max_batch=m.max_batch,
-            torchscript=m.torchscript,
-            build_in_background=True,
-        )
-
-    def _tune_process(self) -> None:
-        """Inference shares the process with the event loop.
-
-        torch drops and re-takes the GIL around every operator; with Python's default 5 ms
-        switch interval the inference thread waits behind the loop's per-frame work, which
-        halved engine throughput at saturation (benchmarks/README.md). A 0.5 ms interval lets it
-        back in promptly. ``[model] threads`` caps torch's CPU threads on shared hosts.
-        """
-        import torch
-
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        from streamguard.scoring.runners import threads_per_worker
-
-        m = self.settings.model
-        # Several workers share the cores: each gets its share of CPU threads, so two batches
-        # in flight never fight over the same cores.
-        self._worker_threads = threads_per_worker(m.threads, m.workers)
-        if self._worker_threads is not None:
-            torch.set_num_threads(self._worker_threads)
-
+    # -- the front door -------------------------------------------------------------------------
     async def _start_server(self) -> None:
-        s = self.settings
-        assert self.bus is not None and self.registry is not None and self.access is not None
-        routes = {
-            s.alerts.path: alerts_handler(
-                self.bus,
-                max_queue=s.alerts.subscriber_queue,
-                backend=self.backend,
-                disconnect_after_lost=s.alerts.disconnect_after_lost,
-                close_timeout=s.alerts.close_timeout_seconds,
-            )
-        }
-        handshake_checks = {}
-        for spec in self.sources:
-            if spec.route is not None:
-                route = spec.route(spec.settings(s), self._source_context())
-                routes[route.path] = route.handler
-                if route.check is not None:
-                    handshake_checks[route.path] = route.check
-        call_paths = set(routes) - {s.alerts.path}
-        self.router = WebSocketRouter(routes, call_paths=call_paths)
-        process_request = make_process_request(
-            self.router,
-            http_routes={
-                "/healthz": healthz_route(self.health, details=self.access.may_see_details),
-                "/metrics": metrics_route(self.metrics),
-                **dashboard_routes(),
-            },
-            api=ApiTable(self._api_routes()),
+        """The one port (:mod:`streamguard.server.frontdoor`)."""
+        assert self.access is not None
+        routes, checks = self._websocket_routes()
+        door = await open_front_door(
+            self.settings,
+            routes=routes,
+            handshake_checks=checks,
+            api_routes=self._api_routes(),
+            health=self.health,
             access=self.access,
-            hosts=HostPolicy.for_server(s.server.host, s.server.allowed_hosts),
-            allowed_origins=s.server.allowed_origins,
-            same_origin_paths={s.alerts.path},
-            max_connections=s.server.max_connections,
-            max_calls_per_client=s.limits.max_calls_per_client,
-            handshake_checks=handshake_checks,
             metrics=self.metrics,
+            tls=self._ssl,
         )
-        self._handshakes = HandshakeGuard(self.metrics)
-        try:
-            self.server = await serve(
-                self.router,
-                s.server.host,
-                s.server.port,
-                process_request=process_request,
-                max_size=s.server.max_message_bytes,
-                # Audio barely compresses; permessage-deflate would only cost CPU per frame.
-                compression=None,
-                select_subprotocol=select_subprotocol,
-                open_timeout=s.limits.handshake_timeout_seconds,
-                create_connection=self._handshakes,  # type: ignore[arg-type]
-                ssl=self._ssl,
-                # A peer that never answers the close handshake is cut off after this.
-                close_timeout=s.alerts.close_timeout_seconds,
-            )
-        except OSError as exc:  # port taken, address not ours, host unknown: one clear line
-            raise bind_error("HTTP/WebSocket", s.server.host, s.server.port, exc) from None
-        if not is_loopback(s.server.host) and not s.server.allowed_hosts:
-            log.warning(
-                "allowed_hosts_unset",
-                host=s.server.host,
-                hint="requests are answered only when their Host header is the bind address, "
-                "localhost, 127.0.0.1 or [::1] (else 421): list the names clients and probes "
-                "use in [server] allowed_hosts",
-            )
-        if not s.server.tls and not is_loopback(s.server.host):
-            log.warning(
-                "plaintext_beyond_loopback",
-                host=s.server.host,
-                hint="tokens cross the network in clear: set [server] tls_cert/tls_key or "
-                "put a TLS-terminating proxy in front",
-            )
+        self.server, self.router, self._handshakes = door.server, door.router, door.handshakes
+
+    def _websocket_routes(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``/alerts`` and the table's sources on a path: handlers and checks by path."""
+        s = self.settings
+        assert self.bus is not None
+        routes, checks = websocket_routes(self.sources, s, self._source_context())
+        routes[s.alerts.path] = alerts_handler(
+            self.bus,
+            max_queue=s.alerts.subscriber_queue,
+            backend=self.backend,
+            disconnect_after_lost=s.alerts.disconnect_after_lost,
+            close_timeout=s.alerts.close_timeout_seconds,
+        )
+        return routes, checks
 
     def _api_routes(self) -> list[ApiRoute]:
         """The daemon's ``/api/*`` table (:mod:`streamguard.server.api`): add a route here."""
@@ -458,41 +381,10 @@ class Daemon:
         )
         routes = [status_route(self.status), *operator_routes(operator)]
         if self.settings.sources.kvs.enabled:
-            routes += self._kvs_routes()
+            from streamguard.sources.edges.kvs_streams import kvs_routes
+
+            routes += kvs_routes(lambda: self.listeners.get("kvs"))
         return routes
-
-    def _kvs_routes(self) -> list[ApiRoute]:
-        """``POST /api/kvs/streams`` (the Connect Lambda: read this stream) and ``GET`` (what
-        is being read), answered by the ``[sources.kvs]`` listener (docs/sources.md)."""
-        from streamguard.server.api import ApiError, ApiRequest
-        from streamguard.server.httputil import json_response
-        from streamguard.sources.edges.kvs_streams import StreamRefused, parse_stream_request
-
-        def streams() -> Any:
-            listener = self.listeners.get("kvs")
-            if listener is None:  # the port opens before the listeners
-                raise ApiError(503, "starting: not reading streams yet")
-            return listener
-
-        def start(request: ApiRequest) -> Any:
-            try:
-                wanted = parse_stream_request(request.json())
-            except ValueError as exc:
-                raise ApiError(400, str(exc)) from None
-            try:
-                streams().start(wanted)
-            except StreamRefused as exc:
-                raise ApiError(exc.status, exc.message) from None
-            payload = {"status": "reading", "call_id": wanted.call_id}
-            return json_response(202, {**payload, "stream_arn": wanted.stream_arn})
-
-        def listing(_request: ApiRequest) -> Any:
-            return json_response(200, {"streams": streams().active()})
-
-        return [
-            ApiRoute("POST", KVS_STREAMS_PATH, start),
-            ApiRoute("GET", KVS_STREAMS_PATH, listing),
-        ]
 
     def _source_context(self) -> SourceContext:
         assert self.registry is not None
@@ -507,38 +399,6 @@ class Daemon:
             mic_stream_factory=self._mic_stream_factory,
             ingest_token=self.settings.auth.ingest_token_value(),
         )
-
-    async def _start_listeners(self) -> None:
-        """Start the table's sources that have a socket or device of their own."""
-        context = self._source_context()
-        for spec in self.sources:
-            if spec.listen is None:
-                continue
-            section = spec.settings(self.settings)
-            try:
-                self.listeners[spec.name] = await spec.listen(section, context)
-            except OSError as exc:
-                if spec.transport is None:
-                    raise
-                raise bind_error(spec.transport, section.host, section.port, exc) from None
-
-    async def _recover_open_calls(self) -> None:
-        """End the calls the log shows open: the previous run died (``kill -9``, power cut)
-        without its drain. Each gets a ``call_ended`` with reason ``crash`` (an empty,
-        inconclusive summary: the audio is gone), so no call stays open forever."""
-        assert self.backend is not None and self.bus is not None
-        for started in await self.backend.open_calls():
-            self.bus.publish(
-                CallEnded(
-                    call_id=started.call_id,
-                    track=None,
-                    source=started.source,
-                    summary=combine_summaries({}),
-                    reason="crash",
-                )
-            )
-            self.metrics.events_recovered_calls_total.inc()
-            log.warning("call_recovered_after_crash", call_id=started.call_id, seq=started.seq)
 
     def _start_webhooks(self) -> None:
         if not self.settings.webhooks:
@@ -557,23 +417,17 @@ class Daemon:
 
     # -- health & status ------------------------------------------------------------------------
     def health(self) -> Health:
+        """What ``/healthz`` reports (the engine's details for a request with the token)."""
         engine = self.engine
         status = "draining" if self._stopped else "ready" if self.ready else "starting"
-        extra: dict[str, Any] = {}
         events = self.backend.health() if self.backend is not None else {}
         if status == "ready" and events.get("degraded"):
             status = "degraded"
+        extra: dict[str, Any] = {}
         if engine is not None:
-            extra = {
-                "engine_heartbeat_age_seconds": round(engine.heartbeat_age(), 3),
-                "windows_scored": engine.stats.scored,
-                "windows_dropped": engine.stats.dropped_lag + engine.stats.dropped_overflow,
-                "windows_failed": engine.stats.failed,
-                "realtime_factor": round(engine.stats.realtime_factor, 4),
-                "engine_utilization": round(engine.stats.utilization, 3),
-                "device": str(self.detector.device) if self.detector else None,
-                "backend": self.runners[0].backend if self.runners else None,
-            }
+            device = str(self.detector.device) if self.detector else None
+            backend = self.runners[0].backend if self.runners else None
+            extra = engine_details(engine, device, backend)
         if events:
             extra["events"] = events
         return Health(
@@ -586,43 +440,13 @@ class Daemon:
         )
 
     def status(self) -> dict[str, Any]:
-        """What the dashboard shows beside the events (``GET /api/status``, token-protected).
-
-        Read on every request, so thresholds changed by SIGHUP show at once. ``last_seq`` lets
-        a page that reconnects tell a restarted daemon (seqs began again) from a network blip.
-        """
-        from streamguard import __version__
-        from streamguard.alerts.events import format_ts
-
-        s = self.settings
-        info = self.detector.info if self.detector else None
-        on, off = s.smoothing.thresholds(info.threshold) if info else (None, None)
-        return {
-            "version": __version__,
-            "time": format_ts(time.time()),  # the daemon's clock: uptime -> when it started
-            "model": None
-            if info is None
-            else {
-                "name": info.name,
-                "architecture": info.architecture,
-                "threshold": info.threshold,
-                "window_seconds": info.window_seconds,
-                "sample_rate": info.sample_rate,
-            },
-            "smoothing": {
-                "mode": s.smoothing.mode,
-                "on_threshold": on,
-                "off_threshold": off,
-                "raise_after": s.smoothing.raise_after,
-                "clear_after": s.smoothing.clear_after,
-            },
-            "hop_seconds": s.track.hop_seconds,
-            "min_verdict_speech_seconds": s.verdict.min_speech_seconds,
-            "alerts_path": s.alerts.path,
-            "history": s.alerts.history,
-            "last_seq": self.bus.last_seq if self.bus else 0,
-            "health": self.health().to_dict(),
-        }
+        """``GET /api/status`` (token-protected): what the dashboard shows beside the events."""
+        return status_document(
+            self.settings,
+            self.detector.info if self.detector else None,
+            last_seq=self.bus.last_seq if self.bus else 0,
+            health=self.health().to_dict(),
+        )
 
     def _status_line(self) -> str:
         calls = len(self.registry.sessions) if self.registry else 0
@@ -728,7 +552,8 @@ class Daemon:
         return self._stop.is_set()
 
     async def stop(self) -> None:
-        """Drain and stop (idempotent)."""
+        """Drain and stop (idempotent): intake first, then every call, the engine, the event
+        log, subscribers; each step bounded, so nothing a peer does can hold the stop."""
         if self._stopped:
             return
         self._stopped = True
@@ -741,8 +566,24 @@ class Daemon:
         if served:
             log.info("draining", open_calls=len(self.registry.sessions) if self.registry else 0)
         self._stop.set()
+        await self._drain_calls()
+        await self._flush_events()
+        await self._close_connections()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.backend is not None:
+            await self.backend.close()
+        await asyncio.to_thread(self.tracer.shutdown)  # the last spans exported (off: nothing)
+        self._tuning.restore()
+        if served:
+            log.info("stopped")
+
+    async def _drain_calls(self) -> None:
+        """Stop listening (open feeds go on), end every call (its buffered audio scored), wait
+        for the engine."""
         if self.server is not None:
-            self.server.server.close()  # stop listening; open feeds keep going until drained
+            self.server.server.close()
         if self._handshakes is not None:
             self._handshakes.abort_opening()  # half-open handshakes would hold the close
         for listener in self.listeners.values():
@@ -755,7 +596,11 @@ class Daemon:
             await self.engine.stop()
         if self.evidence is not None:  # the last clips closed, their evidence_saved published
             await self.evidence.close()
-        if self.backend is not None:  # every call_ended committed and delivered
+
+    async def _flush_events(self) -> None:
+        """Every ``call_ended`` committed (bounded: a failing disk) and handed to subscribers
+        (bounded: :data:`FLUSH_SECONDS`); the runners closed meanwhile."""
+        if self.backend is not None:
             try:
                 await asyncio.wait_for(self.backend.flush(), FLUSH_LOG_SECONDS)
             except TimeoutError:
@@ -766,24 +611,17 @@ class Daemon:
             await asyncio.to_thread(close_runners, self.runners)
         if self.bus is not None:
             await self._flush_subscribers()
-        if self.server is not None:
-            await close_subscribers(
-                list(self.server.connections), timeout=self.settings.alerts.close_timeout_seconds
-            )
-            self.server.close(close_connections=True)
-            await self.server.wait_closed()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self.backend is not None:
-            await self.backend.close()
-        await asyncio.to_thread(self.tracer.shutdown)  # the last spans exported (off: nothing)
-        if self._switch_interval is not None:
-            sys.setswitchinterval(self._switch_interval)
-        if served:
-            log.info("stopped")
+
+    async def _close_connections(self) -> None:
+        """Every connection closed at once, each within ``[alerts] close_timeout_seconds``
+        (:func:`~streamguard.alerts.subscriptions.close_subscribers`)."""
+        if self.server is None:
+            return
+        await close_subscribers(
+            list(self.server.connections), timeout=self.settings.alerts.close_timeout_seconds
+        )
+        self.server.close(close_connections=True)
+        await self.server.wait_closed()
 
     async def _flush_subscribers(self) -> None:
         assert self.bus is not None

@@ -4,8 +4,9 @@
 reader (:func:`streamguard.audio.file.decode_mono`, soxr stream resampling to 16 kHz), pushed
 whole through a :class:`~streamguard.audio.track.TrackPipeline` (ring buffer, webrtcvad gate,
 windower: the daemon's per-track chain, with the daemon's ``[track]`` settings), and the windows
-of all clips are scored in batches by :func:`streamguard.scoring.batching.score_windows`, the
-function the live engine and ``scan`` use. Nothing is cropped by hand: a 10 s clip gives the
+of all clips are scored in the engine's batches, by
+:class:`streamguard.scoring.offline.OfflineScorer`: the path ``scan`` and the serving checks
+take too. Nothing is cropped by hand: a 10 s clip gives the
 windows a 10 s call would (0-4, 1-5, ... s with a 1 s hop, where there is enough speech).
 
 **Three levels** of the report:
@@ -32,7 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,22 @@ CLASS_KEYS = ("attack", "family")  # fakes of one value against every real examp
 REAL_ATTACKS = (None, "", "-", "bonafide")
 
 
+def decoded(
+    examples: Sequence[Example], store: ClipStore, problems: list[Problem], *, progress: bool
+) -> Iterator[tuple[Example, np.ndarray]]:
+    """Each example with its decoded clip; one that cannot be decoded goes to ``problems``
+    (the report lists it) and the rest go on."""
+    from tqdm.auto import tqdm
+
+    for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
+        try:
+            clip = store.get(example.path)
+        except StreamguardError as exc:
+            problems.append(Problem(example.origin or str(example.path), str(exc)))
+            continue
+        yield example, clip
+
+
 def score_examples(
     detector,
     examples: Sequence[Example],
@@ -70,8 +87,6 @@ def score_examples(
     progress: bool = False,
 ) -> tuple[np.ndarray, list[Example], list[Problem]]:
     """``(P(fake) per scored clip, the scored examples, clips that failed to decode)``."""
-    from tqdm.auto import tqdm
-
     store = store or ClipStore(detector.info.sample_rate, "none")
     window = detector.window_samples
     scores: list[np.ndarray] = []
@@ -84,12 +99,7 @@ def score_examples(
             scores.append(np.asarray(detector(np.stack(pending)), dtype=np.float32))
             pending.clear()
 
-    for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
-        try:
-            clip = store.get(example.path)
-        except StreamguardError as exc:
-            problems.append(Problem(example.origin or str(example.path), str(exc)))
-            continue
+    for example, clip in decoded(examples, store, problems, progress=progress):
         pending.append(crop(clip, window, crop_mode))
         kept.append(example)
         if len(pending) >= batch_size:
@@ -327,55 +337,30 @@ def score_through_chain(
     ``track`` is a :class:`streamguard.audio.track.TrackSettings` (default: the daemon's
     defaults); the detector's own window length always wins, as in the daemon.
     """
-    from tqdm.auto import tqdm
+    from streamguard.scoring.offline import OfflineScorer
 
-    from streamguard.audio.track import TrackPipeline, TrackSettings
-    from streamguard.scoring.batching import score_windows
-
-    track = track or TrackSettings()
     rate = detector.info.sample_rate
     store = store or ClipStore(rate, "none")
-    results: list[ClipResult] = []
+    scorer = OfflineScorer(detector, track, max_batch=batch_size)
+    kept: list[Example] = []
     problems: list[Problem] = []
-    pending: list[tuple[int, Any]] = []  # (result index, Window)
-    found: list[list[tuple[float, float, float]]] = []
-
-    def flush() -> None:
-        if pending:
-            scores = score_windows(detector, [w for _, w in pending], max_batch=batch_size)
-            for (i, w), p in zip(pending, scores, strict=True):
-                found[i].append((w.start, w.end, float(p)))
-            pending.clear()
-
-    for example in tqdm(examples, desc="scoring", disable=not progress, unit="clip"):
-        try:
-            clip = store.get(example.path)
-        except StreamguardError as exc:
-            problems.append(Problem(example.origin or str(example.path), str(exc)))
-            continue
-        pipe = TrackPipeline(rate, track, window_seconds=detector.info.window_seconds)
-        index = len(results)
-        found.append([])
-        pending.extend((index, w) for w in pipe.push(clip))
-        pending.extend((index, w) for w in pipe.finish())
-        results.append(
-            ClipResult(
-                example,
-                np.zeros(0),
-                np.zeros(0),
-                np.zeros(0, np.float32),
-                duration=pipe.duration_seconds,
-                speech_seconds=pipe.speech_seconds,
-                windows_skipped=pipe.windows_skipped,
-            )
+    for example, clip in decoded(examples, store, problems, progress=progress):
+        index = scorer.track(rate)
+        scorer.push(index, clip)
+        scorer.finish(index)
+        kept.append(example)
+    results = [
+        ClipResult(
+            example,
+            np.asarray(t.starts, dtype=np.float64),
+            np.asarray(t.ends, dtype=np.float64),
+            np.asarray(t.scores, dtype=np.float32),
+            duration=t.duration,
+            speech_seconds=t.speech_seconds,
+            windows_skipped=t.windows_skipped,
         )
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    for result, windows in zip(results, found, strict=True):
-        arr = np.asarray(windows, dtype=np.float64).reshape(-1, 3)
-        result.starts, result.ends = arr[:, 0], arr[:, 1]
-        result.scores = arr[:, 2].astype(np.float32)
+        for example, t in zip(kept, scorer.close(), strict=True)
+    ]
     return results, problems
 
 

@@ -12,7 +12,8 @@ Every backend answers the same questions, so ``/alerts``, webhooks and ``streamg
 are written once (alerts/follow.py): ``read(after, filter, limit)`` (one page),
 ``tail_start(n, filter)`` (where the last n matching events begin: replays are then read in
 pages, never held whole), ``oldest_seq()``, plus webhook cursors and crash recovery
-(``open_calls()``).
+(``open_calls()``). :func:`open_backend` starts the configured one (or closes what a failed
+start opened) and :func:`end_open_calls` ends the calls a crash left open.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
+
 from streamguard.alerts.bus import AlertBus, SubscriptionFilter
-from streamguard.alerts.events import CallStarted, EventBase
+from streamguard.alerts.events import CallEnded, CallStarted, EventBase, combine_summaries
 from streamguard.alerts.store import EventStore, Page, WriterLock
 from streamguard.alerts.writer import GroupCommitWriter
+
+_log = structlog.get_logger("streamguard.daemon")
 
 if TYPE_CHECKING:
     from streamguard.config import EventsSettings
@@ -235,3 +240,43 @@ def make_backend(
 
         return RedisBackend(settings, metrics=metrics, tracer=tracer or NOOP)
     return MemoryBackend()
+
+
+async def open_backend(
+    settings: EventsSettings,
+    bus: AlertBus,
+    *,
+    metrics: Metrics | None = None,
+    tracer: Any = None,
+) -> EventBackend:
+    """The ``[events]`` backend, started behind ``bus``. A start that fails (its file locked
+    by another daemon, say) closes what it opened before the error goes on, so the caller
+    holds no half-started backend and the error's one line is the whole story."""
+    backend = make_backend(settings, metrics=metrics, tracer=tracer)
+    try:
+        await backend.start(bus)
+    except BaseException:
+        await backend.close()
+        raise
+    return backend
+
+
+async def end_open_calls(
+    backend: EventBackend, bus: AlertBus, *, metrics: Metrics | None = None
+) -> None:
+    """End the calls the log shows open: the previous run died (``kill -9``, power cut)
+    without its drain. Each gets a ``call_ended`` with reason ``crash`` (an empty,
+    inconclusive summary: the audio is gone), so no call stays open forever."""
+    for started in await backend.open_calls():
+        bus.publish(
+            CallEnded(
+                call_id=started.call_id,
+                track=None,
+                source=started.source,
+                summary=combine_summaries({}),
+                reason="crash",
+            )
+        )
+        if metrics is not None:
+            metrics.events_recovered_calls_total.inc()
+        _log.warning("call_recovered_after_crash", call_id=started.call_id, seq=started.seq)

@@ -180,14 +180,18 @@ class RedisBackend:
     _closing = False
 
     async def close(self) -> None:
-        await self.flush()
+        """Flush and release everything. Safe after a start that failed part-way (its spool
+        locked by another daemon, say): only what was opened is closed."""
+        if self._tasks:
+            await self.flush()
         # Let the tasks finish on their own: cancelling redis-py in the middle of a blocking
         # XREAD can leave the cancellation hanging. The reader returns within BLOCK_MS.
         self._closing = True
         self._wake.set()
-        _, late = await asyncio.wait(self._tasks, timeout=BLOCK_MS / 1000 + 2)
-        for task in late:
-            task.cancel()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=BLOCK_MS / 1000 + 2)
+            for task in late:
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 2)

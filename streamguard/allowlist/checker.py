@@ -38,3 +38,25 @@ class AllowlistChecker:
                     outcome = Allowlisted(outcome, match.name, match.similarity)
             out.append(outcome)
         return out
+
+
+async def load_checker(settings: Any, events: Any) -> AllowlistChecker | None:
+    """The engine's allow-list step for ``[allowlist]`` (``settings``; ``events``: where its
+    folder defaults to), or None when no voice is enrolled (nothing to check)."""
+    import asyncio
+
+    import structlog
+
+    from streamguard.allowlist.encoder import ENCODER_NAME, load_encoder
+
+    root = settings.resolved_path(events)
+    if not any(root.glob("*.json")):
+        return None
+    allowlist = await asyncio.to_thread(
+        AllowList, root, threshold=settings.threshold, encoder=ENCODER_NAME
+    )
+    encoder = await asyncio.to_thread(load_encoder)
+    structlog.get_logger("streamguard.daemon").info(
+        "allowlist_loaded", voices=sorted(allowlist.voices), threshold=settings.threshold
+    )
+    return AllowlistChecker(allowlist, encoder, min_p_fake=settings.min_p_fake)

@@ -56,6 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "descriptors, drops and lag; events = what the event log backends sustain and the "
         "latency they add (no model)",
     )
+    _model_choice_arguments(parser)
+    _model_suite_arguments(parser)
+    _daemon_suite_arguments(parser)
+    _soak_suite_arguments(parser)
+    _events_suite_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
+
+def _model_choice_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which detector and how it is served (every suite that scores)."""
     m = parser.add_argument_group("model choice (both suites)")
     m.add_argument(
         "--model",
@@ -119,6 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--workers", type=int, default=2, help="inference workers, as [model] workers (default: 2)"
     )
+
+
+def _model_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model suite: batch sizes, repeats, the runners compared."""
     b = parser.add_argument_group("model suite")
     b.add_argument(
         "--batch-sizes",
@@ -141,6 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3.0,
         help="seconds per batch size, on average (at least 3 rounds; default: 3)",
     )
+
+
+def _daemon_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The daemon and capacity suites: calls, audio, protocol and engine settings."""
     d = parser.add_argument_group("daemon suite")
     d.add_argument(
         "--calls",
@@ -215,6 +234,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--queue-size", type=int, default=256, help="engine queue bound (daemon default)"
     )
     d.add_argument("--hop", type=float, default=1.0, help="window hop in seconds")
+
+
+def _soak_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The soak suite."""
     k = parser.add_argument_group("soak suite (--calls: the first value, --file, --protocol)")
     k.add_argument("--minutes", type=float, default=30.0, help="soak length (default: %(default)s)")
     k.add_argument(
@@ -234,6 +257,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="growth is measured from here (at most a fifth of the soak; default: %(default)s)",
     )
+
+
+def _events_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """The events suite: backends, rates, Redis."""
     e = parser.add_argument_group("events suite")
     e.add_argument(
         "--backends",
@@ -250,8 +277,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="paced publish rate, events/s (default: 10x the rate of 120 concurrent calls)",
     )
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
 
 def default_call_file() -> Path | None:

@@ -1,8 +1,8 @@
 """``streamguard scan FILE...``: score audio files offline with the same chain as live calls.
 
-Each file goes block by block through one :class:`~streamguard.audio.track.TrackPipeline` per
-channel (or one for the mix-down with ``--mix``) -- the very code the daemon runs per track --
-and the windows are scored in batches with :func:`~streamguard.scoring.batching.score_windows`.
+Each file goes through :func:`streamguard.scoring.offline.score_file`: block by block through one
+:class:`~streamguard.audio.track.TrackPipeline` per channel (or one for the mix-down with
+``--mix``) -- the very code the daemon runs per track -- and the engine's batching.
 Output: a table and a verdict per file, or one JSON object per file per line (``--json``).
 
 Exit status: 0 when every file was decoded and scored (whatever the verdict, including
@@ -143,67 +143,39 @@ def scan_file(
 
     Raises :class:`~streamguard.errors.AudioError` when the file cannot be decoded.
     """
-    import numpy as np
-
-    from streamguard.audio.file import open_audio
-    from streamguard.audio.track import TrackPipeline
     from streamguard.policy import AlertPolicy, replay
     from streamguard.report.scan_report import FileReport, TrackReport, WindowScore
-    from streamguard.scoring.batching import score_windows
+    from streamguard.scoring.offline import score_file
 
     policy = AlertPolicy(threshold)
-    with open_audio(path) as reader:
-        names = ["mix"] if mix else [str(c) for c in range(reader.channels)]
-        pipes = [
-            TrackPipeline(reader.sample_rate, settings, window_seconds=detector.info.window_seconds)
-            for _ in names
+    scored = score_file(
+        path, detector, settings, mix=mix, max_batch=max_batch, keep_audio=keep_audio
+    )
+    tracks = []
+    for t in scored.tracks:
+        track = TrackReport(track=t.name)
+        track.windows = [
+            WindowScore(*row)
+            for row in zip(t.starts, t.ends, t.speech_ratios, t.scores, strict=True)
         ]
-        tracks = [TrackReport(track=name) for name in names]
-        pending: list[tuple[int, Any]] = []
-        kept: list[np.ndarray] = []
-
-        def score_pending() -> None:
-            if not pending:
-                return
-            scores = score_windows(detector, [w for _, w in pending], max_batch=max_batch)
-            for (t, w), p in zip(pending, scores, strict=True):
-                tracks[t].windows.append(WindowScore(w.start, w.end, w.speech_ratio, float(p)))
-            pending.clear()
-
-        for block in reader.blocks():
-            mono = block.mean(axis=0) if (mix or keep_audio) else None
-            for t, pipe in enumerate(pipes):
-                channel = mono if mix else block[t]
-                pending.extend((t, w) for w in pipe.push(channel))
-            if keep_audio:
-                kept.append(mono)
-            if len(pending) >= max_batch:
-                score_pending()
-        for t, pipe in enumerate(pipes):
-            pending.extend((t, w) for w in pipe.finish())
-        score_pending()
-
-        for track, pipe in zip(tracks, pipes, strict=True):
-            track.windows_skipped = pipe.windows_skipped
-            track.speech_seconds = pipe.speech_seconds
-            track.duration = pipe.duration_seconds
-            # The daemon's alert policy replayed over the windows: scan's verdict is the one a
-            # live call of this audio would end with (fake = the alert would have been raised).
-            _, track.verdict = replay(
-                [w.p_fake for w in track.windows], policy, speech_seconds=track.speech_seconds
-            )
-        report = FileReport(
-            file=str(path),
-            sample_rate=reader.sample_rate,
-            channels=reader.channels,
-            duration=pipes[0].duration_seconds,
-            model=detector.info.name,
-            threshold=threshold,
-            min_speech_seconds=policy.min_speech_seconds,
-            tracks=tracks,
-        )
-        audio = np.concatenate(kept) if kept else np.zeros(0, np.float32)
-        return report, (audio if keep_audio else None)
+        track.windows_skipped = t.windows_skipped
+        track.speech_seconds = t.speech_seconds
+        track.duration = t.duration
+        # The daemon's alert policy replayed over the windows: scan's verdict is the one a
+        # live call of this audio would end with (fake = the alert would have been raised).
+        _, track.verdict = replay(t.scores, policy, speech_seconds=t.speech_seconds)
+        tracks.append(track)
+    report = FileReport(
+        file=str(path),
+        sample_rate=scored.sample_rate,
+        channels=scored.channels,
+        duration=scored.duration,
+        model=detector.info.name,
+        threshold=threshold,
+        min_speech_seconds=policy.min_speech_seconds,
+        tracks=tracks,
+    )
+    return report, scored.audio
 
 
 def run(args: argparse.Namespace) -> int:

@@ -139,3 +139,22 @@ class EvidenceWriter:
             self._emit(await self.call_raw(self.store.close))
         await asyncio.sleep(0)  # the done callbacks publish before the log's last flush
         self._executor.shutdown(wait=True)
+
+
+async def open_writer(
+    settings: Any, events: Any, *, publish: Callable[[EventBase], None]
+) -> EvidenceWriter | None:
+    """``[evidence]`` (``settings``; ``events``: where its folder defaults to): the store and
+    its started thread (a clip a crash left open is closed now), or None with ``keep =
+    "none"``."""
+    if settings.keep == "none":
+        return None
+    store = await asyncio.to_thread(
+        EvidenceStore,
+        settings.resolved_path(events),
+        retention_days=settings.retention_days,
+        max_bytes=settings.max_bytes,
+    )
+    writer = EvidenceWriter(store, publish=publish)
+    await writer.start()
+    return writer

@@ -53,6 +53,10 @@ from typing import Any
 import numpy as np
 import structlog
 
+# The speech backends are calibrated and checked on: the demo call, cut by audio/demo.py (this
+# module reads no audio files itself).
+from streamguard.audio.demo import check_windows, demo_windows
+
 log = structlog.get_logger(__name__)
 
 BACKENDS = (
@@ -104,37 +108,6 @@ def candidates(backend: str, device_type: str) -> tuple[str, ...]:
     if device_type == "cuda":
         return ("cuda-graphs", "torchscript", "eager")
     return _CPU_CHAIN
-
-
-# -- check audio ------------------------------------------------------------------------------
-def demo_windows(window_samples: int, *, offset_seconds: float = 0.0) -> np.ndarray:
-    """Windows of real speech from the bundled demo call (both tracks), ``[N, window]``.
-
-    ``offset_seconds`` shifts the window grid, so calibration and check windows differ.
-    """
-    from importlib import resources
-
-    from streamguard.audio.file import read_audio
-    from streamguard.audio.track import TrackPipeline, TrackSettings
-
-    path = resources.files("streamguard") / "demo" / "demo_call.wav"
-    rate, channels = read_audio(str(path))
-    skip = round(offset_seconds * rate)
-    settings = TrackSettings(min_speech_seconds=0.5)
-    out = []
-    for channel in channels:
-        pipe = TrackPipeline(rate, settings, window_seconds=window_samples / 16_000)
-        windows = pipe.push(channel[skip:]) + pipe.finish()
-        out += [w.samples for w in windows]
-    return np.stack(out).astype(np.float32)
-
-
-def check_windows(window_samples: int) -> np.ndarray:
-    """What parity is checked on: demo-call speech off the calibration grid, noise, silence."""
-    rng = np.random.default_rng(1)
-    speech = demo_windows(window_samples, offset_seconds=0.5)
-    noise = (0.05 * rng.standard_normal((2, window_samples))).astype(np.float32)
-    return np.concatenate([speech, noise, np.zeros((1, window_samples), np.float32)])
 
 
 # -- runners ------------------------------------------------------------------------------------

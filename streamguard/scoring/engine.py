@@ -1,11 +1,14 @@
 """The scoring engine: one per daemon, batching the windows of every live track.
 
-Windows from all tracks meet in one bounded queue. ``workers`` worker threads (one by
-default) each take what is waiting (up to ``max_batch``, waiting at most ``max_wait_ms`` for a
-batch to fill), score it with :func:`streamguard.scoring.batching.score_windows` — the same
-function the file scanner uses — on their own runner, and hand each score back to the asyncio
-loop with ``call_soon_threadsafe``. A runner is the detector itself (inference in this
-process; the backends release the GIL while they compute) or a
+Windows from all tracks meet in one bounded queue, the pure
+:class:`~streamguard.scoring.batcher.Batcher` (batch formation, drop policy, counters); this
+module is its edge: one worker thread per runner (``[model] workers``, 2 by default in the
+daemon; one when the engine is built from a bare detector), each taking what is waiting (up
+to ``max_batch``, waiting at most ``max_wait_ms`` for a batch to fill), scoring it with
+:func:`streamguard.scoring.batching.score_windows` (the one place windows become model
+input) on its runner, and handing each score back to the asyncio loop with
+``call_soon_threadsafe``. A runner is the detector itself (inference in this process; the
+backends release the GIL while they compute) or a
 :class:`~streamguard.scoring.worker.ProcessDetector` (inference in a child process fed through
 shared memory, so no per-frame Python of the event loop ever waits on it). Two workers with one
 CPU thread each use two cores without the barrier waits of one batch split over two threads,
@@ -37,11 +40,9 @@ watchdog while that heartbeat is fresh, so a stalled engine gets the service res
 from __future__ import annotations
 
 import asyncio
-import collections
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import structlog
@@ -49,13 +50,11 @@ import structlog
 from streamguard.audio.windows import Window
 from streamguard.errors import StreamguardError
 from streamguard.model.base import Detector
+from streamguard.scoring.batcher import Batch, Batcher, Completed, EngineStats, InOrder
 from streamguard.scoring.batching import score_windows
 from streamguard.scoring.outcome import ScoreOutcome, Unscored, stamp_timing
 
 log = structlog.get_logger(__name__)
-
-#: Seconds over which the worker's busy share (utilization) is measured.
-UTILIZATION_PERIOD = 2.0
 
 #: Scores this far outside [0, 1] are rounding (fp16 sigmoids); further out is a broken model.
 RANGE_TOLERANCE = 1e-4
@@ -64,46 +63,21 @@ RANGE_TOLERANCE = 1e-4
 ScoreCallback = Callable[[ScoreOutcome], None]
 
 
-@dataclass
-class _Request:
-    window: Window
-    callback: ScoreCallback
-    enqueued: float  # time.monotonic() at submit
-    seq: int = 0  # submission order: outcomes are delivered in it
-
-
-@dataclass
-class EngineStats:
-    """Counters the engine keeps; read by /healthz, /metrics and ``bench``."""
-
-    submitted: int = 0
-    scored: int = 0
-    failed: int = 0
-    dropped_lag: int = 0
-    dropped_overflow: int = 0
-    batches: int = 0
-    inference_seconds: float = 0.0
-    audio_seconds_scored: float = 0.0
-    last_heartbeat: float = field(default_factory=time.monotonic)
-    utilization: float = 0.0  # busy share of wall time over the last UTILIZATION_PERIOD
-    #: windows per inference batch -> batches (what ``bench`` prints)
-    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
-    #: wall seconds of the most recent inference batches (bounded)
-    batch_seconds: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=10_000)
-    )
-
-    @property
-    def realtime_factor(self) -> float:
-        """Inference seconds per second of track audio (all tracks together): the cost of a
-        call-second. Saturation shows in :attr:`utilization`, not here."""
-        if not self.audio_seconds_scored:
-            return 0.0
-        return self.inference_seconds / self.audio_seconds_scored
-
-
 class ScoringEngine:
-    """Batch windows from every track onto one detector, on one worker thread."""
+    """Batch windows from every track onto the runners, one worker thread per runner.
+
+    The batching policy is :class:`~streamguard.scoring.batcher.Batcher` (pure); this class is
+    its edge: a lock and a condition around it, the worker threads, inference with failure
+    isolation, metrics, and the hand-off of outcomes to the event loop.
+
+    **Swapping the model between batches**: a worker asks :attr:`runner_for` for its runner
+    each time it takes a batch, under the batcher's lock, ``runner_for(worker_index) ->
+    Detector`` (by default ``runners[worker_index]``). :meth:`swap` (the hot model swap,
+    ``Daemon.swap_model``) replaces ``runners`` and bumps :attr:`generation`, so each worker's
+    next batch runs on the new runner while a batch in flight finishes on the old one, and
+    :meth:`released` says when the old runners are free. The number of workers is fixed at
+    :meth:`start`.
+    """
 
     def __init__(
         self,
@@ -117,37 +91,29 @@ class ScoringEngine:
         hop_seconds: float = 1.0,
         metrics=None,
     ) -> None:
-        if max_batch < 1 or queue_size < 1:
-            raise ValueError("max_batch and queue_size must be >= 1")
         if runners is not None and not runners:
             raise ValueError("runners must name at least one runner")
         self.detector = detector
         # One worker thread per runner; each runner scores one batch at a time.
         self.runners = list(runners) if runners is not None else [detector]
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000.0
-        self.max_lag = max_lag_seconds
-        self.queue_size = queue_size
-        # Each scored window advances its track by one hop of new audio: the honest unit
-        # for the real-time factor (a 4 s window every 1 s is 1 s of audio to keep up with).
-        self.hop_seconds = hop_seconds
+        self.runner_for: Callable[[int], Detector] = lambda index: self.runners[index]
+        self.batcher = Batcher(
+            max_batch=max_batch,
+            max_wait=max_wait_ms / 1000.0,
+            max_lag=max_lag_seconds,
+            queue_size=queue_size,
+            hop_seconds=hop_seconds,
+            workers=len(self.runners),
+            now=time.monotonic(),
+        )
         self.metrics = metrics
-        self.stats = EngineStats()
-        self._queue: collections.deque[_Request] = collections.deque()
-        self._cond = threading.Condition()
-        self._stopping = False
+        self._cond = threading.Condition()  # guards the batcher (and its stats)
         self._threads: list[threading.Thread] = []
-        self._stats_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
-        self._util_mark = (time.monotonic(), 0.0)  # (when, inference_seconds then)
         self._batch_cap = max_batch  # halved on CUDA out-of-memory
         self._pending = 0  # submitted, callback not yet run (loop thread only)
-        # Outcomes are handed back in submission order, whichever worker finishes first: a
-        # track's smoother must see its windows in call order (loop thread only).
-        self._next_seq = 0
-        self._next_delivery = 0
-        self._ready: dict[int, tuple[ScoreCallback, ScoreOutcome]] = {}
+        self._in_order: InOrder[tuple[ScoreCallback, ScoreOutcome]] = InOrder()
         # Model swaps: the generation of the runners each worker is scoring with (None: idle)
         self.generation = 0
         self._busy: list[int | None] = [None] * len(self.runners)
@@ -156,9 +122,17 @@ class ScoringEngine:
         self.allowlist: Callable[[list[Window], list[ScoreOutcome]], list[ScoreOutcome]] | None
         self.allowlist = None
 
+    @property
+    def stats(self) -> EngineStats:
+        return self.batcher.stats
+
+    @property
+    def max_batch(self) -> int:
+        return self.batcher.max_batch
+
     # -- loop side ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker; call from the running loop."""
+        """Start the workers; call from the running loop."""
         self._loop = asyncio.get_running_loop()
         self._idle.set()
         for i in range(len(self.runners)):
@@ -170,31 +144,25 @@ class ScoringEngine:
 
     def submit(self, window: Window, callback: ScoreCallback) -> None:
         """Queue one window; ``callback`` runs later on the loop thread."""
-        overflow: _Request | None = None
-        seq, self._next_seq = self._next_seq, self._next_seq + 1
         with self._cond:
-            if len(self._queue) >= self.queue_size:
-                overflow = self._queue.popleft()
-                self.stats.dropped_overflow += 1
-            self._queue.append(_Request(window, callback, time.monotonic(), seq))
-            self.stats.submitted += 1
-            depth = len(self._queue)
+            overflow = self.batcher.push(window, callback, time.monotonic())
+            depth = self.batcher.depth
             self._cond.notify()
         self._pending += 1
         self._idle.clear()
         if overflow is not None:
             self._count_drop("queue")
-            self._complete([(overflow.seq, overflow.callback, Unscored("queue"))])
+            self._complete([(overflow.seq, overflow.ticket, Unscored("queue"))])
         if self.metrics is not None:
             self.metrics.engine_queue_depth.set(depth)
 
     @property
     def depth(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return self.batcher.depth
 
     def heartbeat_age(self) -> float:
-        """Seconds since the worker last proved it is alive."""
+        """Seconds since a worker last proved it is alive."""
         return time.monotonic() - self.stats.last_heartbeat
 
     def swap(self, detector: Detector, runners: list[Detector]) -> tuple[list[Detector], int]:
@@ -222,69 +190,75 @@ class ScoringEngine:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        """Score what is queued, then stop the worker."""
+        """Score what is queued, then stop the workers."""
         await self.drain()
         with self._cond:
-            self._stopping = True
+            self.batcher.stop()
             self._cond.notify_all()
         for thread in self._threads:
             await asyncio.to_thread(thread.join)
 
     # -- worker side ---------------------------------------------------------------------------
-    def _take_batch(self, worker: int = 0) -> tuple[list[_Request], Detector] | None:
-        """Block until a batch is ready: it and the runner to score it with (the current
-        generation's); None when stopping with nothing left."""
+    def _take_batch(self, worker: int) -> tuple[Batch, Detector] | None:
+        """Block until the batcher hands out a batch: it and the runner to score it with (the
+        current generation's, :attr:`runner_for`); None when stopping with nothing left.
+        Wakes at least once a second to stamp the heartbeat."""
         with self._cond:
-            while not self._queue:
-                if self._stopping:
+            while True:
+                now = time.monotonic()
+                self.stats.last_heartbeat = now
+                batch = self.batcher.next_batch(now, worker)
+                if batch is not None:
+                    self._busy[worker] = self.generation
+                    return batch, self.runner_for(worker)
+                if self.batcher.finished:
                     return None
-                self._cond.wait(timeout=1.0)
-                self.stats.last_heartbeat = time.monotonic()
-            # A batch is worth waiting a little for, but never longer than max_wait.
-            deadline = time.monotonic() + self.max_wait
-            while len(self._queue) < self.max_batch and not self._stopping:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(timeout=remaining)
-            n = min(self.max_batch, len(self._queue))
-            self._busy[worker] = self.generation
-            return [self._queue.popleft() for _ in range(n)], self.runners[worker]
+                wait = self.batcher.wait_seconds(now, worker)
+                self._cond.wait(timeout=1.0 if wait is None else min(wait, 1.0))
 
     def _run(self, worker: int) -> None:
         while True:
             taken = self._take_batch(worker)
-            self.stats.last_heartbeat = time.monotonic()
             if taken is None:
                 return
-            batch, runner = taken
             try:
-                self._run_batch(runner, batch)
+                self._run_batch(*taken)
             finally:
                 with self._cond:
                     self._busy[worker] = None
 
-    def _run_batch(self, runner: Detector, batch: list[_Request]) -> None:
-        now = time.monotonic()
-        fresh = [r for r in batch if now - r.enqueued <= self.max_lag]
-        stale = [r for r in batch if now - r.enqueued > self.max_lag]
+    def _run_batch(self, batch: Batch, runner: Detector) -> None:
+        """One batch: inference, the allow-list, counting, the hand-off to the loop."""
         outcomes: list[ScoreOutcome] = []
         elapsed = 0.0
-        if fresh:
+        if batch.fresh:
             started = time.perf_counter()
-            outcomes = self._score(runner, [r.window for r in fresh])
+            outcomes = self._score(runner, batch.windows)
             elapsed = time.perf_counter() - started
-            stamp_timing(fresh, now, elapsed)  # for callbacks that trace (telemetry.py)
-            check = self.allowlist
-            if check is not None:
-                try:
-                    outcomes = check([r.window for r in fresh], outcomes)
-                except Exception as exc:  # the allow-list failing must not cost the scores
-                    log.warning("allowlist_failed", error=_describe(exc))
-        self.stats.last_heartbeat = time.monotonic()
-        results = list(zip(fresh, outcomes, strict=True))
-        results += [(r, Unscored("lag")) for r in stale]
-        self._deliver(results, elapsed, now)
+            # for callbacks that trace (telemetry.py)
+            stamp_timing([(r.ticket, r.enqueued) for r in batch.fresh], batch.formed, elapsed)
+            outcomes = self._check_allowlist(batch.windows, outcomes)
+        with self._cond:  # several workers may finish at once
+            self.stats.last_heartbeat = time.monotonic()
+            done = self.batcher.complete(batch, outcomes, elapsed, batch.formed)
+            depth = self.batcher.depth
+        self._export(done, elapsed, batch.formed, depth)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(
+            self._complete, [(r.seq, r.ticket, o) for r, o in done.results]
+        )
+
+    def _check_allowlist(
+        self, windows: list[Window], outcomes: list[ScoreOutcome]
+    ) -> list[ScoreOutcome]:
+        check = self.allowlist
+        if check is None:
+            return outcomes
+        try:
+            return check(windows, outcomes)
+        except Exception as exc:  # the allow-list failing must not cost the scores
+            log.warning("allowlist_failed", error=_describe(exc))
+            return outcomes
 
     # -- inference, one window's failure isolated from the rest -----------------------------------
     def _score(self, runner: Detector, windows: list[Window]) -> list[ScoreOutcome]:
@@ -324,62 +298,29 @@ class ScoringEngine:
                 log.warning("cuda_out_of_memory", max_batch=self._batch_cap)
                 _empty_cuda_cache()
 
-    def _deliver(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
-        with self._stats_lock:  # several workers may finish at once
-            self._record(results, elapsed, now)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(
-            self._complete, [(r.seq, r.callback, o) for r, o in results]
-        )
-
-    def _record(self, results: list[tuple[_Request, ScoreOutcome]], elapsed: float, now: float):
-        stats = self.stats
-        scored = [r for r, o in results if not isinstance(o, Unscored)]
-        failed = [o.reason for _, o in results if isinstance(o, Unscored) and o.failed]
-        n_lag = sum(1 for _, o in results if isinstance(o, Unscored) and o.reason == "lag")
-        if len(results) > n_lag:
-            stats.batches += 1
-            stats.batch_sizes[len(results) - n_lag] += 1
-            stats.batch_seconds.append(elapsed)
-        stats.scored += len(scored)
-        stats.failed += len(failed)
-        stats.dropped_lag += n_lag
-        stats.inference_seconds += elapsed
-        stats.audio_seconds_scored += len(scored) * self.hop_seconds
-        self._update_utilization(now)
+    def _export(self, done: Completed, elapsed: float, now: float, depth: int) -> None:
         m = self.metrics
-        if m is not None:
-            if scored:
-                m.windows_scored_total.inc(len(scored))
-                m.engine_batch_size.observe(len(results) - n_lag)
-                m.engine_inference_seconds.observe(elapsed)
-                for r in scored:
-                    m.engine_lag_seconds.observe(now - r.enqueued + elapsed)
-                m.realtime_factor.set(stats.realtime_factor)
-            for reason in failed:
-                m.windows_failed_total.labels(reason=reason).inc()
-            if n_lag:
-                m.windows_dropped_total.labels(reason="lag").inc(n_lag)
-            m.engine_queue_depth.set(self.depth)
-
-    def _update_utilization(self, now: float) -> None:
-        since, busy = self._util_mark
-        if now - since >= UTILIZATION_PERIOD:
-            # Busy share of the workers together: 1.0 = every worker computing all the time.
-            share = (self.stats.inference_seconds - busy) / (now - since) / len(self.runners)
-            self.stats.utilization = min(1.0, share)
-            self._util_mark = (now, self.stats.inference_seconds)
-            if self.metrics is not None:
-                self.metrics.engine_utilization.set(self.stats.utilization)
+        if m is None:
+            return
+        if done.scored:
+            m.windows_scored_total.inc(len(done.scored))
+            m.engine_batch_size.observe(done.size)
+            m.engine_inference_seconds.observe(elapsed)
+            for r in done.scored:
+                m.engine_lag_seconds.observe(now - r.enqueued + elapsed)
+            m.realtime_factor.set(self.stats.realtime_factor)
+        for reason in done.failed:
+            m.windows_failed_total.labels(reason=reason).inc()
+        if done.lag:
+            m.windows_dropped_total.labels(reason="lag").inc(done.lag)
+        m.engine_queue_depth.set(depth)
+        if done.utilization_changed:
+            m.engine_utilization.set(self.stats.utilization)
 
     def _complete(self, results: list[tuple[int, ScoreCallback, ScoreOutcome]]) -> None:
         """On the loop thread: run callbacks in submission order (holding back outcomes that
         overtook an earlier window still being scored); idle once nothing is outstanding."""
-        for seq, callback, outcome in results:
-            self._ready[seq] = (callback, outcome)
-        while self._next_delivery in self._ready:
-            callback, outcome = self._ready.pop(self._next_delivery)
-            self._next_delivery += 1
+        for callback, outcome in self._in_order.add((seq, (c, o)) for seq, c, o in results):
             self._pending -= 1
             _run_callback(callback, outcome)
         if self._pending == 0:

@@ -80,9 +80,12 @@ class TimedCallback:
         raise NotImplementedError
 
 
-def stamp_timing(requests: Sequence[Any], taken: float, inference_seconds: float) -> None:
-    """Give each request's :class:`TimedCallback` its timing: ``requests`` have ``callback``
-    and ``enqueued`` (monotonic submit time); ``taken`` is when their batch was taken."""
-    for r in requests:
-        if isinstance(r.callback, TimedCallback):
-            r.callback.timing = BatchTiming(taken - r.enqueued, len(requests), inference_seconds)
+def stamp_timing(
+    requests: Sequence[tuple[Any, float]], taken: float, inference_seconds: float
+) -> None:
+    """Give each :class:`TimedCallback` of a batch its timing: ``requests`` are the batch's
+    ``(callback, enqueued)`` pairs (monotonic submit time); ``taken`` is when the batch was
+    formed."""
+    for callback, enqueued in requests:
+        if isinstance(callback, TimedCallback):
+            callback.timing = BatchTiming(taken - enqueued, len(requests), inference_seconds)

@@ -2,7 +2,9 @@
 
 One runner per engine worker: the detector itself, serving through the chosen backend
 (``worker = "thread"``), or one :class:`~streamguard.scoring.worker.ProcessDetector` per worker
-(``worker = "process"``). See ``[model]`` in configs/streamguard.toml.
+(``worker = "process"``). See ``[model]`` in configs/streamguard.toml. Also owns
+:class:`ProcessTuning`, the process-wide settings inference needs while a daemon runs (GIL
+switch interval, CPU threads per worker).
 """
 
 from __future__ import annotations
@@ -27,6 +29,42 @@ def threads_per_worker(threads: int | None, workers: int) -> int | None:
     if workers > 1:
         return max(1, (os.cpu_count() or 1) // workers)
     return None
+
+
+class ProcessTuning:
+    """The process-wide settings a daemon's inference needs, set at start and restored at
+    stop.
+
+    Inference shares the process with the event loop: torch drops and re-takes the GIL around
+    every operator, and with Python's default 5 ms switch interval the inference thread waits
+    behind the loop's per-frame work, which halved engine throughput at saturation
+    (benchmarks/README.md); ``switch_interval`` (0.5 ms) lets it back in promptly. Several
+    workers share the cores: each gets its share of CPU threads (``[model] threads``, else
+    cores / workers), so two batches in flight never fight over the same cores (torch's count
+    is not restored).
+    """
+
+    def __init__(self, threads: int | None, workers: int, switch_interval: float) -> None:
+        self.worker_threads = threads_per_worker(threads, workers)
+        self._switch_interval = switch_interval
+        self._previous: float | None = None
+
+    def apply(self) -> None:
+        import sys
+
+        import torch
+
+        self._previous = sys.getswitchinterval()
+        sys.setswitchinterval(self._switch_interval)
+        if self.worker_threads is not None:
+            torch.set_num_threads(self.worker_threads)
+
+    def restore(self) -> None:
+        import sys
+
+        if self._previous is not None:
+            sys.setswitchinterval(self._previous)
+            self._previous = None
 
 
 def build_runners(

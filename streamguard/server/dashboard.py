@@ -1,7 +1,8 @@
 """The live dashboard at ``/``: a static page shipped in the package, and the JSON it reads.
 
 Owns the page's routes: its files (``streamguard/dashboard/static/``, package data) and
-``GET /api/status`` (an entry of the ``/api`` table, :mod:`streamguard.server.api`).
+``GET /api/status`` (an entry of the ``/api`` table, :mod:`streamguard.server.api`) and the
+document it answers (:func:`status_document`).
 
 The page (``static/``: HTML, one ES module per concern, CSS; no build step, nothing fetched
 from elsewhere) holds no data, so it is served without a token like ``/healthz``. Everything it
@@ -27,16 +28,21 @@ from __future__ import annotations
 
 import hashlib
 import http
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from streamguard.server.api import ApiRequest, ApiRoute
 from streamguard.server.httputil import HttpRoute, json_response
+
+if TYPE_CHECKING:
+    from streamguard.config import Settings
+    from streamguard.model.base import ModelInfo
 
 #: The JSON endpoint the page reads besides ``/alerts`` (protected like ``/alerts``, as every
 #: ``/api`` route is).
@@ -134,6 +140,46 @@ def status_route(status: Callable[[], Mapping[str, Any]]) -> ApiRoute:
         return json_response(200, status())
 
     return ApiRoute("GET", STATUS_PATH, handler)
+
+
+def status_document(
+    settings: Settings, info: ModelInfo | None, *, last_seq: int, health: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``GET /api/status`` answers. Built on every request, so thresholds changed by
+    SIGHUP show at once. ``last_seq`` lets a page that reconnects tell a restarted daemon
+    (seqs began again) from a network blip."""
+    from streamguard import __version__
+    from streamguard.alerts.events import format_ts
+
+    s = settings
+    on, off = s.smoothing.thresholds(info.threshold) if info else (None, None)
+    model = None
+    if info is not None:
+        model = {
+            "name": info.name,
+            "architecture": info.architecture,
+            "threshold": info.threshold,
+            "window_seconds": info.window_seconds,
+            "sample_rate": info.sample_rate,
+        }
+    return {
+        "version": __version__,
+        "time": format_ts(time.time()),  # the daemon's clock: uptime -> when it started
+        "model": model,
+        "smoothing": {
+            "mode": s.smoothing.mode,
+            "on_threshold": on,
+            "off_threshold": off,
+            "raise_after": s.smoothing.raise_after,
+            "clear_after": s.smoothing.clear_after,
+        },
+        "hop_seconds": s.track.hop_seconds,
+        "min_verdict_speech_seconds": s.verdict.min_speech_seconds,
+        "alerts_path": s.alerts.path,
+        "history": s.alerts.history,
+        "last_seq": last_seq,
+        "health": health,
+    }
 
 
 def dashboard_url(host: str, port: int) -> str:

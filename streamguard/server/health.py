@@ -1,4 +1,5 @@
-"""``/healthz`` and ``/metrics``: what a probe and a scraper read from the daemon's port."""
+"""``/healthz`` and ``/metrics``: what a probe and a scraper read from the daemon's port
+(:class:`Health`, the engine's part of it, and the two routes)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,18 @@ def metrics_route(metrics: Metrics) -> HttpRoute:
         return http_response(200, metrics.render(), CONTENT_TYPE)
 
     return route
+
+
+def engine_details(engine: Any, device: str | None, backend: str | None) -> dict[str, Any]:
+    """The scoring engine's part of ``/healthz`` (for a request with the alerts token)."""
+    stats = engine.stats
+    return {
+        "engine_heartbeat_age_seconds": round(engine.heartbeat_age(), 3),
+        "windows_scored": stats.scored,
+        "windows_dropped": stats.dropped_lag + stats.dropped_overflow,
+        "windows_failed": stats.failed,
+        "realtime_factor": round(stats.realtime_factor, 4),
+        "engine_utilization": round(stats.utilization, 3),
+        "device": device,
+        "backend": backend,
+    }

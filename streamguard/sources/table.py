@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from streamguard.errors import bind_error
 from streamguard.sources.edges.websocket import FeedLimits, WsHandler, feed_handler
 from streamguard.sources.native import IngestProtocol
 from streamguard.sources.twilio import MediaStreamProtocol
@@ -41,6 +42,8 @@ __all__ = [
     "SourceSpec",
     "WebSocketRoute",
     "enabled_sources",
+    "start_listeners",
+    "websocket_routes",
 ]
 
 log = structlog.get_logger("streamguard.sources")
@@ -239,3 +242,38 @@ SOURCES: tuple[SourceSpec, ...] = (
 def enabled_sources(settings: Settings) -> list[SourceSpec]:
     """The table's entries the config enables, in table order."""
     return [spec for spec in SOURCES if spec.enabled(settings)]
+
+
+def websocket_routes(
+    specs: list[SourceSpec], settings: Settings, ctx: SourceContext
+) -> tuple[dict[str, WsHandler], dict[str, ProcessRequest]]:
+    """The table's sources served on a path of the port: handlers and handshake checks, by
+    path (for the front door's router)."""
+    routes: dict[str, WsHandler] = {}
+    checks: dict[str, ProcessRequest] = {}
+    for spec in specs:
+        if spec.route is not None:
+            route = spec.route(spec.settings(settings), ctx)
+            routes[route.path] = route.handler
+            if route.check is not None:
+                checks[route.path] = route.check
+    return routes, checks
+
+
+async def start_listeners(
+    specs: list[SourceSpec], settings: Settings, ctx: SourceContext
+) -> dict[str, Listener]:
+    """Start the table's sources that have a socket or device of their own, by name. A socket
+    that cannot bind is the CLI's one line."""
+    listeners: dict[str, Listener] = {}
+    for spec in specs:
+        if spec.listen is None:
+            continue
+        section = spec.settings(settings)
+        try:
+            listeners[spec.name] = await spec.listen(section, ctx)
+        except OSError as exc:
+            if spec.transport is None:
+                raise
+            raise bind_error(spec.transport, section.host, section.port, exc) from None
+    return listeners

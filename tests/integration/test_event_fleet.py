@@ -322,3 +322,32 @@ async def test_one_event_that_cannot_be_written_or_read_stops_no_other(redis_ser
         assert rejected("streamguard_events_rejected_total", {"type": "unreadable"}) == 1
     spool = EventStore(tmp_path / "a.db", readonly=True)
     assert [(t, c) for t, c, _ in spool.rejected_events()] == [("call_started", "bad")]
+
+
+async def test_a_spool_locked_by_another_daemon_is_one_line_and_exit_2(
+    make_daemon, redis_server, tmp_path, tiny_model_dir
+):
+    """A second ``streamguard serve`` pointed at a running daemon's spool file: the Redis
+    backend cannot start, and the process ends with the event log's one line (exit 2), not a
+    traceback from closing a backend that never started (issue #22)."""
+    import subprocess
+    import sys
+
+    spool = tmp_path / "shared.db"
+    fleet = {"backend": "redis", "redis_url": redis_server.url, "path": str(spool)}
+    await make_daemon(events=fleet)
+    config = tmp_path / "second.toml"
+    config.write_text(
+        f'[events]\nbackend = "redis"\nredis_url = "{redis_server.url}"\npath = "{spool}"\n'
+    )
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streamguard.cli", "serve", "--config", str(config),
+         "--model", str(tiny_model_dir), "--port", "0", "--rtp-port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "in use by another streamguard daemon" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Set of Tasks" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "in use by another" in line]
+    assert len(errors) == 1, proc.stderr

@@ -69,14 +69,11 @@ def test_a_score_span_carries_the_engines_timing_and_the_outcome():
     call = tracer.start_call("c", "twilio")
     scored, dropped = (tracer.score(call, "inbound", WINDOW, lambda o: None) for _ in range(2))
 
-    class Request:  # what the engine keeps per window
-        def __init__(self, callback, enqueued):
-            self.callback, self.enqueued = callback, enqueued
-
-    plain = Request(lambda o: None, 9.0)
-    stamp_timing([Request(scored, 9.5), plain], taken=10.0, inference_seconds=0.03)
+    plain = lambda o: None  # noqa: E731  (a callback that does not trace)
+    # the engine's (callback, enqueued) per window of the batch
+    stamp_timing([(scored, 9.5), (plain, 9.0)], taken=10.0, inference_seconds=0.03)
     assert scored.timing == BatchTiming(queue_wait=0.5, batch_size=2, inference_seconds=0.03)
-    assert not isinstance(plain.callback, TimedCallback)
+    assert not isinstance(plain, TimedCallback)
     scored(0.75)
     dropped(Unscored("queue"))  # never reached a batch: no timing
     tracer.end_call(call, None, ["inbound"])

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,7 +33,13 @@ if TYPE_CHECKING:
     from streamguard.config import KvsSourceSettings
     from streamguard.sources.edges.kvs_reader import KvsReader
 
-__all__ = ["KvsStreamRequest", "KvsStreams", "StreamRefused", "parse_stream_request"]
+__all__ = [
+    "KvsStreamRequest",
+    "KvsStreams",
+    "StreamRefused",
+    "kvs_routes",
+    "parse_stream_request",
+]
 
 log = structlog.get_logger("streamguard.kvs")
 
@@ -229,3 +236,38 @@ class KvsStreams:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def kvs_routes(listener: Callable[[], KvsStreams | None]) -> list[Any]:
+    """``POST /api/kvs/streams`` (the Connect Lambda: read this stream) and ``GET`` (what is
+    being read), for the daemon's ``/api`` table; ``listener`` returns the ``[sources.kvs]``
+    listener (None before the listeners start: 503). See docs/sources.md."""
+    from streamguard.server.access import KVS_STREAMS_PATH
+    from streamguard.server.api import ApiError, ApiRequest, ApiRoute
+    from streamguard.server.httputil import json_response
+
+    def streams() -> KvsStreams:
+        found = listener()
+        if found is None:  # the port opens before the listeners
+            raise ApiError(503, "starting: not reading streams yet")
+        return found
+
+    def start(request: ApiRequest) -> Any:
+        try:
+            wanted = parse_stream_request(request.json())
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        try:
+            streams().start(wanted)
+        except StreamRefused as exc:
+            raise ApiError(exc.status, exc.message) from None
+        payload = {"status": "reading", "call_id": wanted.call_id}
+        return json_response(202, {**payload, "stream_arn": wanted.stream_arn})
+
+    def listing(_request: ApiRequest) -> Any:
+        return json_response(200, {"streams": streams().active()})
+
+    return [
+        ApiRoute("POST", KVS_STREAMS_PATH, start),
+        ApiRoute("GET", KVS_STREAMS_PATH, listing),
+    ]
