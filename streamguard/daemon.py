@@ -282,6 +282,8 @@ class Daemon:
             max_lag_seconds=s.model.max_lag_seconds,
             queue_size=s.model.queue_size,
             hop_seconds=s.track.hop_seconds,
+            batching=s.model.batching,
+            batch_budget_ms=s.model.batch_budget_ms,
             metrics=self.metrics,
         )
         await self._start_allowlist()
