@@ -24,7 +24,11 @@ stopping:
   waited ``budget`` minus the expected inference seconds of ``n`` windows, so that it is scored
   within ``budget`` of being queued while the workers keep up: under load batches fill up (fewer,
   larger, cheaper per window), at low load the latency stays bounded. The expected seconds per
-  batch size are learnt from :meth:`Batcher.complete` (:class:`BatchCost`).
+  batch size are learnt from :meth:`Batcher.complete` (:class:`BatchCost`; before the first
+  batch, 0: the first window waits its whole budget). A window that would make the batch end
+  past the oldest one's budget waits for the next batch, unless the oldest is past saving.
+  The bound needs a free worker when a batch is due; under load it is the budget plus the
+  batch already running (unit-tested on simulated schedules).
 """
 
 from __future__ import annotations
