@@ -167,6 +167,8 @@ class ModelSettings(_Section):
     device: str = "auto"
     max_batch: int = Field(16, ge=1)
     max_wait_ms: float = Field(20.0, ge=0)
+    batching: Literal["greedy", "deadline"] = "deadline"
+    batch_budget_ms: float = Field(400.0, gt=0)
     max_lag_seconds: float = Field(5.0, gt=0)
     queue_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1)

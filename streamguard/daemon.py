@@ -284,6 +284,8 @@ class Daemon:
             max_lag_seconds=s.model.max_lag_seconds,
             queue_size=s.model.queue_size,
             hop_seconds=s.track.hop_seconds,
+            batching=s.model.batching,
+            batch_budget_ms=s.model.batch_budget_ms,
             metrics=self.metrics,
         )
         self.engine.allowlist = await load_checker(s.allowlist, s.events)

@@ -12,12 +12,23 @@ The engine (:mod:`streamguard.scoring.engine`) is the edge: it holds a lock arou
 moves outcomes to the event loop. Everything here takes ``now`` as an argument, so the unit
 tests drive it through any schedule without a thread or a sleep.
 
-The formation policy (the same as before it moved here): each worker keeps its own deadline,
-armed ``max_wait`` after it first finds the queue non-empty; it takes a batch as soon as
-``max_batch`` windows wait, or at its deadline, or at once when the engine is stopping; a batch
-holds at most ``max_batch`` windows, oldest first. (One deadline shared by the workers would
-make the second worker wait a full ``max_wait`` again after the first took a batch: larger
-batches and more lag at moderate load, measured.)
+Two formation policies (``[model] batching``); under both a batch holds at most ``max_batch``
+windows, oldest first, and goes at once when ``max_batch`` windows wait or the engine is
+stopping:
+
+- ``greedy`` (the policy from before it moved here): each worker keeps its own deadline, armed
+  ``max_wait`` after it first finds the queue non-empty, and takes whatever waits then. (One
+  deadline shared by the workers would make the second worker wait a full ``max_wait`` again
+  after the first took a batch: larger batches and more lag at moderate load, measured.)
+- ``deadline`` (issue #20): a partial batch of ``n`` windows goes when the oldest of them has
+  waited ``budget`` minus the expected inference seconds of ``n`` windows, so that it is scored
+  within ``budget`` of being queued while the workers keep up: under load batches fill up (fewer,
+  larger, cheaper per window), at low load the latency stays bounded. The expected seconds per
+  batch size are learnt from :meth:`Batcher.complete` (:class:`BatchCost`; before the first
+  batch, 0: the first window waits its whole budget). A window that would make the batch end
+  past the oldest one's budget waits for the next batch, unless the oldest is past saving.
+  The bound needs a free worker when a batch is due; under load it is the budget plus the
+  batch already running (unit-tested on simulated schedules).
 """
 
 from __future__ import annotations
@@ -31,8 +42,10 @@ from streamguard.audio.windows import Window
 from streamguard.scoring.outcome import ScoreOutcome, Unscored
 
 __all__ = [
+    "BATCHING",
     "UTILIZATION_PERIOD",
     "Batch",
+    "BatchCost",
     "Batcher",
     "Completed",
     "EngineStats",
@@ -42,6 +55,9 @@ __all__ = [
 
 #: Seconds over which the workers' busy share (utilization) is measured.
 UTILIZATION_PERIOD = 2.0
+
+#: The batch formation policies (the module docstring says what each does).
+BATCHING = ("greedy", "deadline")
 
 T = TypeVar("T")
 
@@ -113,6 +129,33 @@ class Completed:
     utilization_changed: bool
 
 
+class BatchCost:
+    """Expected inference seconds of a batch of ``n`` windows, learnt from the finished ones:
+    an exponential moving average per batch size (the cost of a size is not linear in it, and
+    drifts with the host's load). A size not seen yet is estimated from the nearest smaller one
+    seen, scaled up by ``n / k`` (no less than its true cost while batches have a fixed
+    overhead), else from the smallest one seen, unscaled; 0.0 before any batch."""
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self.smoothing = smoothing
+        self._seconds: dict[int, float] = {}
+
+    def add(self, size: int, seconds: float) -> None:
+        old = self._seconds.get(size)
+        self._seconds[size] = seconds if old is None else old + self.smoothing * (seconds - old)
+
+    def expected(self, size: int) -> float:
+        if size in self._seconds:
+            return self._seconds[size]
+        if not self._seconds:
+            return 0.0
+        smaller = [k for k in self._seconds if k < size]
+        if smaller:
+            k = max(smaller)
+            return self._seconds[k] * size / k
+        return self._seconds[min(self._seconds)]
+
+
 class Batcher:
     """See the module docstring. Not thread-safe: the engine holds a lock around it."""
 
@@ -125,10 +168,18 @@ class Batcher:
         queue_size: int = 256,
         hop_seconds: float = 1.0,
         workers: int = 1,
+        batching: str = "greedy",
+        budget: float = 0.4,
         now: float = 0.0,
     ) -> None:
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be >= 1")
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, not {batching!r}")
+        self.batching = batching
+        # deadline policy: seconds from queueing to scored that a partial batch may use
+        self.budget = budget
+        self.cost = BatchCost()
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_lag = max_lag
@@ -178,13 +229,13 @@ class Batcher:
         if not self._queue:
             self._deadlines.pop(worker, None)  # its batch went to another worker
             return None
-        if len(self._queue) < self.max_batch and not self._stopping:
-            # a batch is worth waiting a little for, never more
-            deadline = self._deadlines.setdefault(worker, now + self.max_wait)
-            if now < deadline:
-                return None
+        size = min(self.max_batch, len(self._queue))
+        if size < self.max_batch and not self._stopping and now < self._release(now, worker):
+            return None
+        if self.batching == "deadline" and not self._stopping:
+            size = self._fitting(now, size)
         self._deadlines.pop(worker, None)
-        taken = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+        taken = [self._queue.popleft() for _ in range(size)]
         fresh = [r for r in taken if now - r.enqueued <= self.max_lag]
         stale = [r for r in taken if now - r.enqueued > self.max_lag]
         return Batch(fresh, stale, now)
@@ -194,10 +245,32 @@ class Batcher:
         without a push: None while the queue is empty (wait for a push)."""
         if not self._queue:
             return None
-        deadline = self._deadlines.get(worker)
-        if deadline is None or self._stopping or len(self._queue) >= self.max_batch:
+        if self._stopping or len(self._queue) >= self.max_batch:
             return 0.0
-        return max(0.0, deadline - now)
+        if self.batching == "greedy" and worker not in self._deadlines:
+            return 0.0  # next_batch arms the worker's deadline first
+        return max(0.0, self._release(now, worker) - now)
+
+    def _fitting(self, now: float, size: int) -> int:
+        """The most of the ``size`` waiting windows (at least one) that can still be scored
+        within the oldest one's budget: a window that came just before the release makes the
+        batch costlier than the release allowed for, and must wait for the next batch. When
+        the oldest is already past saving (a worker came late), all of them go."""
+        due = self._queue[0].enqueued + self.budget
+        if now + self.cost.expected(1) > due:
+            return size
+        while size > 1 and now + self.cost.expected(size) > due:
+            size -= 1
+        return size
+
+    def _release(self, now: float, worker: int) -> float:
+        """When the partial batch now waiting goes to ``worker`` (queue not empty)."""
+        if self.batching == "deadline":
+            # the oldest window's budget, less what scoring the batch is expected to take
+            oldest = self._queue[0].enqueued
+            return oldest + self.budget - self.cost.expected(len(self._queue))
+        # greedy: worth waiting a little for, never more
+        return self._deadlines.setdefault(worker, now + self.max_wait)
 
     def complete(
         self, batch: Batch, outcomes: list[ScoreOutcome], elapsed: float, now: float
@@ -214,6 +287,7 @@ class Batcher:
             stats.batches += 1
             stats.batch_sizes[size] += 1
             stats.batch_seconds.append(elapsed)
+            self.cost.add(size, elapsed)
         stats.scored += len(scored)
         stats.failed += len(failed)
         stats.dropped_lag += lag

@@ -89,6 +89,8 @@ class ScoringEngine:
         max_lag_seconds: float = 5.0,
         queue_size: int = 256,
         hop_seconds: float = 1.0,
+        batching: str = "greedy",
+        batch_budget_ms: float = 400.0,
         metrics=None,
     ) -> None:
         if runners is not None and not runners:
@@ -104,6 +106,8 @@ class ScoringEngine:
             queue_size=queue_size,
             hop_seconds=hop_seconds,
             workers=len(self.runners),
+            batching=batching,
+            budget=batch_budget_ms / 1000.0,
             now=time.monotonic(),
         )
         self.metrics = metrics
