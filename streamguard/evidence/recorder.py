@@ -123,6 +123,7 @@ class _Clip:
     start: int
     written_to: int  # the clip holds [start, written_to)
     until: int | None  # where it stops: None while an alert is raised (or keep="all")
+    promised: int = 0  # the furthest end an earlier, merged alert asked for: never cut back
 
 
 class TrackRecorder:
@@ -195,6 +196,7 @@ class TrackRecorder:
         want = max(0, round(start * self.rate) - self.context)
         active = self._active
         if active is not None and (active.until is None or want <= active.until):
+            active.promised = max(active.promised, active.until or 0)
             active.until = None  # merged: the clip runs on until this alert clears
             return self._catch_up(active)
         ops = self._close_active()
@@ -211,7 +213,9 @@ class TrackRecorder:
             return []
         # The clear comes back after its window was scored: the audio since may already be
         # written, and stays (a little more context, never less).
-        active.until = max(active.written_to, round(end * self.rate) + self.context)
+        # A merged earlier alert keeps its own end and context too (``promised``).
+        wanted = round(end * self.rate) + self.context
+        active.until = max(active.written_to, wanted, active.promised)
         return self._catch_up(active) + self._maybe_close()
 
     def finish(self) -> list[ClipOp]:
