@@ -66,15 +66,16 @@ async def until(predicate, timeout: float = 30.0, interval: float = 0.02) -> Non
 class Subscriber:
     """A real /alerts WebSocket subscriber collecting events in the background."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, token: str | None = None):
         self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
         self.events: list[dict] = []
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
 
     async def __aenter__(self) -> Subscriber:
         self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), 5)
+        await asyncio.wait_for(self._ready.wait(), 10)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -84,14 +85,19 @@ class Subscriber:
             await self._task
 
     async def _run(self) -> None:
-        async with connect(self.url) as ws:
+        async with connect(self.url, additional_headers=self.headers) as ws:
             self._ready.set()
-            with contextlib.suppress(ConnectionClosed):  # the daemon died (kill -9 tests)
+            # the daemon died (kill -9 tests) or drained (1001)
+            with contextlib.suppress(ConnectionClosed):
                 async for message in ws:
                     self.events.append(json.loads(message))
 
-    def of_type(self, type_: str) -> list[dict]:
-        return [e for e in self.events if e["type"] == type_]
+    def of_type(self, type_: str, call_id: str | None = None) -> list[dict]:
+        return [
+            e
+            for e in self.events
+            if e["type"] == type_ and (call_id is None or e["call_id"] == call_id)
+        ]
 
     async def wait_for(self, predicate, timeout: float = 30.0) -> None:
         async def poll() -> None:

@@ -34,7 +34,9 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
+
+from .conftest import Subscriber
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "deploy" / "container"
@@ -126,49 +128,6 @@ def get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-class Subscriber:
-    """An /alerts subscriber with the alerts token, collecting every event in the background."""
-
-    def __init__(self, url: str, token: str):
-        self.url, self.token = url, token
-        self.events: list[dict] = []
-        self._task: asyncio.Task | None = None
-        self._ready = asyncio.Event()
-
-    async def __aenter__(self) -> Subscriber:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), 10)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with connect(self.url, additional_headers=headers) as ws:
-            self._ready.set()
-            with contextlib.suppress(ConnectionClosed):  # the drain closes it (1001)
-                async for message in ws:
-                    self.events.append(json.loads(message))
-
-    async def wait_for(self, predicate, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events):
-            assert self._task is not None and not self._task.done(), "subscriber closed early"
-            assert time.monotonic() < deadline, f"timed out; events: {self.events[-5:]}"
-            await asyncio.sleep(0.05)
-
-    def of(self, type_: str, call_id: str | None = None) -> list[dict]:
-        return [
-            e
-            for e in self.events
-            if e["type"] == type_ and (call_id is None or e["call_id"] == call_id)
-        ]
-
-
 async def feed(port: int, call_id: str, token: str, *, speed: float):
     """``streamguard feed`` from the host, as an operator would run it."""
     env = {**os.environ, "STREAMGUARD_AUTH__INGEST_TOKEN": token}
@@ -242,15 +201,15 @@ async def test_image_serves_a_call_alerts_and_drains_on_sigterm(image, tokens, v
         # The image's HEALTHCHECK (the daemon's own config: port from the environment).
         assert podman("healthcheck", "run", name, check=False).returncode == 0
 
-        async with Subscriber(f"{ws}/alerts", values["alerts_token"]) as sub:
+        async with Subscriber(f"{ws}/alerts", token=values["alerts_token"]) as sub:
             # 1. The bundled demo call (a synthetic caller on inbound), at twice real time.
             proc = await feed(port, "ctr-demo", values["ingest_token"], speed=2.0)
             _, err = await asyncio.wait_for(proc.communicate(), 120)
             assert proc.returncode == 0, err.decode()
-            await sub.wait_for(lambda _: sub.of("call_ended", "ctr-demo"), 30)
-            raised = [a for a in sub.of("alert", "ctr-demo") if a["state"] == "raised"]
-            assert raised and raised[0]["track"] == "inbound", sub.of("alert")
-            (ended,) = sub.of("call_ended", "ctr-demo")
+            await sub.wait_for(lambda _: sub.of_type("call_ended", "ctr-demo"), 30)
+            raised = [a for a in sub.of_type("alert", "ctr-demo") if a["state"] == "raised"]
+            assert raised and raised[0]["track"] == "inbound", sub.of_type("alert")
+            (ended,) = sub.of_type("call_ended", "ctr-demo")
             assert ended["reason"] == "stop" and ended["summary"]["verdict"] == "fake", ended
             # Kubernetes' preStop: no call open, so it returns at once.
             idle = await asyncio.to_thread(wait_idle, name, 60)
@@ -258,7 +217,7 @@ async def test_image_serves_a_call_alerts_and_drains_on_sigterm(image, tokens, v
 
             # 2. A second call, open and scoring when the container is stopped.
             proc = await feed(port, "ctr-drain", values["ingest_token"], speed=1.0)
-            await sub.wait_for(lambda _: sub.of("score", "ctr-drain"), 60)
+            await sub.wait_for(lambda _: sub.of_type("score", "ctr-drain"), 60)
             # preStop with a call open: it waits (here 2 s), then leaves the rest to SIGTERM.
             busy = await asyncio.to_thread(wait_idle, name, 2)
             assert busy.returncode == 0 and "1 call(s) still open" in busy.stdout, busy
@@ -271,13 +230,13 @@ async def test_image_serves_a_call_alerts_and_drains_on_sigterm(image, tokens, v
             stop_seconds = time.monotonic() - stop_started
             assert stop.returncode == 0, stop_err.decode()
             await asyncio.wait_for(proc.communicate(), 30)  # the daemon closed the feed (1001)
-            await sub.wait_for(lambda _: sub.of("call_ended", "ctr-drain"), 10)
+            await sub.wait_for(lambda _: sub.of_type("call_ended", "ctr-drain"), 10)
         print(f"podman stop (SIGTERM, drain) took {stop_seconds:.1f} s")
 
-        (drained,) = sub.of("call_ended", "ctr-drain")
+        (drained,) = sub.of_type("call_ended", "ctr-drain")
         assert drained["reason"] == "shutdown", drained
-        started_ids = {e["call_id"] for e in sub.of("call_started")}
-        ended_ids = {e["call_id"] for e in sub.of("call_ended")}
+        started_ids = {e["call_id"] for e in sub.of_type("call_started")}
+        ended_ids = {e["call_id"] for e in sub.of_type("call_ended")}
         assert started_ids == ended_ids == {"ctr-demo", "ctr-drain"}
         state = podman("inspect", "--format", "{{.State.ExitCode}} {{.State.OOMKilled}}", name)
         assert state.stdout.split() == ["0", "false"], "the drain did not exit 0"
