@@ -109,26 +109,25 @@ class SourceSpec:
         return bool(self.settings(settings).enabled)
 
 
-def _twilio(section: Any, ctx: SourceContext) -> WebSocketRoute:
-    handler = feed_handler(
-        "twilio",
-        lambda _request: MediaStreamProtocol(),
-        ctx.registry,
-        metrics=ctx.metrics,
-        limits=ctx.limits,
-    )
-    return WebSocketRoute(section.path, handler)
+def _websocket_feed(source: str, make_core: Callable[[], Any]) -> RouteFactory:
+    """A route whose path is ``[sources.<name>] path``, served by the one WebSocket feed edge
+    with a fresh ``make_core()`` per connection (the cores whose handshake needs nothing)."""
+
+    def route(section: Any, ctx: SourceContext) -> WebSocketRoute:
+        handler = feed_handler(
+            source,
+            lambda _request: make_core(),
+            ctx.registry,
+            metrics=ctx.metrics,
+            limits=ctx.limits,
+        )
+        return WebSocketRoute(section.path, handler)
+
+    return route
 
 
-def _ingest(section: Any, ctx: SourceContext) -> WebSocketRoute:
-    handler = feed_handler(
-        "native",
-        lambda _request: IngestProtocol(),
-        ctx.registry,
-        metrics=ctx.metrics,
-        limits=ctx.limits,
-    )
-    return WebSocketRoute(section.path, handler)
+_twilio = _websocket_feed("twilio", MediaStreamProtocol)
+_ingest = _websocket_feed("native", IngestProtocol)
 
 
 def _audiohook(section: Any, ctx: SourceContext) -> WebSocketRoute:
