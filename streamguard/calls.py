@@ -344,10 +344,8 @@ class CallSession:
         track.thinner.observe(p_fake)
         smoothed, transition = track.smoother.push(p_fake, window.start, window.end)
         track.last_smoothed = smoothed
+        self._events_out.append(self._score_event(track, window, p_fake, smoothed))
         common = {"call_id": self.call_id, "track": track.name, "source": self.source}
-        self._events_out.append(
-            Score(**common, start=window.start, end=window.end, p_fake=p_fake, smoothed=smoothed)
-        )
         if transition is not None:
             if track.recorder is not None:
                 self._clips(
@@ -371,16 +369,29 @@ class CallSession:
         """An enrolled voice: reported with its score, kept out of the alert policy."""
         track.allowlisted += 1
         self._events_out.append(
-            Score(
-                call_id=self.call_id,
-                track=track.name,
-                source=self.source,
-                start=window.start,
-                end=window.end,
-                p_fake=outcome.p_fake,
-                smoothed=track.last_smoothed,
-                allowlisted=outcome.voice,
+            self._score_event(
+                track, window, outcome.p_fake, track.last_smoothed, allowlisted=outcome.voice
             )
+        )
+
+    def _score_event(
+        self,
+        track: _Track,
+        window: Window,
+        p_fake: float,
+        smoothed: float,
+        allowlisted: str | None = None,
+    ) -> Score:
+        """The ``score`` event of one window (an allow-listed one names the voice)."""
+        return Score(
+            call_id=self.call_id,
+            track=track.name,
+            source=self.source,
+            start=window.start,
+            end=window.end,
+            p_fake=p_fake,
+            smoothed=smoothed,
+            allowlisted=allowlisted,
         )
 
     def _maybe_finish(self) -> None:
