@@ -233,6 +233,21 @@ class FeatureCache:
         return sum(f.stat().st_size for f in (self.dir / "clips").glob("*.npy"))
 
 
+def cache_for(
+    root: str | Path, module: Any, policy: CropPolicy, params: dict[str, Any]
+) -> FeatureCache:
+    """The feature cache a (possibly truncated) whisper-asp module reads.
+
+    Why: a truncated encoder (``layers = N``) computes exactly the complete encoder's first
+    ``N + 1`` states (``ln_post`` applies only to the top of a complete one), so it reads the
+    complete encoder's cache and keeps the states it has, instead of a cache of its own that
+    would cost the whole encoder pass again for every clip.
+    """
+    if module.encoder.complete:
+        return FeatureCache(root, module, policy)
+    return FeatureCache(root, build_frozen_module({**params, "layers": None}), policy)
+
+
 class CachedFeatureDataset:
     """``(features [L + 1, T', d] float32, label, index)`` from a filled :class:`FeatureCache`.
 
@@ -316,8 +331,8 @@ class CachedWindowsDetector:
     def _path(self, window: np.ndarray) -> Path:
         return self.dir / f"{hashlib.sha1(window.tobytes()).hexdigest()}.npy"
 
-    @torch.no_grad()
-    def logits(self, waveforms: np.ndarray) -> np.ndarray:
+    def states(self, waveforms: np.ndarray) -> np.ndarray:
+        """The frozen encoder's ``[B, L + 1, T', d]`` float16 states of each window (cached)."""
         waves = np.ascontiguousarray(waveforms, dtype=np.float32)
         paths = [self._path(w) for w in waves]
         feats: list[np.ndarray | None] = []
@@ -336,7 +351,11 @@ class CachedWindowsDetector:
                 os.replace(tmp, paths[i])
                 feats[i] = value
         n_states = len(self.module.encoder.blocks) + 1
-        x = torch.from_numpy(np.stack([f[:n_states] for f in feats]).astype(np.float32))
+        return np.stack([f[:n_states] for f in feats])
+
+    @torch.no_grad()
+    def logits(self, waveforms: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(self.states(waveforms).astype(np.float32))
         return self.module.head(x).float().numpy()
 
     def __call__(self, waveforms: np.ndarray) -> np.ndarray:

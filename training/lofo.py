@@ -199,17 +199,13 @@ def _scorer(model_dir: Path, config: TrainConfig):
     detector = loaded.detector
     if config.features.dir is None:
         return detector
-    from streamguard.training.features import (
-        CachedWindowsDetector,
-        CropPolicy,
-        FeatureCache,
-    )
+    from streamguard.training.features import CachedWindowsDetector, CropPolicy, cache_for
 
     seg, feat = config.segment, config.features
     policy = CropPolicy(
         seconds=seg.seconds, mode=feat.crop, crops=feat.crops, sample_rate=seg.sample_rate
     )
-    cache = FeatureCache(config.features.dir, detector.module, policy)
+    cache = cache_for(config.features.dir, detector.module, policy, config.model.params)
     return CachedWindowsDetector(detector.module, detector.info, cache)
 
 

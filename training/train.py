@@ -560,7 +560,7 @@ def _datasets(
 def _feature_sets(config, data, module, weights, draws, echo) -> TrainingSets:
     """Fill the feature cache for train + val, then datasets of cached features; the network
     that trains is the module's head (the frozen encoder never runs in the epochs)."""
-    from streamguard.training.features import CachedFeatureDataset, CropPolicy, FeatureCache
+    from streamguard.training.features import CachedFeatureDataset, CropPolicy, cache_for
 
     if config.model.architecture != "whisper-asp":
         raise ConfigError("[features] dir trains whisper-asp only (a frozen encoder's features)")
@@ -571,7 +571,8 @@ def _feature_sets(config, data, module, weights, draws, echo) -> TrainingSets:
         seconds=config.segment.seconds, mode=fcfg.crop, crops=fcfg.crops,
         sample_rate=config.segment.sample_rate,
     )  # fmt: skip
-    cache = FeatureCache(fcfg.dir, module, policy)
+    cache = cache_for(fcfg.dir, module, policy, config.model.params)
+    n_states = len(module.encoder.blocks) + 1
     splits.train, bad = cache.fill(splits.train, batch_size=fcfg.batch_size,
                                    progress=config.run.progress, echo=echo)  # fmt: skip
     data.problems += bad
@@ -583,10 +584,12 @@ def _feature_sets(config, data, module, weights, draws, echo) -> TrainingSets:
     weights = sampling_weights(splits.train, [s.weight for s in config.data.sources])
     memory = fcfg.in_memory
     train_set = CachedFeatureDataset(
-        splits.train, cache, train=True, seed=config.run.seed, memory=memory
+        splits.train, cache, train=True, seed=config.run.seed, memory=memory, n_states=n_states
     )
     val_set = (
-        CachedFeatureDataset(splits.val, cache, train=False, memory=memory) if splits.val else None
+        CachedFeatureDataset(splits.val, cache, train=False, memory=memory, n_states=n_states)
+        if splits.val
+        else None
     )
     return TrainingSets(train_set, val_set, weights, draws, module.head, features=cache)
 

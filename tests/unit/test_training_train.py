@@ -228,8 +228,9 @@ def test_max_steps_counts_the_end_of_epoch_flush(tmp_path):
 # --------------------------------------------------------------------------- issue #17 paths
 
 
-@pytest.mark.slow
-def test_whisper_asp_trains_its_head_from_cached_features(tmp_path):
+def _tiny_whisper_config(tmp_path: Path, **params) -> dict:
+    """A 2-epoch whisper-asp run on the tiny CTranslate2 encoder the test writes, with the
+    feature cache under ``tmp_path / "features"``."""
     from tests.conftest import write_tiny_whisper
 
     paths, digests, _ = write_tiny_whisper(tmp_path / "ct2")
@@ -245,9 +246,17 @@ def test_whisper_asp_trains_its_head_from_cached_features(tmp_path):
             "proj_dim": 16,
             "attention_hidden": 8,
             "classifier_hidden": 16,
+            **params,
         },
     }
     data["features"] = {"dir": str(tmp_path / "features"), "crops": 2}
+    return data
+
+
+@pytest.mark.slow
+def test_whisper_asp_trains_its_head_from_cached_features(tmp_path):
+    data = _tiny_whisper_config(tmp_path)
+    digests = data["model"]["params"]["weights_sha256"]
     lines: list[str] = []
     result = train(parse_config(data), echo=lines.append)
     assert result.best_epoch in (1, 2)
@@ -278,6 +287,30 @@ def test_whisper_asp_trains_its_head_from_cached_features(tmp_path):
     lines.clear()
     train(parse_config(data), echo=lines.append)
     assert not any("computing" in line for line in lines), lines
+
+
+@pytest.mark.slow
+def test_a_truncated_encoder_trains_and_scores_from_the_complete_encoders_cache(tmp_path):
+    """layers = 1 of a 2-block encoder reads the complete encoder's cached states (its first
+    two), computes no features of its own, and its cached scores match the exported model."""
+    from streamguard.training.features import CachedWindowsDetector, CropPolicy, cache_for
+
+    data = _tiny_whisper_config(tmp_path)
+    train(parse_config(data), echo=lambda line: None)  # fills the complete encoder's cache
+    data["model"]["params"]["layers"] = 1
+    data["run"]["out_dir"] = str(tmp_path / "truncated")
+    lines: list[str] = []
+    result = train(parse_config(data), echo=lines.append)
+    assert not any("computing" in line for line in lines), lines
+    assert len(list((tmp_path / "features").iterdir())) == 1  # no second cache
+    model = load_detector(result.export_dir, device="cpu")
+    assert len(model.module.encoder.blocks) == 1 and not model.module.encoder.complete
+    cache = cache_for(tmp_path / "features", model.module, CropPolicy(), data["model"]["params"])
+    assert len(cache.module.encoder.blocks) == 2  # the complete encoder keys the cache
+    cached = CachedWindowsDetector(model.module, model.info, cache)
+    waves = np.stack([crop(decode_audio(f), SEGMENT, "start")
+                      for f in sorted((HERE / "flac").glob("LA_T_*.flac"))])  # fmt: skip
+    np.testing.assert_allclose(cached(waves), model(waves), atol=5e-3)
 
 
 @pytest.mark.slow
