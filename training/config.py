@@ -200,6 +200,9 @@ class ExportConfig(_Strict):
     dir: Path | None = None  # default: <out_dir>/model
     limits: str | None = None  # extra text for MODEL_CARD.md's limitations section
     evaluate_test: bool = True  # score the test split after export (LOFO folds do their own)
+    # Fit P(fake) = sigmoid(a * logit + b) on the validation windows (Platt scaling, classes
+    # weighted equally) and store a, b with the model; false = the raw logit's sigmoid.
+    calibrate_scores: bool = True
 
 
 class TrainConfig(_Strict):

@@ -49,6 +49,52 @@ def calibrate(labels, scores, *, target_far: float | None = None) -> dict[str, A
     }
 
 
+def fit_score_map(labels, logits) -> tuple[float, float]:
+    """Platt scaling: ``(a, b)`` of P(fake) = sigmoid(a * logit + b) on validation windows.
+
+    Why: a network trained to separate seen families pushes their logits far out, so the raw
+    sigmoid saturates and the threshold that flags 1% of real windows lands at 0.999 or more,
+    a number nobody can read or tune. Both classes weigh the same, so the map does not depend
+    on the validation set's real/fake mix. ``(1, 0)`` (the raw sigmoid) when it cannot be
+    fitted: one class only, or a map that would not increase with the logit.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(labels, dtype=np.int64)
+    x = np.asarray(logits, dtype=np.float64).reshape(-1, 1)
+    if not metrics.has_both_classes(y) or not np.isfinite(x).all():
+        return 1.0, 0.0
+    fit = LogisticRegression(C=1e6, class_weight="balanced", max_iter=1000).fit(x, y)
+    scale, bias = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if not (scale > 0 and np.isfinite(scale) and np.isfinite(bias)):
+        return 1.0, 0.0
+    return scale, bias
+
+
+class _LogitScorer:
+    """The export's detector returning raw logits: the score map is fitted on unsaturated
+    numbers, then applied to the same windows."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.info = detector.info
+        self.window_samples = detector.info.window_samples
+
+    def __call__(self, waveforms: np.ndarray) -> np.ndarray:
+        return np.asarray(self.detector.logits(waveforms), dtype=np.float32)
+
+
+def _score_map_line(calibration: dict[str, Any]) -> str:
+    scale = calibration.get("logit_scale", 1.0)
+    bias = calibration.get("logit_bias", 0.0)
+    if (scale, bias) == (1.0, 0.0):
+        return "scores: the raw logit's sigmoid (no score map)"
+    return (
+        f"scores: P(fake) = sigmoid({scale:.4g} * logit + {bias:.4g}), fitted on the validation"
+        " windows (Platt scaling; `logit_scale`, `logit_bias` in config.json)"
+    )
+
+
 def _table_md(report: dict[str, Any] | None) -> str:
     if not report:
         return "_none_\n"
@@ -107,6 +153,7 @@ digits as `threshold`).
 - method: {calibration["method"]} on the validation split
 - validation EER: {_pct(calibration.get("eer"))}; at the threshold: false-alarm rate
   {_pct(far)}, miss rate {_pct(frr)}
+- {_score_map_line(calibration)}
 
 ## Training data
 {data["train_total"]} training clips ({data["train_counts"]["real"]} real, \
@@ -148,8 +195,10 @@ def export_model(
     provenance: dict[str, Any] | None = None,
     half: bool = False,
     card: str | None = None,
+    score_map: tuple[float, float] = (1.0, 0.0),
 ) -> Path:
-    """Write a loadable model directory (the model package's format) carrying ``threshold``."""
+    """Write a loadable model directory (the model package's format) carrying ``threshold``
+    and the score map ``(logit_scale, logit_bias)`` it applies to."""
     from streamguard.model import ModelInfo, save_model_dir
 
     info = ModelInfo(
@@ -159,6 +208,8 @@ def export_model(
         window_seconds=window_seconds,
         threshold=float(threshold),
         provenance=dict(provenance or {}),
+        logit_scale=float(score_map[0]),
+        logit_bias=float(score_map[1]),
     )
     return save_model_dir(directory, module, info, params, half=half, model_card=card)
 
@@ -205,11 +256,11 @@ def export_trained(
     calibration: dict[str, Any] = {"method": "default", "threshold": 0.5}
     skipped: list = []
 
-    def score(examples: Sequence[Example]):
+    def score(examples: Sequence[Example], scorer=None):
         # The daemon's chain (VAD, windows every hop, shared batching): the threshold is
         # calibrated on the windows the daemon will really score, not on hand-made crops.
         results, problems = score_through_chain(
-            detector,
+            scorer or detector,
             examples,
             store=store,
             batch_size=config.run.eval_batch_size,
@@ -231,12 +282,22 @@ def export_trained(
         return result["windows"]
 
     val_report = test_report = None
+    score_map = (1.0, 0.0)
     if val:
-        results, problems = score(val)
+        fit = config.export.calibrate_scores
+        results, problems = score(val, _LogitScorer(detector) if fit else None)
         kept, scores = window_examples(results)
         labels = np.array([e.label for e in kept])
+        if fit:  # the same windows, now as calibrated P(fake)
+            score_map = fit_score_map(labels, scores)
+            info = info.replace(logit_scale=score_map[0], logit_bias=score_map[1])
+            detector.info = info
+            for r in results:
+                r.scores = info.p_fake(r.scores)
+            kept, scores = window_examples(results)
         calibration = calibrate(labels, scores, target_far=config.export.target_far)
         calibration["unit"] = "windows"
+        calibration["logit_scale"], calibration["logit_bias"] = score_map
         val_report = report("val", "validation", results, problems)
     if test and config.export.evaluate_test:
         test_report = report("test", "test", *score(test))
@@ -305,6 +366,7 @@ def export_trained(
             sample_rate=seg.sample_rate,
             window_seconds=seg.seconds,
             provenance=provenance,
+            score_map=score_map,
             half=config.export.half,
             card=card,
         )

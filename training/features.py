@@ -359,8 +359,7 @@ class CachedWindowsDetector:
         return self.module.head(x).float().numpy()
 
     def __call__(self, waveforms: np.ndarray) -> np.ndarray:
-        logits = self.logits(waveforms).astype(np.float64)
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        return self.info.p_fake(self.logits(waveforms))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -26,6 +26,17 @@ class ModelInfo:
     window_seconds: float = 4.0
     threshold: float = 0.5  # P(fake) at or above this is "fake"
     provenance: dict[str, Any] = field(default_factory=dict)  # source, sha256, training data...
+    # Score calibration, P(fake) = sigmoid(logit_scale * logit + logit_bias): fitted at export
+    # on validation windows (Platt scaling), so that P(fake) and the threshold sit where a
+    # person can read them instead of in the last digits below 1 (a saturated network's).
+    # Monotone, so which windows pass the threshold does not change. (1, 0) = the raw logit.
+    logit_scale: float = 1.0
+    logit_bias: float = 0.0
+
+    def p_fake(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(fake) float32 for raw logits (float64 arithmetic, no overflow)."""
+        z = self.logit_scale * np.asarray(logits, dtype=np.float64) + self.logit_bias
+        return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
 
     @property
     def window_samples(self) -> int:
@@ -144,8 +155,7 @@ class Detector:
 
     def __call__(self, waveforms: np.ndarray) -> np.ndarray:
         """P(fake) ``[B]`` as float32 numbers in [0, 1]."""
-        logits = self.logits(waveforms)
-        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+        return self.info.p_fake(self.logits(waveforms))
 
 
 def fit_window(wave: np.ndarray, n: int) -> np.ndarray:

@@ -86,6 +86,8 @@ def save_model_dir(
         "sample_rate": info.sample_rate,
         "window_seconds": info.window_seconds,
         "threshold": info.threshold,
+        "logit_scale": info.logit_scale,
+        "logit_bias": info.logit_bias,
         "provenance": info.provenance,
         "dtype": "float16" if half else "float32",
     }
@@ -168,5 +170,7 @@ def load_model_dir(directory: str | Path) -> tuple[Any, ModelInfo, dict[str, Any
         window_seconds=float(config.get("window_seconds", 4.0)),
         threshold=float(config.get("threshold", 0.5)),
         provenance=dict(config.get("provenance") or {}),
+        logit_scale=float(config.get("logit_scale", 1.0)),
+        logit_bias=float(config.get("logit_bias", 0.0)),
     )
     return module.eval(), info, module.streamguard_params

@@ -125,6 +125,49 @@ def test_export_then_load_gives_identical_scores(tmp_path, batch):
     assert (path / "MODEL_CARD.md").read_text() == "# card\n"
 
 
+def test_a_score_map_travels_with_the_model_and_scores_through_it(tmp_path, batch):
+    waves, _ = batch
+    torch.manual_seed(1)
+    module = build_module("koyelog-resnet", TINY["koyelog-resnet"]).eval()
+    path = export_model(
+        tmp_path / "m", module, dict(module.streamguard_params), name="t",
+        architecture="koyelog-resnet", threshold=0.6, window_seconds=SEGMENT / 16_000,
+        score_map=(0.25, -1.5),
+    )  # fmt: skip
+    loaded = load_detector(path, device="cpu")
+    assert (loaded.info.logit_scale, loaded.info.logit_bias) == (0.25, -1.5)
+    logits = loaded.logits(waves.numpy()).astype(np.float64)
+    expected = 1.0 / (1.0 + np.exp(-(0.25 * logits - 1.5)))
+    np.testing.assert_allclose(loaded(waves.numpy()), expected, rtol=1e-6)
+    # a model directory written before score maps existed scores through the raw sigmoid
+    config = json.loads((path / "config.json").read_text())
+    del config["logit_scale"], config["logit_bias"]
+    (path / "config.json").write_text(json.dumps(config))
+    old = load_detector(path, device="cpu")
+    np.testing.assert_allclose(old(waves.numpy()), 1.0 / (1.0 + np.exp(-logits)), rtol=1e-6)
+
+
+def test_the_score_map_unsaturates_the_threshold_and_keeps_the_order():
+    """Logits of a network that saturates (every window far above 0): the raw 1%-real
+    threshold is a number of nines; the fitted map puts it where it can be read, and the
+    windows above it are the same ones."""
+    from streamguard.training.export import calibrate, fit_score_map
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(2000, dtype=int), np.ones(2000, dtype=int)]
+    logits = np.r_[rng.normal(9.0, 1.0, 2000), rng.normal(12.0, 1.5, 2000)]
+    raw = 1.0 / (1.0 + np.exp(-logits))
+    scale, bias = fit_score_map(labels, logits)
+    assert scale > 0
+    info = ModelInfo(name="t", architecture="koyelog-resnet", logit_scale=scale, logit_bias=bias)
+    mapped = info.p_fake(logits).astype(np.float64)
+    raw_point = calibrate(labels, raw, target_far=0.01)
+    mapped_point = calibrate(labels, mapped, target_far=0.01)
+    assert raw_point["threshold"] > 0.9999 and 0.5 < mapped_point["threshold"] < 0.99
+    assert np.array_equal(raw >= raw_point["threshold"], mapped >= mapped_point["threshold"])
+    assert fit_score_map(np.zeros(10, dtype=int), np.arange(10.0)) == (1.0, 0.0)  # one class
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -193,6 +236,11 @@ def test_a_tiny_run_logs_exports_and_resumes(tmp_path):
     config = json.loads((result.export_dir / "config.json").read_text())
     assert model.info.threshold == pytest.approx(config["threshold"])
     assert config["provenance"]["best_epoch"] == result.best_epoch
+    # the score map was fitted on the validation windows and the threshold is in its units
+    calibration = config["provenance"]["calibration"]
+    assert (config["logit_scale"], config["logit_bias"]) == (
+        calibration["logit_scale"], calibration["logit_bias"])  # fmt: skip
+    assert config["logit_scale"] > 0  # (1, 0) where a tiny model's validation order is wrong
     card = (result.export_dir / "MODEL_CARD.md").read_text()
     assert "Validation metrics" in card and "koyelog-resnet" in card
     assert (out / "eval" / "val" / "metrics.json").is_file()
