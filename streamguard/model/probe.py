@@ -16,6 +16,7 @@ host is spread over every candidate instead of ruining one).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from typing import Any
 #: noise on a shared host must not flip the choice between two near-equal paths.
 MARGIN = 0.05
 
-#: CPU flags (``/proc/cpuinfo``) that say a precision has native instructions here.
+#: CPU flags (``/proc/cpuinfo`` names) that say a precision has native instructions here.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
@@ -148,7 +149,17 @@ def time_candidates(
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """This CPU's feature flags (empty where ``/proc/cpuinfo`` is not there)."""
+    """This CPU's feature flags, by their ``/proc/cpuinfo`` names.
+
+    From ``cpuinfo`` when it has a flags line; where it is unreadable (systemd's
+    ``ProcSubset=pid`` in the shipped unit hides it) or has none, from :func:`runtime_cpu_flags`
+    (CPUID as the numeric libraries see it), so the probe still offers the bf16 path on a CPU
+    that has it.
+    """
+    return _cpuinfo_flags(cpuinfo) or runtime_cpu_flags()
+
+
+def _cpuinfo_flags(cpuinfo: Path) -> frozenset[str]:
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
@@ -160,7 +171,75 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
+#: numpy's CPU feature names (``__cpu_features__``, from CPUID on x86) -> ``/proc/cpuinfo``'s.
+_NUMPY_FLAGS = {
+    "SSE3": "pni", "SSSE3": "ssse3", "SSE41": "sse4_1", "SSE42": "sse4_2", "POPCNT": "popcnt",
+    "AVX": "avx", "F16C": "f16c", "FMA3": "fma", "AVX2": "avx2", "BMI": "bmi1", "BMI2": "bmi2",
+    "LZCNT": "abm", "MOVBE": "movbe", "AVX512F": "avx512f", "AVX512CD": "avx512cd",
+    "AVX512BW": "avx512bw", "AVX512DQ": "avx512dq", "AVX512VL": "avx512vl",
+    "AVX512IFMA": "avx512ifma", "AVX512VBMI": "avx512vbmi", "AVX512VBMI2": "avx512_vbmi2",
+    "AVX512BITALG": "avx512_bitalg", "AVX512VPOPCNTDQ": "avx512_vpopcntdq",
+    "AVX512VNNI": "avx512_vnni", "AVX512BF16": "avx512_bf16", "AVX512FP16": "avx512_fp16",
+    "GFNI": "gfni", "VAES": "vaes", "VPCLMULQDQ": "vpclmulqdq",
+    "ASIMD": "asimd", "ASIMDHP": "asimdhp", "ASIMDDP": "asimddp", "ASIMDFHM": "asimdfhm",
+}  # fmt: skip
+
+#: torch's capability names (``torch.cpu.get_capabilities()``) that differ from the kernel's;
+#: the rest (avx2, avx512_vnni, avx_vnni, avx512_bf16, amx_bf16, amx_int8, ...) are the same.
+_TORCH_FLAGS = {
+    "sse3": "pni", "fma3": "fma", "bmi": "bmi1", "lzcnt": "abm", "sha": "sha_ni",
+    "avx512_f": "avx512f", "avx512_cd": "avx512cd", "avx512_dq": "avx512dq",
+    "avx512_bw": "avx512bw", "avx512_vl": "avx512vl", "avx512_ifma": "avx512ifma",
+    "avx512_vbmi": "avx512vbmi",
+}  # fmt: skip
+
+
+@functools.cache
+def runtime_cpu_flags() -> frozenset[str]:
+    """This CPU's flags without ``/proc``, mapped onto ``/proc/cpuinfo``'s names.
+
+    Two sources, united. numpy's dispatch table executes CPUID itself, so it answers under
+    ``ProcSubset=pid``; it knows AVX2, the AVX-512 family with VNNI and BF16, but not AMX or
+    AVX-VNNI (every CPU with AMX-BF16 so far also has AVX512-BF16, so the bf16 verdict holds;
+    an AVX-VNNI-only CPU loses its VNNI line in the probe's record, which chooses nothing).
+    torch's capabilities (its cpuinfo library) name AMX and AVX-VNNI too, but that library
+    parses ``/proc/cpuinfo`` on Linux and answers nothing where it is hidden: it helps only
+    where the file is there without a flags line.
+    """
+    return frozenset(_numpy_flags() | _torch_capabilities())
+
+
+def _numpy_flags() -> set[str]:
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return set()
+    return {_NUMPY_FLAGS[k] for k, on in features.items() if on and k in _NUMPY_FLAGS}
+
+
+def _torch_capabilities() -> set[str]:
+    try:
+        import torch
+    except ImportError:
+        return set()
+    cpu = getattr(torch, "cpu", None)
+    read = getattr(cpu, "get_capabilities", None)  # public in torch 2.14
+    if read is None:
+        read = getattr(getattr(torch._C, "_cpu", None), "_get_cpu_capability", None)
+    if read is None:
+        return set()
+    try:
+        caps = dict(read())
+    except Exception:  # a capability query must never stop the probe
+        return set()
+    return {_TORCH_FLAGS.get(k, k) for k, on in caps.items() if on is True}
+
+
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (``unknown`` where ``/proc/cpuinfo`` is hidden)."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:

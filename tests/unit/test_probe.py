@@ -4,18 +4,29 @@ cached per model, CPU and thread count; ``[model] backend`` other than auto skip
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from streamguard.model import Detector, ModelInfo, build_module
 from streamguard.model.probe import (
+    BF16_FLAGS,
+    VNNI_FLAGS,
     Decision,
     Trial,
+    _cpuinfo_flags,
+    _numpy_flags,
     cpu_flags,
     cpu_model,
     decide,
     precision_candidates,
+    runtime_cpu_flags,
     time_candidates,
 )
 from streamguard.model.serving import PARITY_TOLERANCE, cache_dir, cached_decision, serve
@@ -71,7 +82,82 @@ def test_bf16_is_probed_only_where_the_cpu_has_bf16_instructions(tmp_path):
     )
     assert cpu_flags(cpuinfo) == {"fpu", "avx2", "amx_bf16", "amx_int8"}
     assert cpu_model(cpuinfo) == "Test CPU 9000"
-    assert cpu_flags(tmp_path / "missing") == frozenset()
+    # hidden or flag-less: the flags come from CPUID instead (the next tests check them)
+    assert cpu_flags(tmp_path / "missing") == runtime_cpu_flags()
+    (tmp_path / "noflags").write_text("processor\t: 0\n")
+    assert cpu_flags(tmp_path / "noflags") == runtime_cpu_flags()
+
+
+def _verdicts(flags: frozenset[str]) -> dict[str, object]:
+    """What the probe decides from the flags: the candidates and the VNNI / BF16 / ISA lines."""
+    return {
+        "candidates": precision_candidates(flags),
+        "vnni": any(f in flags for f in VNNI_FLAGS),
+        "bf16": any(f in flags for f in BF16_FLAGS),
+        "avx512f": "avx512f" in flags,
+        "avx2": "avx2" in flags,
+    }
+
+
+REAL_CPUINFO = Path("/proc/cpuinfo")
+needs_cpuinfo = pytest.mark.skipif(
+    not _cpuinfo_flags(REAL_CPUINFO),
+    reason="no /proc/cpuinfo flags line here to compare the CPUID fallback with",
+)
+
+
+@needs_cpuinfo
+def test_the_cpuid_fallback_agrees_with_proc_cpuinfo_on_this_cpu(tmp_path):
+    """Two independent sources (the kernel's flags line, CPUID through numpy/torch): the
+    fallback must lead the probe to the same candidates and verdicts, and name no flag the
+    kernel does not (it may know fewer: AMX and AVX-VNNI are missing from numpy's table)."""
+    real = _cpuinfo_flags(REAL_CPUINFO)
+    fallback = cpu_flags(tmp_path / "nonexistent")
+    assert _verdicts(fallback) == _verdicts(real)
+    assert fallback <= real, sorted(fallback - real)
+    # torch's half reads /proc/cpuinfo itself: the CPUID half alone must carry the verdicts,
+    # as it does where the file is hidden (the next test, for real)
+    assert _verdicts(frozenset(_numpy_flags())) == _verdicts(real)
+
+
+def _hidden_proc_flags() -> frozenset[str] | None:
+    """:func:`cpu_flags` in a child whose /proc is mounted as systemd's ``ProcSubset=pid``
+    mounts it (``subset=pid``: process directories only, no cpuinfo), or None where this host
+    cannot make that mount (no mount namespace for us)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    script = (
+        "import json, pathlib; from streamguard.model.probe import cpu_flags; "
+        "assert not pathlib.Path('/proc/cpuinfo').exists(), 'cpuinfo still visible'; "
+        "print(json.dumps(sorted(cpu_flags())))"
+    )
+    python = shlex.quote(sys.executable)
+    shell = f"mount -t proc -o subset=pid proc /proc && exec {python} -c {shlex.quote(script)}"
+    flags = ["--mount", "--pid", "--fork"]
+    if os.geteuid() != 0:
+        flags = ["--map-root-user", *flags]
+    try:
+        done = subprocess.run(
+            [unshare, *flags, "sh", "-c", shell], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0 and "Traceback" not in done.stderr:
+        return None  # the namespaces or the subset=pid mount are not ours to make here
+    assert done.returncode == 0, done.stderr
+    return frozenset(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+@needs_cpuinfo
+def test_a_daemon_under_proc_subset_pid_still_sees_this_cpus_precisions():
+    """As under the shipped unit (``ProcSubset=pid``): /proc without cpuinfo, for real."""
+    hidden = _hidden_proc_flags()
+    if hidden is None:
+        pytest.skip("cannot mount /proc with subset=pid here (no mount namespace)")
+    assert _verdicts(hidden) == _verdicts(_cpuinfo_flags(REAL_CPUINFO))
+    assert hidden <= _cpuinfo_flags(REAL_CPUINFO), sorted(hidden - _cpuinfo_flags(REAL_CPUINFO))
 
 
 def test_candidates_are_timed_in_interleaved_rounds():
