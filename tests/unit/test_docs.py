@@ -479,7 +479,7 @@ CODE = sorted(
 )
 #: Files a comment may name by their bare name (they sit next to every model / in the package,
 #: or a tool writes them into its output folder: the leave-one-family-out table).
-BARE_NAMES = {"MODEL_CARD.md", "README.md", "lofo.md"}
+BARE_NAMES = {"MODEL_CARD.md", "README.md", "lofo.md", "probe.md"}
 
 
 def test_pointers_in_code_comments_resolve():
