@@ -24,6 +24,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from streamguard.errors import StreamguardError
+
 MODES: list[dict[str, Any]] = [{"mode": "ema", "ema_alpha": a} for a in (0.3, 0.5, 0.7, 1.0)] + [
     {"mode": "mean", "mean_windows": n} for n in (3, 5)
 ]
@@ -122,7 +124,26 @@ def results_from_report(folder: Path):
     return results
 
 
+def report_model(report: Path) -> tuple[str, float]:
+    """The model name and threshold a `streamguard evaluate --out` folder was scored with."""
+    try:
+        meta = json.loads((report / "metrics.json").read_text())
+        return str(meta.get("model", "?")), float(meta["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StreamguardError(
+            f"{report}: no readable metrics.json with a threshold ({exc})"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except StreamguardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     from streamguard.model import load_detector
     from streamguard.policy.verdict import format_threshold
     from streamguard.training.data import read_data
@@ -151,8 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.data is None) == (args.report is None):
         parser.error("give exactly one of --data and --report")
-    detector = load_detector(args.model, device="cpu")
-    threshold = detector.info.threshold if args.threshold is None else args.threshold
+    if args.report is not None and args.model is None:
+        # The report knows which model scored it and at which threshold: judging its scores
+        # at another model's (the bundled one's) threshold would be a silent mistake.
+        name, threshold = report_model(args.report)
+    else:
+        detector = load_detector(args.model, device="cpu")
+        name, threshold = detector.info.name, detector.info.threshold
+    threshold = threshold if args.threshold is None else args.threshold
     if args.report is not None:
         results = results_from_report(args.report)
     else:
@@ -177,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     best, rows = calibrate(results, threshold, args.target)
     rows.sort(key=lambda r: (-(r["fake_alerted"] or 0), r["real_alerted"] or 0))
-    print(f"model {detector.info.name}, threshold {format_threshold(threshold)}, "
+    print(f"model {name}, threshold {format_threshold(threshold)}, "
           f"{best['n_real']} real / {best['n_fake']} synthetic calls")  # fmt: skip
     switch = "switch_in_time" in best
     print(f"{'policy':58} {'real alerted':>12} {'fake alerted':>12} {'delay med':>9}"

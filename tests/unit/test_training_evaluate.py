@@ -90,7 +90,7 @@ def test_call_level_policy_and_one_story(tiny_detector, fixtures_dir):
         assert r.verdict == verdict
 
 
-def test_family_groups_follow_the_asvspoof_convention(tiny_detector, tmp_path):
+def test_family_groups_follow_the_asvspoof_convention(tiny_detector, tmp_path, capsys):
     manifest = tmp_path / "m.csv"
     rows = ["path,label,subset,speaker,attack,family,condition"]
     for i in range(1, 9):
@@ -124,6 +124,17 @@ def test_family_groups_follow_the_asvspoof_convention(tiny_detector, tmp_path):
     assert again(back, 0.5)["windows"]["pooled"]["eer"] == pytest.approx(
         report["windows"]["pooled"]["eer"], abs=1e-5
     )
+    # ... and the policy search reads the report's own model and threshold, not the bundled
+    # model's (which it used to load and judge these scores at)
+    from streamguard.training.policy import main as policy_main
+
+    capsys.readouterr()
+    assert policy_main(["--report", str(tmp_path / "o")]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"model {tiny_detector.info.name}, threshold 0.500,"), first
+    (tmp_path / "o" / "metrics.json").write_text("{}")
+    assert policy_main(["--report", str(tmp_path / "o")]) == 2
+    assert "no readable metrics.json" in capsys.readouterr().err
 
 
 def test_evaluate_cli_uses_the_daemon_config(tiny_model_dir, tmp_path, capsys):
