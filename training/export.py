@@ -89,9 +89,10 @@ def _score_map_line(calibration: dict[str, Any]) -> str:
     bias = calibration.get("logit_bias", 0.0)
     if (scale, bias) == (1.0, 0.0):
         return "scores: the raw logit's sigmoid (no score map)"
+    sign = "-" if bias < 0 else "+"
     return (
-        f"scores: P(fake) = sigmoid({scale:.4g} * logit + {bias:.4g}), fitted on the validation"
-        " windows (Platt scaling; `logit_scale`, `logit_bias` in config.json)"
+        f"scores: P(fake) = sigmoid({scale:.4g} * logit {sign} {abs(bias):.4g}), fitted on the"
+        " validation windows (Platt scaling; `logit_scale`, `logit_bias` in config.json)"
     )
 
 

