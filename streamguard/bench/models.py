@@ -80,7 +80,7 @@ def load_bench_detector(choice: ModelChoice) -> tuple[Any, str]:
     if choice.spec is not None or (choice.params is None and is_model_dir(STARTER_DIR)):
         loaded = load_model(choice.spec, device=device)
         module, info = loaded.detector.module, loaded.detector.info
-        where = choice.spec or "bundled starter model"
+        where = choice.spec or f"the bundled default tier ({info.name})"
     else:
         torch.manual_seed(0)
         module = build_module(choice.architecture, choice.params)

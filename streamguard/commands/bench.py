@@ -71,8 +71,8 @@ def _model_choice_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--model",
         metavar="SPEC",
-        help="model dir, .pth or hub id (default: the bundled starter model if present, else "
-        "--arch with random weights)",
+        help="model dir, .pth, hub id or bundled tier (default: the bundled default tier, "
+        "accurate or starter, if present, else --arch with random weights)",
     )
     m.add_argument(
         "--arch",
