@@ -239,6 +239,9 @@ def _from_labels(args: argparse.Namespace, overrides: dict) -> int:
     finetune.write_manifest(rows, manifest)
     base = load_config(args.config, overrides)
     init = base.model.init_from or daemon.model.spec or str(STARTER_DIR)
+    if not (base.model.init_from or daemon.model.spec):
+        print("note: the daemon has no [model] spec (it serves the default tier); fine-tuning "
+              "starts from the starter tier (docs/training.md, --from-labels)")  # fmt: skip
     serving = load_detector(init, device="cpu")
     sources = [s.model_dump(mode="json", exclude_none=True) for s in base.data.sources]
     sources.append(
