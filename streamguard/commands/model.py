@@ -47,6 +47,8 @@ def describe(loaded: Any) -> dict[str, Any]:
         "architecture": info.architecture,
         "parameters": count_parameters(loaded.detector.module),
         "threshold": info.threshold,
+        "logit_scale": info.logit_scale,
+        "logit_bias": info.logit_bias,
         "window_seconds": info.window_seconds,
         "window_samples": info.window_samples,
         "sample_rate": info.sample_rate,
@@ -60,6 +62,12 @@ def describe(loaded: Any) -> dict[str, Any]:
     }
 
 
+def _score_map(scale: float, bias: float) -> str:
+    if (scale, bias) == (1.0, 0.0):
+        return "none (P(fake) = sigmoid(logit))"
+    return f"P(fake) = sigmoid({scale:.4g} * logit {'-' if bias < 0 else '+'} {abs(bias):.4g})"
+
+
 def _print_text(facts: dict[str, Any]) -> None:
     from streamguard.policy.verdict import format_threshold
 
@@ -69,6 +77,7 @@ def _print_text(facts: dict[str, Any]) -> None:
         ("architecture", facts["architecture"]),
         ("parameters", f"{facts['parameters']:,}"),
         ("threshold", format_threshold(facts["threshold"])),
+        ("score map", _score_map(facts["logit_scale"], facts["logit_bias"])),
         ("window", f"{facts['window_seconds']:g} s ({facts['window_samples']} samples)"),
         ("sample rate", f"{facts['sample_rate']} Hz"),
         ("format", facts["format"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import torch
@@ -11,12 +12,13 @@ from streamguard.cli import main
 from streamguard.model import load_detector
 
 
-def test_info_on_a_model_dir(tiny_model_dir, capsys):
+def test_info_on_a_model_dir(tiny_model_dir, tmp_path, capsys):
     assert main(["model", "info", str(tiny_model_dir)]) == 0
     out = capsys.readouterr().out
     assert "architecture:         koyelog-resnet" in out
     assert "window:               4 s (64000 samples)" in out
     assert "published checkpoint: no" in out
+    assert "score map:            none (P(fake) = sigmoid(logit))" in out
 
     assert main(["model", "info", str(tiny_model_dir), "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
@@ -26,6 +28,15 @@ def test_info_on_a_model_dir(tiny_model_dir, capsys):
     )
     assert facts["sample_rate"] == 16_000 and facts["threshold"] == 0.5
     assert len(facts["weights_sha256"]) == 64 and facts["published_checkpoint"] is False
+    assert (facts["logit_scale"], facts["logit_bias"]) == (1.0, 0.0)
+    # a model with a score map says it (in the units its threshold is in)
+    mapped = shutil.copytree(tiny_model_dir, tmp_path / "mapped")
+    config = json.loads((mapped / "config.json").read_text())
+    config.update(logit_scale=0.5, logit_bias=-1.25)
+    (mapped / "config.json").write_text(json.dumps(config))
+    assert main(["model", "info", str(mapped)]) == 0
+    out = capsys.readouterr().out
+    assert "score map:            P(fake) = sigmoid(0.5 * logit - 1.25)" in out
 
 
 def test_info_and_export_of_a_pth(tmp_path, capsys):
