@@ -40,14 +40,19 @@ rm -rf "$work"
 # The check that proves the selection: torch and torchaudio import, the bundled model loads and
 # is served through the daemon's own backend choice ([model] backend = "auto"). On a CPU that is
 # ONNX Runtime int8, exported and calibrated here once and kept in STREAMGUARD_CACHE_DIR, so a
-# container serves int8 from its first second instead of building it at every start.
+# container serves int8 from its first second instead of building it at every start. The probe's
+# decision is cached per CPU *and threads per worker*: it is made for the threads the daemon's
+# defaults give on this host (else every start probed again in a child process).
 "$venv/bin/python" - <<'PY'
 import torch, torchaudio  # noqa: E401  (the import is the check)
+from streamguard.config import load_config
 from streamguard.model.loading import load_detector
 from streamguard.model.serving import serve
+from streamguard.scoring.runners import threads_per_worker
 
+model = load_config(None).model
 detector = load_detector(None, device="cpu")
-backend = serve(detector, "auto")
+backend = serve(detector, "auto", threads=threads_per_worker(model.threads, model.workers))
 print(f"install-venv: torch {torch.__version__}, torchaudio {torchaudio.__version__}, "
       f"cuda available: {torch.cuda.is_available()}, bundled model served by {backend}")
 PY

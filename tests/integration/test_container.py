@@ -184,7 +184,12 @@ async def test_image_serves_a_call_alerts_and_drains_on_sigterm(image, tokens, v
             state = podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
             if state != "running" or time.monotonic() - started > 240:
                 logs = podman("logs", name, check=False)
-                pytest.fail(f"not ready ({state}):\n{(logs.stdout + logs.stderr)[-4000:]}")
+                how = podman(
+                    "inspect", "--format",
+                    "exit {{.State.ExitCode}} oom {{.State.OOMKilled}} {{.State.Error}}", name,
+                    check=False,
+                ).stdout.strip()  # fmt: skip
+                pytest.fail(f"not ready ({state}, {how}):\n{(logs.stdout + logs.stderr)[-4000:]}")
             await asyncio.sleep(0.5)
         print(f"\nready {time.monotonic() - started:.1f} s after podman run")
         # Without the token /healthz says only its status; the guarded surfaces refuse.
