@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamguard.audio.track import TrackSettings
+from streamguard.backends import BACKENDS
 from streamguard.errors import ConfigError
 from streamguard.policy.smoothing import SmoothingSettings
 from streamguard.policy.verdict import VerdictSettings
@@ -173,15 +174,7 @@ class ModelSettings(_Section):
     queue_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1)
     torchscript: bool = True
-    backend: Literal[
-        "auto",
-        "eager",
-        "torchscript",
-        "onnxruntime",
-        "onnxruntime-int8",
-        "torch-bf16",
-        "cuda-graphs",
-    ] = "auto"
+    backend: Literal[BACKENDS] = "auto"  # streamguard/backends.py
     worker: Literal["thread", "process"] = "thread"
     workers: int = Field(2, ge=1, le=64)
 

@@ -17,18 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from streamguard.backends import BACKENDS
+
 HELP = "measure detector throughput, ingest cost and live-call capacity of a daemon"
 
 SUITES = ("model", "ingest", "daemon", "capacity", "soak", "events", "all")
-BACKEND_CHOICES = (
-    "auto",
-    "eager",
-    "torchscript",
-    "onnxruntime",
-    "onnxruntime-int8",
-    "torch-bf16",
-    "cuda-graphs",
-)
+BACKEND_CHOICES = BACKENDS
 
 
 def _int_list(text: str) -> list[int]:

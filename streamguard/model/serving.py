@@ -56,18 +56,10 @@ import structlog
 # The speech backends are calibrated and checked on: the demo call, cut by audio/demo.py (this
 # module reads no audio files itself).
 from streamguard.audio.demo import check_windows, demo_windows
+from streamguard.backends import BACKENDS
 
 log = structlog.get_logger(__name__)
 
-BACKENDS = (
-    "auto",
-    "eager",
-    "torchscript",
-    "onnxruntime",
-    "onnxruntime-int8",
-    "torch-bf16",
-    "cuda-graphs",
-)
 
 #: Largest |P(fake) difference| from eager fp32 a backend may show on the check windows.
 PARITY_TOLERANCE = 0.01
