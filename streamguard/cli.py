@@ -7,11 +7,16 @@ websockets) inside ``run`` so that ``streamguard --help`` stays instant.
 Every error is one ``streamguard: error: ...`` line on stderr (README): a usage error too (exit
 2, with where to read the usage), and output into a pipe whose reader has gone
 (``streamguard model info | head``) ends quietly with 141, as a tool killed by SIGPIPE does.
+
+A crash in native code (torch, ONNX Runtime: SIGSEGV, SIGFPE, SIGABRT, SIGBUS, SIGILL) still
+leaves the Python stack of every thread on stderr (``faulthandler``), so a unit's journal says
+where it died; the stack names functions and lines only, never values.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import os
 import sys
@@ -71,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
     try:
         args = build_parser().parse_args(argv)  # --help into a closed pipe, too
         code = int(args._run(args) or 0)

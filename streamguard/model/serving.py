@@ -541,16 +541,23 @@ def build_in_subprocess(
     ``cancelled`` kills the child within a fraction of a second (a daemon stopping mid-build).
     ``threads`` must be what the caller will serve with: the probe's decision is keyed by it.
     """
+    import copy
     import multiprocessing as mp
 
+    # The child gets a private copy of the network, never the served one: pickling a module
+    # for a child (torch's ForkingPickler reductions) moves each parameter's storage into
+    # shared memory *in place*, freeing the old buffer while the daemon's own thread may be
+    # scoring through it (a TorchScript trace shares those storages). That race gave NaN
+    # scores or a segfault at start-up with a cold cache. Copying only reads the weights.
+    module = copy.deepcopy(detector.module)
     if _probes(detector, backend):
-        target, args = probe, (detector.module, detector.window_samples, threads)
+        target, args = probe, (module, detector.window_samples, threads)
     else:
         first = candidates(backend, detector.device.type)[0]
         if not first.startswith("onnxruntime"):
             return
         target = _build_to_cache
-        args = (detector.module, detector.window_samples, first.endswith("int8"))
+        args = (module, detector.window_samples, first.endswith("int8"))
     ctx = mp.get_context("spawn")
     proc = ctx.Process(target=target, args=args, name="streamguard-onnx-build", daemon=True)
     proc.start()

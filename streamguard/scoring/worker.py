@@ -21,6 +21,8 @@ pipe, which is safe because both ends are this program.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import multiprocessing as mp
 import threading
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ START_TIMEOUT = 600.0
 class WorkerSpec:
     """What a child needs to build the same detector as the parent."""
 
-    module: Any  # torch.nn.Module (pickled to the child)
+    module: Any  # torch.nn.Module (a private copy is pickled to the child: _start)
     info: Any  # ModelInfo
     device: str
     precision: str
@@ -132,9 +134,13 @@ class ProcessDetector:
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
+        # A private copy, never the caller's module: pickling for a spawned child moves the
+        # weights into shared memory in place, under any thread still scoring through them
+        # (model/serving.py build_in_subprocess has the story). It lives until "ready".
+        spec = dataclasses.replace(self._spec, module=copy.deepcopy(self._spec.module))
         proc = ctx.Process(
             target=_child,
-            args=(child, self._shm.name, self.max_batch, self.window_samples, self._spec),
+            args=(child, self._shm.name, self.max_batch, self.window_samples, spec),
             name="streamguard-inference",
             daemon=True,
         )

@@ -87,7 +87,7 @@ def test_demo_flags_the_synthetic_caller_and_not_the_agent():
         text=True,
         timeout=180,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-4000:], proc.stdout[-2000:])
     lines = proc.stdout.splitlines()
     assert any(line.strip().startswith("dashboard: http://127.0.0.1:") for line in lines)
     # without --config the events are not kept, and the banner says so

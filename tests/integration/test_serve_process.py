@@ -49,12 +49,12 @@ class ServeProcess:
             "0",
         ]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []  # stderr as written (JSON log lines or not)
         self.logs: list[dict] = []
         self.lines: list[str] = []  # stderr as written, JSON or not (tracebacks...)
         self.port: int | None = None
         self._port_known = threading.Event()
-        threading.Thread(target=self._read_logs, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_logs, daemon=True)
+        self._reader.start()
 
     def _read_logs(self) -> None:
         assert self.proc.stderr is not None
@@ -124,6 +124,24 @@ async def test_serve_notifies_reloads_and_drains_on_sigterm(tmp_path, tiny_model
         assert await asyncio.to_thread(serve.proc.wait, 30) == 0
         stopping = await asyncio.to_thread(serve.messages, "STOPPING=1")
         assert stopping
+    finally:
+        serve.close()
+
+
+def test_a_native_crash_leaves_every_threads_python_stack_on_stderr(tmp_path, tiny_model_dir):
+    """A segfault in torch or ONNX Runtime must say where it happened: without faulthandler a
+    crashed unit leaves only "status=11/SEGV" in the journal (as CI once saw of the demo)."""
+    config = tmp_path / "streamguard.toml"
+    config.write_text("")
+    serve = ServeProcess(tmp_path, tiny_model_dir, config)
+    try:
+        serve.wait_port()
+        serve.proc.send_signal(signal.SIGSEGV)
+        assert serve.proc.wait(30) == -signal.SIGSEGV
+        serve._reader.join(10)
+        text = "".join(serve.lines)
+        assert "Fatal Python error: Segmentation fault" in text
+        assert "most recent call first" in text and "streamguard" in text
     finally:
         serve.close()
 

@@ -168,3 +168,18 @@ def test_the_onnx_graph_takes_waveforms_and_keeps_parity_on_fixture_speech(fixtu
     )
     assert split.front is not None
     assert parity(expected, split, waves).max_abs_diff <= 1e-4
+
+
+def test_building_in_a_child_never_moves_the_served_weights():
+    """Handing the network to the build's child must not touch the served weights: pickling a
+    module for a spawned child moves its storages into shared memory in place, under a thread
+    that may be scoring through them (NaN scores or a segfault at a cold start, seen in CI)."""
+    from streamguard.model.serving import build_in_subprocess
+
+    detector = fresh_tiny(13)  # weights no other test built: the child really builds
+    before = {name: p.data_ptr() for name, p in detector.module.named_parameters()}
+    build_in_subprocess(detector, "onnxruntime", timeout=300)
+    assert not needs_build(detector, "onnxruntime")  # the child did build into the cache
+    after = {name: p.data_ptr() for name, p in detector.module.named_parameters()}
+    assert after == before
+    assert not any(p.is_shared() for p in detector.module.parameters())

@@ -49,6 +49,8 @@ def test_worker_scores_like_the_detector_in_process(tiny_detector):
         expected = score_windows(tiny_detector, items, max_batch=4)
         np.testing.assert_allclose(got, expected, atol=1e-6)
         assert worker.backend == "eager"
+        # the child got a copy: the caller's weights were not moved into shared memory
+        assert not any(p.is_shared() for p in tiny_detector.module.parameters())
     finally:
         worker.close()
 
