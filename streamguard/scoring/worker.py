@@ -127,6 +127,7 @@ class ProcessDetector:
         )
         self._proc: Any = None
         self._conn: Any = None
+        self._sent: WorkerSpec | None = None  # what the running child was given
         self.restarts = 0
         self._start()
 
@@ -136,7 +137,8 @@ class ProcessDetector:
         parent, child = ctx.Pipe()
         # A private copy, never the caller's module: pickling for a spawned child moves the
         # weights into shared memory in place, under any thread still scoring through them
-        # (model/serving.py build_in_subprocess has the story). It lives until "ready".
+        # (model/serving.py build_in_subprocess has the story). Kept until the child is gone:
+        # CUDA tensors reach the child by IPC handle and must outlive its use of them.
         spec = dataclasses.replace(self._spec, module=copy.deepcopy(self._spec.module))
         proc = ctx.Process(
             target=_child,
@@ -157,7 +159,7 @@ class ProcessDetector:
             proc.join(5)
             raise WorkerFailed(f"inference worker failed to start: {reply[1]}: {reply[2]}")
         self.backend, self.backend_parity = reply[1], reply[2]
-        self._proc, self._conn = proc, parent
+        self._proc, self._conn, self._sent = proc, parent, spec
 
     def close(self) -> None:
         """Stop the child and free the shared memory (idempotent)."""
@@ -172,6 +174,7 @@ class ProcessDetector:
                 if self._proc.is_alive():
                     self._proc.kill()
                 self._proc = None
+            self._sent = None
             if self._shm is not None:
                 del self._batch
                 self._shm.close()
